@@ -1,0 +1,320 @@
+"""The ``wsbench`` command line."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from wsbench import __version__
+from wsbench.config import parse_overrides
+from wsbench.errors import WsbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark harness for weight-space learning.")
+inrs_app = typer.Typer(no_args_is_help=True, help="Build and inspect INR zoos.")
+app.add_typer(inrs_app, name="inrs")
+out_console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+OutOpt = typer.Option(Path("results"), "--out", help="Results root.")
+DataOpt = typer.Option(None, "--data-dir", envvar="WSBENCH_DATA", help="Dataset root (torchvision raw layout).")
+CacheOpt = typer.Option(None, "--cache-dir", envvar="WSBENCH_CACHE", help="Cache root for INR zoos.")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+LimitOpt = typer.Option(None, "--limit", help="Samples per split, for quick runs.")
+EpochsOpt = typer.Option(None, "--epochs", help="Training epochs (shorthand for --set epochs=N).")
+SetOpt = typer.Option([], "--set", help="Config override key=value; repeatable.")
+ConfigOpt = typer.Option(None, "--config", help="JSON or TOML file of config overrides.")
+
+
+def _registry():
+    from wsbench.plugins import registry
+    return registry()
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+          strict: bool = typer.Option(False, "--strict", help="A plugin that fails to load is an error."),
+          version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+    _state["debug"] = debug
+    if strict:
+        os.environ["WSBENCH_STRICT"] = "1"
+    if version:
+        out_console.print(f"wsbench {__version__}")
+        raise typer.Exit()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=err_console, transient=False)
+
+
+def _settings(out, data_dir, cache_dir, device, limit, epochs, sets, config_file):
+    from wsbench.runner import Settings
+    overrides = parse_overrides(sets, config_file)
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    return Settings(out=out, data_dir=data_dir, cache_dir=cache_dir, device=device, limit=limit,
+                    overrides=overrides)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"3"`` -> [0, 1, 2]; ``"0,2,5"`` -> [0, 2, 5]."""
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            n = int(text)
+            if n <= 0:
+                raise ValueError
+            seeds = list(range(n))
+    except ValueError:
+        raise WsbenchError(f"--seeds {text!r} is neither a positive count nor a comma list; write 5 or 0,1,2") from None
+    if len(set(seeds)) != len(seeds):
+        raise WsbenchError(f"--seeds {text!r} repeats a seed; list each seed once")
+    return seeds
+
+
+def _zoo_progress(progress: Progress, dataset: str):
+    state = {"t0": time.perf_counter()}
+
+    def cb(done, total, mean_psnr):
+        if "id" not in state:
+            state["id"] = progress.add_task(f"INR zoo {dataset}", total=total, info="")
+        rate = done / max(1e-9, time.perf_counter() - state["t0"])
+        db = "" if mean_psnr != mean_psnr else f"  PSNR {mean_psnr:.1f} dB"
+        progress.update(state["id"], completed=done, info=f"{rate:,.0f} INRs/s{db}")
+    return cb
+
+
+def _run_cells(cells, settings, keep_going: bool) -> list[dict]:
+    """Run cells one by one with a progress display; failures are stored and, with keep_going, skipped."""
+    from wsbench.runner import Runner
+    runner = Runner(_registry(), settings)
+    runner.validate(cells)
+    todo = [c for c in cells if not runner.is_done(c)]
+    results = [{"cell": c, "status": "skipped"} for c in cells if c not in todo]
+    if not todo:
+        err_console.print(f"all {len(cells)} cells already stored in {settings.out}; nothing to train")
+        return results
+    with _progress() as progress:
+        grid = progress.add_task("grid", total=len(cells), completed=len(cells) - len(todo), info="")
+        for cell in todo:
+            runner.task(cell.dataset, progress=_zoo_progress(progress, cell.dataset))
+            label = f"{cell.dataset}/{cell.arch}/seed {cell.seed}"
+            ep = progress.add_task(label, total=None, info="")
+
+            def on_epoch(epoch, total, h, _ep=ep):
+                progress.update(_ep, total=total, completed=epoch,
+                                info=f"loss {h['train_loss']:.3f}  val {100 * h['val_acc']:.1f}%")
+            started = time.perf_counter()
+            try:
+                row = runner.run(cell, on_epoch=on_epoch)
+                results.append({"cell": cell, "status": "finished", "row": row})
+                progress.update(ep, info=f"test {100 * row['test_acc']:.2f}%")
+            except (KeyboardInterrupt, WsbenchError):
+                raise
+            except Exception as exc:
+                if _state["debug"] and not keep_going:
+                    raise
+                row = runner.record_failure(cell, exc, started)
+                results.append({"cell": cell, "status": row["status"], "row": row})
+                progress.update(ep, info=f"[red]{row['status']}: {row['error'][:60]}")
+                if not keep_going:
+                    raise WsbenchError(f"{label} {row['status']}: {row['error']}") from None
+            progress.update(grid, advance=1)
+    return results
+
+
+@app.command()
+def run(arch: str = typer.Option(..., "--arch", help="Architecture name (see `wsbench plugins`)."),
+        dataset: str = typer.Option("shapes", "--dataset", help="Dataset name."),
+        seed: int = typer.Option(0, "--seed"),
+        out: Path = OutOpt, data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt,
+        device: str = DeviceOpt, limit: Optional[int] = LimitOpt, epochs: Optional[int] = EpochsOpt,
+        set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt):
+    """Train and evaluate one cell (dataset, architecture, seed) and store it."""
+    from wsbench.runner import Cell
+    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config)
+    res = _run_cells([Cell(dataset, arch, seed)], settings, keep_going=False)
+    row = res[0].get("row")
+    if row and row.get("status") == "finished":
+        out_console.print(f"{dataset}/{arch}/seed {seed}: test accuracy {100 * row['test_acc']:.2f}% "
+                          f"(best epoch {row['best_epoch']}, {row['wall_time_s']:.1f} s) run {row['run_id']}")
+
+
+@app.command()
+def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repeatable."),
+         dataset: List[str] = typer.Option(["shapes"], "--dataset", help="Dataset; repeatable."),
+         seeds: str = typer.Option("3", "--seeds", help="A count N (seeds 0..N-1) or a list like 0,1,2."),
+         out: Path = OutOpt, data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt,
+         device: str = DeviceOpt, limit: Optional[int] = LimitOpt, epochs: Optional[int] = EpochsOpt,
+         set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt):
+    """Run the seed x architecture grid; cells already stored are skipped, so rerunning resumes."""
+    from wsbench.runner import Cell
+    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config)
+    cells = [Cell(d, a, s) for d in dataset for a in arch for s in parse_seeds(seeds)]
+    results = _run_cells(cells, settings, keep_going=True)
+    counts = {}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    out_console.print("grid: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    failed = [r for r in results if r["status"] not in ("finished", "skipped")]
+    for r in failed:
+        c = r["cell"]
+        err_console.print(f"[red]{r['status']}[/red] {c.dataset}/{c.arch}/seed {c.seed}: {r['row']['error']}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metric; repeatable."),
+               dataset: List[str] = typer.Option([], "--dataset", help="Only these datasets."),
+               out: Path = OutOpt, device: str = DeviceOpt,
+               recompute: bool = typer.Option(False, "--recompute", help="Recompute stored pairs.")):
+    """Layer x layer similarity between every pair of stored runs of a dataset."""
+    from wsbench import similarity as sim
+    from wsbench.store import Store
+    from wsbench.train import resolve_device
+    reg = _registry()
+    metrics = [reg.metric(m) for m in metric]
+    store = Store(out)
+    if not store.finished_runs():
+        raise WsbenchError(f"no finished runs under {out}; run `wsbench grid` first or pass --out")
+    with _progress() as progress:
+        t = progress.add_task("similarity", total=None, info="")
+        counts = sim.compute(store, metrics, dataset or None, device=str(resolve_device(device)),
+                             recompute=recompute,
+                             progress=lambda k, n: progress.update(t, total=n, completed=k))
+    out_console.print(f"similarity: {counts['pairs']} run pairs computed in {counts['seconds']:.1f} s "
+                      f"({', '.join(metric)}); stored under {out / 'similarity'}")
+
+
+@app.command()
+def leaderboard(out: Path = OutOpt,
+                format: str = typer.Option("rich", "--format", help="rich or md."),
+                metric: str = typer.Option("cka", "--metric", help="Similarity metric for the CKA tables."),
+                output: Optional[Path] = typer.Option(None, "--output", help="Write Markdown to this file.")):
+    """Ranked accuracy and similarity tables from the stored results."""
+    from wsbench import leaderboard as lb
+    from wsbench.store import Store
+    if format not in ("rich", "md"):
+        raise WsbenchError(f"unknown format {format!r}; known formats: md, rich")
+    store = Store(out)
+    runs = store.runs()
+    if not runs:
+        raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --out")
+    board = lb.build(runs, store.read("similarity").to_pylist(), metric=metric)
+    if format == "md" or output is not None:
+        text = lb.render_markdown(board)
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            tmp = output.with_name(f".{output.name}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, output)
+            err_console.print(f"wrote {output}")
+        if format == "md":
+            sys.stdout.write(text)
+            return
+    for item in lb.render_rich(board):
+        out_console.print(item)
+
+
+plugins_app = typer.Typer(invoke_without_command=True, help="List installed plugins.")
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.callback(invoke_without_command=True)
+def plugins(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Every architecture, dataset and metric found, and who provides it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    reg = _registry()
+    rows = []
+    for s in reg.all_specs():
+        row = {"name": s.name, "kind": s.kind, "distribution": s.distribution, "version": s.version,
+               "description": s.description}
+        if s.kind == "architecture":
+            row["view"] = s.view
+        if s.kind == "metric":
+            row.update(estimator=s.estimator, higher_is_better=s.higher_is_better, symmetric=s.symmetric,
+                       invariances=list(s.invariances))
+        rows.append(row)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    t = Table(title="wsbench plugins")
+    for col in ("kind", "name", "distribution", "version", "details", "description"):
+        t.add_column(col)
+    for r in rows:
+        details = r.get("view") or r.get("estimator") or ""
+        t.add_row(r["kind"], r["name"], r["distribution"], r["version"], details, r["description"])
+    out_console.print(t)
+
+
+@inrs_app.command("build")
+def inrs_build(dataset: str = typer.Option(..., "--dataset"), data_dir: Optional[Path] = DataOpt,
+               cache_dir: Optional[Path] = CacheOpt, device: str = DeviceOpt, limit: Optional[int] = LimitOpt):
+    """Fit (or resume) the INR zoo of a dataset and print its PSNR summary."""
+    from wsbench.task import make_task
+    from wsbench.train import resolve_device
+    spec = _registry().dataset(dataset)
+    with _progress() as progress:
+        task = make_task(spec, data_dir, cache_dir, limit, str(resolve_device(device)),
+                         progress=_zoo_progress(progress, dataset))
+    m = task.zoo.manifest
+    p = m["psnr"]
+    out_console.print(f"{dataset}: {m['count']} INRs ({m['num_params']} parameters each) at {task.zoo.path}\n"
+                      f"PSNR dB: mean {p['mean']:.2f}, std {p['std']:.2f}, 5th percentile {p['p5']:.2f}, "
+                      f"min {p['min']:.2f}, max {p['max']:.2f}")
+
+
+@inrs_app.command("info")
+def inrs_info(cache_dir: Optional[Path] = CacheOpt, as_json: bool = typer.Option(False, "--json")):
+    """List the cached INR zoos with their manifests."""
+    from wsbench.task import default_cache_dir
+    from wsbench.zoo import list_zoos
+    zoos = list_zoos(cache_dir or default_cache_dir())
+    if as_json:
+        sys.stdout.write(json.dumps(zoos, indent=2) + "\n")
+        return
+    if not zoos:
+        out_console.print("no INR zoos cached; build one with `wsbench inrs build --dataset NAME`")
+        return
+    t = Table(title="INR zoos")
+    for col in ("dataset", "count", "spec", "steps", "PSNR mean", "PSNR p5", "key", "path"):
+        t.add_column(col)
+    for z in zoos:
+        spec = "-".join(str(d) for d in [z["spec"]["in_dim"], *z["spec"]["hidden"], z["spec"]["out_dim"]])
+        t.add_row(z["dataset"], str(z["count"]), spec, str(z["recipe"]["steps"]), f"{z['psnr']['mean']:.2f}",
+                  f"{z['psnr']['p5']:.2f}", z["key"][:16], z["path"])
+    out_console.print(t)
+
+
+def main() -> None:
+    """Console entry point: one-line errors, tracebacks only with --debug."""
+    try:
+        app()
+    except WsbenchError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; stored runs are kept, rerun the same command to resume")
+        sys.exit(130)
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc} (rerun with --debug for the "
+                          "traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)

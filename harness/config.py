@@ -1,0 +1,75 @@
+"""Run configuration: plain values with defaults, overridable with ``--set key=value``."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from wsbench.errors import WsbenchError
+from wsbench.specs import ArchitectureSpec
+
+# Training defaults shared by every architecture; an architecture's defaults override them.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 20,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "warmup_epochs": 0,
+    "label_smoothing": 0.0,
+    "grad_clip": 0.0,  # 0 disables clipping
+    "augment": "none",  # images view only: "none" or "crop-flip"
+    "eval_batch_size": 1024,
+}
+
+
+def parse_value(text: str) -> Any:
+    """``3`` -> 3, ``1e-3`` -> 0.001, ``true`` -> True, ``[64,64]`` -> [64, 64], else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        low = text.strip().lower()
+        if low in ("true", "false"):
+            return low == "true"
+        return text
+
+
+def parse_overrides(items: Iterable[str], config_file: Path | None = None) -> dict:
+    """``--set key=value`` items (and an optional JSON/TOML config file) -> dict."""
+    out: dict = {}
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.exists():
+            raise WsbenchError(f"config file {path} does not exist; pass an existing .json or .toml file")
+        try:
+            if path.suffix == ".toml":
+                import tomllib
+                out.update(tomllib.loads(path.read_text()))
+            else:
+                out.update(json.loads(path.read_text()))
+        except Exception as exc:
+            raise WsbenchError(f"config file {path} could not be parsed ({exc}); fix its syntax") from None
+    for item in items:
+        if "=" not in item:
+            raise WsbenchError(f"--set {item!r} is not key=value; write e.g. --set lr=0.001")
+        key, value = item.split("=", 1)
+        out[key.strip()] = parse_value(value)
+    return out
+
+
+def resolve(arch: ArchitectureSpec, dataset: str, overrides: Mapping[str, Any]) -> dict:
+    """Training defaults <- architecture defaults <- per-dataset defaults <- overrides."""
+    config = {**TRAIN_DEFAULTS, **dict(arch.defaults), **dict(arch.dataset_defaults.get(dataset, {}))}
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise WsbenchError(f"unknown config key(s) {', '.join(unknown)} for architecture {arch.name!r}; "
+                           f"known keys: {', '.join(sorted(config))}")
+    config.update(overrides)
+    return dict(sorted(config.items()))
+
+
+def run_id(dataset: str, arch: str, seed: int, config: Mapping[str, Any], limit: int | None) -> str:
+    """Stable id of a grid cell: a hash of dataset, architecture, seed, resolved config and data limit."""
+    payload = json.dumps({"dataset": dataset, "arch": arch, "seed": int(seed), "config": config,
+                          "limit": limit}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,95 @@
+"""Spec dataclasses that plugins hand to the host's ``register`` callback.
+
+The host fills in ``distribution`` and ``version`` from the entry point that
+registered the spec, so plugin authors never set them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+VIEWS = ("weights", "images")
+
+
+@dataclass
+class ArchitectureSpec:
+    """An architecture: builds an ``nn.Module`` that reads one view of a task.
+
+    ``build(info, config)`` gets a :class:`wsbench.task.TaskInfo` and the resolved
+    config (a flat dict) and returns a module whose ``forward(x)`` returns
+    ``(logits (B, classes), layers)``, where ``layers`` is an ordered dict of
+    named representations, each ``(B, d)``.
+    """
+
+    name: str
+    view: str
+    build: Callable[..., Any]
+    description: str = ""
+    # Hyperparameters as plain values; ``dataset_defaults[name]`` overrides them per dataset.
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    kind: str = "architecture"
+    distribution: str = ""
+    version: str = ""
+
+    def __post_init__(self):
+        if self.view not in VIEWS:
+            raise ValueError(f"architecture {self.name!r}: view must be one of {VIEWS}, got {self.view!r}")
+
+
+@dataclass
+class ImageData:
+    """Images of a dataset in its official train/test split.
+
+    ``train_images``/``test_images`` are ``(N, C, H, W)`` uint8; labels ``(N,)`` int64.
+    ``checksums`` maps source file names to digests (recorded in the zoo manifest).
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: Sequence[str]
+    checksums: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetSpec:
+    """A dataset: official images plus the INR spec and fitting recipe of its zoo.
+
+    ``load(data_dir)`` returns :class:`ImageData`, reading (or downloading into)
+    ``data_dir``. The harness splits, fits the INR zoo and caches it.
+    """
+
+    name: str
+    load: Callable[..., ImageData]
+    description: str = ""
+    num_val: int = 0
+    split_seed: int = 0
+    inr_hidden: Sequence[int] = (32, 32)
+    inr_recipe: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "dataset"
+    distribution: str = ""
+    version: str = ""
+
+
+@dataclass
+class MetricSpec:
+    """A representation similarity measure.
+
+    ``fn(x, y)`` takes two float64 tensors ``(n, d1)`` and ``(n, d2)`` whose rows
+    are the same samples, and returns a float.
+    """
+
+    name: str
+    fn: Callable[..., float]
+    description: str = ""
+    estimator: str = ""
+    higher_is_better: bool = True
+    symmetric: bool = True
+    invariances: Sequence[str] = ()
+    kind: str = "metric"
+    distribution: str = ""
+    version: str = ""

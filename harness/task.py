@@ -1,0 +1,149 @@
+"""A Task: the same samples seen two ways (images and INR weights), with a fixed split.
+
+Sample ids: official train image ``i`` has id ``i``; official test image ``j`` has
+id ``n_train_official + j``. Splits: the official test set is ``test``; a
+permutation of the official train set seeded by the dataset's ``split_seed``
+gives ``val`` (its first ``num_val``) and ``train`` (the rest). ``limit`` keeps
+the first ``limit`` ids of each split. Every architecture sees the same ids.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wsbench.errors import WsbenchError
+from wsbench.inr import SirenSpec
+from wsbench.specs import DatasetSpec
+from wsbench.zoo import Zoo, atomic_write_text, build_zoo
+
+SPLITS = ("train", "val", "test")
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("WSBENCH_CACHE"):
+        return Path(os.environ["WSBENCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "wsbench"
+
+
+def default_data_dir() -> Path:
+    if os.environ.get("WSBENCH_DATA"):
+        return Path(os.environ["WSBENCH_DATA"])
+    return default_cache_dir() / "data"
+
+
+@dataclass
+class TaskInfo:
+    """What an architecture's builder sees about the task."""
+
+    dataset: str
+    num_classes: int
+    image_shape: tuple  # (C, H, W)
+    inr: SirenSpec
+    # Training-split statistics, so models can normalise their inputs.
+    image_mean: np.ndarray = field(repr=False, default=None)  # (C,)
+    image_std: np.ndarray = field(repr=False, default=None)  # (C,)
+    weight_mean: np.ndarray = field(repr=False, default=None)  # (P,)
+    weight_std: np.ndarray = field(repr=False, default=None)  # (P,)
+
+    @property
+    def weight_dim(self) -> int:
+        return self.inr.num_params
+
+
+@dataclass
+class Task:
+    info: TaskInfo
+    ids: np.ndarray  # (N,) int64 sample ids
+    labels: np.ndarray  # (N,) int64
+    images: np.ndarray  # (N, C, H, W) uint8
+    weights: np.ndarray  # (N, P) float32
+    psnr: np.ndarray  # (N,) float32
+    splits: dict  # split name -> row indices into the arrays above
+    zoo: Zoo | None = None
+
+    def inputs(self, view: str) -> torch.Tensor:
+        """The float32 input tensor of a view for every row.
+
+        ``images``: pixels in [0, 1] standardised per channel with training-split
+        statistics. ``weights``: the raw INR parameters (models normalise them).
+        """
+        if view == "images":
+            x = torch.from_numpy(np.ascontiguousarray(self.images)).float().div_(255.0)
+            mean = torch.from_numpy(self.info.image_mean).float().view(1, -1, 1, 1)
+            std = torch.from_numpy(self.info.image_std).float().view(1, -1, 1, 1)
+            return (x - mean) / std
+        if view == "weights":
+            return torch.from_numpy(np.array(self.weights, dtype=np.float32))  # a copy: the zoo is read-only
+        raise WsbenchError(f"unknown view {view!r}; known views: images, weights")
+
+
+def split_ids(n_train_official: int, n_test_official: int, num_val: int, split_seed: int,
+              limit: int | None = None) -> dict:
+    """Sample ids of every split (see module docstring)."""
+    if num_val >= n_train_official:
+        raise WsbenchError(f"validation size {num_val} must be smaller than the {n_train_official} training images")
+    perm = np.random.default_rng(split_seed).permutation(n_train_official)
+    out = {"train": np.sort(perm[num_val:]), "val": np.sort(perm[:num_val]),
+           "test": n_train_official + np.arange(n_test_official)}
+    if limit is not None:
+        if limit <= 0:
+            raise WsbenchError(f"--limit must be a positive number of samples per split, got {limit}")
+        # Take the first ``limit`` of each split in permuted order so a limited train set is a random sample.
+        out["train"] = perm[num_val:][:limit]
+        out["val"] = perm[:num_val][:limit]
+        out["test"] = out["test"][:limit]
+    return {k: v.astype(np.int64) for k, v in out.items()}
+
+
+def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path | None = None,
+              limit: int | None = None, device: str = "cpu", progress=None) -> Task:
+    """Load images, split them, fit (or reuse) the INR zoo, and assemble the Task."""
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    data = spec.load(data_dir)
+    n_tr, n_te = len(data.train_images), len(data.test_images)
+    ids_by_split = split_ids(n_tr, n_te, spec.num_val, spec.split_seed, limit)
+    all_images = data.train_images, data.test_images
+    all_labels = data.train_labels, data.test_labels
+
+    def take(arrays, ids):
+        train_part, test_part = arrays
+        return np.concatenate([train_part[ids[ids < n_tr]], test_part[ids[ids >= n_tr] - n_tr]])
+
+    order = np.concatenate([ids_by_split[s] for s in SPLITS])
+    # take() concatenates train-side ids before test-side ids; the test split comes last so order holds.
+    images = take(all_images, order)
+    labels = take(all_labels, order).astype(np.int64)
+    sizes = [len(ids_by_split[s]) for s in SPLITS]
+    bounds = np.cumsum([0, *sizes])
+    splits = {s: np.arange(bounds[i], bounds[i + 1]) for i, s in enumerate(SPLITS)}
+
+    c, h, w = images.shape[1:]
+    inr = SirenSpec(in_dim=2, hidden=tuple(spec.inr_hidden), out_dim=c, w0=float(spec.inr_recipe.get("w0", 30.0)))
+    zoo = build_zoo(cache_dir, spec.name, images, order, inr, dict(spec.inr_recipe), seed=0, device=device,
+                    extra_manifest={"source_checksums": dict(data.checksums),
+                                    "splits": {s: len(ids_by_split[s]) for s in SPLITS},
+                                    "split_seed": spec.split_seed, "limit": limit},
+                    progress=progress)
+    split_file = zoo.path / "splits.json"
+    if not split_file.exists():
+        atomic_write_text(split_file, json.dumps({s: ids_by_split[s].tolist() for s in SPLITS}))
+    weights = np.asarray(zoo.weights)
+    tr = splits["train"]
+    # Per-channel statistics one channel at a time: a float64 copy of CIFAR-10 would be 1 GB.
+    chans = [images[tr, k].astype(np.float32) / 255.0 for k in range(c)]
+    info = TaskInfo(
+        dataset=spec.name, num_classes=len(data.classes), image_shape=(c, h, w), inr=inr,
+        image_mean=np.array([x.mean(dtype=np.float64) for x in chans], dtype=np.float32),
+        image_std=np.array([x.std(dtype=np.float64) + 1e-6 for x in chans], dtype=np.float32),
+        weight_mean=weights[tr].mean(0).astype(np.float32),
+        weight_std=(weights[tr].std(0) + 1e-6).astype(np.float32),
+    )
+    return Task(info=info, ids=order, labels=labels, images=images, weights=weights, psnr=zoo.psnr,
+                splits=splits, zoo=zoo)

@@ -1,0 +1,155 @@
+"""The one training loop, for every architecture.
+
+AdamW with linear warm-up and cosine decay; model selection on validation
+accuracy; test evaluation, per-sample predictions and representations of every
+named layer at the selected epoch. Seeded: the same seed, config and device
+give the same numbers.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsbench.errors import WsbenchError
+from wsbench.specs import ArchitectureSpec
+from wsbench.task import Task
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
+@dataclass
+class RunResult:
+    test_acc: float
+    val_acc: float
+    best_epoch: int
+    history: list  # per epoch: {"epoch", "train_loss", "val_acc"}
+    test_ids: np.ndarray  # (n,) sample ids of the probe set
+    labels: np.ndarray  # (n,)
+    preds: np.ndarray  # (n,)
+    confidence: np.ndarray  # (n,) softmax probability of the prediction
+    layers: dict = field(default_factory=dict)  # name -> (n, d) float32, in the model's order
+    wall_time_s: float = 0.0
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise WsbenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise WsbenchError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
+    return dev
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random 4-pixel-padded crop and horizontal flip, per sample (images view)."""
+    b, _, h, w = x.shape
+    pad = F.pad(x, (4, 4, 4, 4), mode="reflect")
+    dy = torch.randint(0, 9, (b,), generator=gen).to(x.device)
+    dx = torch.randint(0, 9, (b,), generator=gen).to(x.device)
+    rows = (dy.view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1)
+    cols = (dx.view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w)
+    out = pad.gather(2, rows.expand(b, pad.shape[1], h, pad.shape[3]))
+    out = out.gather(3, cols.expand(b, pad.shape[1], h, w))
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    return torch.where(flip.view(b, 1, 1, 1), out.flip(3), out)
+
+
+@torch.no_grad()
+def _predict(model, x, rows, batch_size, want_layers=False):
+    model.eval()
+    logits_all, layers_all = [], {}
+    for i in range(0, len(rows), batch_size):
+        idx = rows[i:i + batch_size]
+        logits, layers = model(x[idx])
+        logits_all.append(logits.float().cpu())
+        if want_layers:
+            for name, rep in layers.items():
+                layers_all.setdefault(name, []).append(rep.reshape(rep.shape[0], -1).float().cpu())
+    logits = torch.cat(logits_all) if logits_all else torch.zeros(0)
+    layers = {k: torch.cat(v).numpy() for k, v in layers_all.items()}
+    return logits, layers
+
+
+def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: torch.device,
+          on_epoch: Callable[[int, int, dict], None] | None = None) -> RunResult:
+    """Train ``arch`` on ``task`` with ``config``; see the module docstring."""
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    model = arch.build(task.info, config)
+    if not isinstance(model, torch.nn.Module):
+        raise WsbenchError(f"architecture {arch.name!r} built a {type(model).__name__}, not a torch.nn.Module")
+    model = model.to(device)
+    x = task.inputs(arch.view).to(device)
+    y = torch.from_numpy(task.labels).to(device)
+    tr = torch.from_numpy(task.splits["train"]).to(device)
+    va = torch.from_numpy(task.splits["val"]).to(device)
+    te = torch.from_numpy(task.splits["test"]).to(device)
+    if len(tr) == 0 or len(va) == 0 or len(te) == 0:
+        raise WsbenchError("every split needs at least one sample; raise --limit")
+
+    epochs, bs = int(config["epochs"]), int(config["batch_size"])
+    steps_per_epoch = max(1, math.ceil(len(tr) / bs))
+    total, warmup = epochs * steps_per_epoch, int(config["warmup_epochs"]) * steps_per_epoch
+    opt = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    gen = torch.Generator().manual_seed(seed)
+    augment = config.get("augment", "none") == "crop-flip" and arch.view == "images"
+    best_acc, best_epoch, best_state, history = -1.0, -1, None, []
+    eval_bs = int(config["eval_batch_size"])
+    for epoch in range(epochs):
+        model.train()
+        order = tr[torch.randperm(len(tr), generator=gen).to(device)]
+        loss_sum = torch.zeros((), device=device)
+        for i in range(0, len(order), bs):
+            idx = order[i:i + bs]
+            xb = _augment(x[idx], gen) if augment else x[idx]
+            logits, _ = model(xb)
+            loss = F.cross_entropy(logits, y[idx], label_smoothing=float(config["label_smoothing"]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(config["grad_clip"]))
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach() * len(idx)
+        train_loss = float(loss_sum) / len(order)
+        if not math.isfinite(train_loss):
+            raise NonFiniteLoss(f"loss became {train_loss} in epoch {epoch + 1}; lower lr or enable grad_clip")
+        val_logits, _ = _predict(model, x, va, eval_bs)
+        val_acc = float((val_logits.argmax(1) == y[va].cpu()).float().mean())
+        history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_acc": round(val_acc, 6)})
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch + 1
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epochs, history[-1])
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    logits, layers = _predict(model, x, te, eval_bs, want_layers=True)
+    probs = logits.softmax(1)
+    conf, preds = probs.max(1)
+    labels = y[te].cpu().numpy()
+    return RunResult(
+        test_acc=float((preds.numpy() == labels).mean()), val_acc=best_acc, best_epoch=best_epoch,
+        history=history, test_ids=task.ids[task.splits["test"]], labels=labels, preds=preds.numpy(),
+        confidence=conf.numpy(), layers=layers, wall_time_s=time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""wsbench's built-in plugins, loaded through the ``wsbench`` entry-point group like any other."""

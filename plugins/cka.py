@@ -1,0 +1,70 @@
+"""Linear CKA (Kornblith et al. 2019), debiased (``cka``, the default) and biased (``cka-biased``).
+
+Both are computed in feature space, float64, from mean-centred ``(n, d)`` inputs:
+with ``K = X X^T`` and ``L = Y Y^T`` never formed, so memory is O(n d) not O(n^2).
+The debiased form uses the unbiased HSIC estimator of Song et al. (2012) as in
+Nguyen et al. (2021), which is near 0 for independent data where the biased
+estimator is not.
+"""
+from __future__ import annotations
+
+import torch
+
+from wsbench.hookspecs import hookimpl
+from wsbench.specs import MetricSpec
+
+
+def _center(x: torch.Tensor) -> torch.Tensor:
+    x = x.to(torch.float64)
+    return x - x.mean(0, keepdim=True)
+
+
+def hsic_biased(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``tr(K H L H)`` up to a constant factor, for centred ``x (n, d1)``, ``y (n, d2)``."""
+    return (y.T @ x).pow(2).sum()
+
+
+def hsic_unbiased(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Song et al.'s unbiased HSIC for linear kernels, from features (needs n >= 4).
+
+    HSIC = [tr(K~L~) + (1'K~1)(1'L~1)/((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3)),
+    K~ = K with its diagonal zeroed.
+    """
+    n = x.shape[0]
+    dk, dl = x.pow(2).sum(1), y.pow(2).sum(1)  # diag(K), diag(L)
+    tr = (y.T @ x).pow(2).sum() - (dk * dl).sum()
+    k1 = x @ x.sum(0) - dk  # K~ 1
+    l1 = y @ y.sum(0) - dl  # L~ 1
+    return (tr + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (k1 @ l1)) / (n * (n - 3))
+
+
+def _cka(hsic, x, y) -> float:
+    x, y = _center(x), _center(y)
+    xy, xx, yy = hsic(x, y), hsic(x, x), hsic(y, y)
+    denom = torch.sqrt(xx * yy)
+    if not torch.isfinite(denom) or denom <= 0:
+        return float("nan")  # a constant representation has no similarity to speak of
+    return float(xy / denom)
+
+
+def cka_debiased(x: torch.Tensor, y: torch.Tensor) -> float:
+    return _cka(hsic_unbiased, x, y)
+
+
+def cka_biased(x: torch.Tensor, y: torch.Tensor) -> float:
+    return _cka(hsic_biased, x, y)
+
+
+INVARIANCES = ("orthogonal", "isotropic-scaling", "translation")
+
+
+@hookimpl
+def register_metrics(register):
+    register(MetricSpec(
+        name="cka", fn=cka_debiased, estimator="linear-kernel/debiased-hsic(song2012)/feature-space/float64",
+        description="Linear CKA with the debiased HSIC estimator (default)", higher_is_better=True,
+        symmetric=True, invariances=INVARIANCES))
+    register(MetricSpec(
+        name="cka-biased", fn=cka_biased, estimator="linear-kernel/biased-hsic/feature-space/float64",
+        description="Linear CKA with the biased HSIC estimator (Kornblith et al. 2019)", higher_is_better=True,
+        symmetric=True, invariances=INVARIANCES))
