@@ -137,7 +137,7 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
             raise NonFiniteLoss(f"loss became {train_loss} in epoch {epoch + 1}; lower lr or enable grad_clip")
         val_logits, _ = _predict(model, x, va, eval_bs)
         val_acc = float((val_logits.argmax(1) == y[va].cpu()).float().mean())
-        history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 6), "val_acc": round(val_acc, 6)})
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch + 1
             best_state = copy.deepcopy(model.state_dict())
