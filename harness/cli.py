@@ -96,43 +96,27 @@ def _zoo_progress(progress: Progress, dataset: str):
     return cb
 
 
-def _run_cells(cells, settings, keep_going: bool) -> list[dict]:
-    """Run cells one by one with a progress display; failures are stored and, with keep_going, skipped."""
-    from wsbench.runner import Runner
+def _run_cells(cells, settings, keep_going: bool, executor: str = "local", ray_address: str | None = None):
+    """Run cells through an executor with the grid display; returns one CellOutcome per cell.
+
+    Failures are stored; without ``keep_going`` the first one stops with its error.
+    """
+    from wsbench.executors import make_executor
+    from wsbench.progress import GridDisplay
+    from wsbench.runner import Runner, run_grid
     runner = Runner(_registry(), settings)
     runner.validate(cells)
-    todo = [c for c in cells if not runner.is_done(c)]
-    results = [{"cell": c, "status": "skipped"} for c in cells if c not in todo]
-    if not todo:
-        err_console.print(f"all {len(cells)} cells already stored in {settings.out}; nothing to train")
-        return results
-    with _progress() as progress:
-        grid = progress.add_task("grid", total=len(cells), completed=len(cells) - len(todo), info="")
-        for cell in todo:
-            runner.task(cell.dataset, progress=_zoo_progress(progress, cell.dataset))
-            label = f"{cell.dataset}/{cell.arch}/seed {cell.seed}"
-            ep = progress.add_task(label, total=None, info="")
-
-            def on_epoch(epoch, total, h, _ep=ep):
-                progress.update(_ep, total=total, completed=epoch,
-                                info=f"loss {h['train_loss']:.3f}  val {100 * h['val_acc']:.1f}%")
-            started = time.perf_counter()
-            try:
-                row = runner.run(cell, on_epoch=on_epoch)
-                results.append({"cell": cell, "status": "finished", "row": row})
-                progress.update(ep, info=f"test {100 * row['test_acc']:.2f}%")
-            except (KeyboardInterrupt, WsbenchError):
-                raise
-            except Exception as exc:
-                if _state["debug"] and not keep_going:
-                    raise
-                row = runner.record_failure(cell, exc, started)
-                results.append({"cell": cell, "status": row["status"], "row": row})
-                progress.update(ep, info=f"[red]{row['status']}: {row['error'][:60]}")
-                if not keep_going:
-                    raise WsbenchError(f"{label} {row['status']}: {row['error']}") from None
-            progress.update(grid, advance=1)
-    return results
+    ex = make_executor(executor, runner, ray_address, isolate=keep_going or not _state["debug"])
+    try:
+        with GridDisplay(err_console, slots=getattr(ex, "slots", 1)) as display:
+            outcomes = run_grid(cells, runner, ex, on_event=display)
+    finally:
+        ex.close()
+    if not keep_going:
+        for o in outcomes:
+            if o.failed:
+                raise WsbenchError(f"{o.cell.label} {o.status}: {o.row.get('error')}")
+    return outcomes
 
 
 @app.command()
@@ -146,8 +130,10 @@ def run(arch: str = typer.Option(..., "--arch", help="Architecture name (see `ws
     from wsbench.runner import Cell
     settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config)
     res = _run_cells([Cell(dataset, arch, seed)], settings, keep_going=False)
-    row = res[0].get("row")
-    if row and row.get("status") == "finished":
+    row = res[0].row
+    if res[0].status == "skipped":
+        out_console.print(f"{dataset}/{arch}/seed {seed}: already stored (run {row['run_id']}); nothing to train")
+    elif row.get("status") == "finished":
         out_console.print(f"{dataset}/{arch}/seed {seed}: test accuracy {100 * row['test_acc']:.2f}% "
                           f"(best epoch {row['best_epoch']}, {row['wall_time_s']:.1f} s) run {row['run_id']}")
 
@@ -158,21 +144,28 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
          seeds: str = typer.Option("3", "--seeds", help="A count N (seeds 0..N-1) or a list like 0,1,2."),
          out: Path = OutOpt, data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt,
          device: str = DeviceOpt, limit: Optional[int] = LimitOpt, epochs: Optional[int] = EpochsOpt,
-         set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt):
-    """Run the seed x architecture grid; cells already stored are skipped, so rerunning resumes."""
-    from wsbench.runner import Cell
+         set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt,
+         executor: str = typer.Option("local", "--executor", help="local (this process) or ray (one task per "
+                                      "cell; pip install 'wsbench[ray]')."),
+         ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. "
+                                                   "ray://head:10001 or auto); default: start a local cluster.")):
+    """Run the seed x architecture grid; cells already stored are skipped, so rerunning resumes.
+
+    A failing cell is stored with its status and error and the grid goes on; the
+    summary lists the failures and the exit code is 1 if there are any. Grids
+    sharing a results root split the cells between them.
+    """
+    from wsbench.runner import Cell, summarize
     settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config)
     cells = [Cell(d, a, s) for d in dataset for a in arch for s in parse_seeds(seeds)]
-    results = _run_cells(cells, settings, keep_going=True)
-    counts = {}
-    for r in results:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    out_console.print("grid: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    failed = [r for r in results if r["status"] not in ("finished", "skipped")]
-    for r in failed:
-        c = r["cell"]
-        err_console.print(f"[red]{r['status']}[/red] {c.dataset}/{c.arch}/seed {c.seed}: {r['row']['error']}")
+    outcomes = _run_cells(cells, settings, keep_going=True, executor=executor, ray_address=ray_address)
+    out_console.print("grid: " + ", ".join(f"{v} {k}" for k, v in summarize(outcomes).items()))
+    failed = [o for o in outcomes if o.failed]
+    for o in failed:
+        err_console.print(f"[red]{o.status}[/red] {o.cell.label}: {o.row.get('error')}", highlight=False)
     if failed:
+        err_console.print(f"{len(failed)} of {len(cells)} cells failed; their errors are stored in the runs table "
+                          "(status, error, traceback); rerun the same command to retry them")
         raise typer.Exit(1)
 
 
@@ -180,23 +173,39 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
 def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metric; repeatable."),
                dataset: List[str] = typer.Option([], "--dataset", help="Only these datasets."),
                out: Path = OutOpt, device: str = DeviceOpt,
-               recompute: bool = typer.Option(False, "--recompute", help="Recompute stored pairs.")):
-    """Layer x layer similarity between every pair of stored runs of a dataset."""
+               recompute: bool = typer.Option(False, "--recompute", help="Recompute stored pairs."),
+               resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples for the 95 % "
+                                             "intervals (0: none)."),
+               permutations: int = typer.Option(100, "--permutations", help="Shuffles of the sample "
+                                                "correspondence for the null level (0: none)."),
+               seed: int = typer.Option(0, "--seed", help="Seed of the resamples and shuffles.")):
+    """Layer x layer similarity between every pair of stored runs of a dataset, with 95 % bootstrap
+    intervals, a permutation null level and sanity checks on every row."""
     from wsbench import similarity as sim
     from wsbench.store import Store
     from wsbench.train import resolve_device
     reg = _registry()
     metrics = [reg.metric(m) for m in metric]
+    if resamples < 0 or permutations < 0:
+        raise WsbenchError(f"--resamples {resamples} / --permutations {permutations}: use 0 or a positive count")
     store = Store(out)
     if not store.finished_runs():
         raise WsbenchError(f"no finished runs under {out}; run `wsbench grid` first or pass --out")
     with _progress() as progress:
         t = progress.add_task("similarity", total=None, info="")
         counts = sim.compute(store, metrics, dataset or None, device=str(resolve_device(device)),
-                             recompute=recompute,
+                             recompute=recompute, resamples=resamples, permutations=permutations, seed=seed,
                              progress=lambda k, n: progress.update(t, total=n, completed=k))
+    for job in counts["jobs"]:
+        flag = "[green]passed[/green]" if job["passed"] else "[red]FAILED[/red]"
+        inv = ", ".join(f"{k} {v:.1e}" for k, v in job.items()
+                        if k in ("orthogonal", "isotropic-scaling", "translation", "grid_vs_fn") and v is not None)
+        self_max = "undefined" if job["self_max"] is None else f"{job['self_max']:.1e}"
+        err_console.print(f"checks {job['dataset']}/{job['metric']} ({job['pairs']} layer pairs, n {job['n']}, "
+                          f"{job['path']} path, {job['seconds']:.1f} s): {flag}; |self - 1| {self_max}; {inv}")
     out_console.print(f"similarity: {counts['pairs']} run pairs computed in {counts['seconds']:.1f} s "
-                      f"({', '.join(metric)}); stored under {out / 'similarity'}")
+                      f"({', '.join(metric)}; {resamples} resamples, {permutations} permutations); "
+                      f"stored under {out / 'similarity'}")
 
 
 @app.command()
