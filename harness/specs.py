@@ -76,11 +76,47 @@ class DatasetSpec:
 
 
 @dataclass
+class GridRequest:
+    """What the harness asks of a metric's batched ``grid`` path (see :class:`MetricSpec`).
+
+    ``pairs`` (Q, 2) int64: the wanted ``(r, s)`` indices into the representation list.
+    ``weights`` (n, B) float64 or None: bootstrap sample counts, one resample per column
+    (each column sums to n); a resample is a reweighting of the n samples.
+    ``perms`` (P, n) int64 or None: null draw ``p`` compares ``reps[r]`` with ``reps[s][perms[p]]``.
+    ``max_bytes``: budget for temporaries; chunk to stay under it.
+    ``progress(fraction)``: optional, called with the fraction of the work done.
+    """
+
+    pairs: Any
+    weights: Any = None
+    perms: Any = None
+    max_bytes: int = 2 << 30
+    progress: Callable[[float], None] | None = None
+
+
+@dataclass
+class GridResult:
+    """``values`` (Q,), ``boot`` (B, Q) or None, ``null`` (P, Q) or None, in ``pairs`` order."""
+
+    values: Any
+    boot: Any = None
+    null: Any = None
+
+
+@dataclass
 class MetricSpec:
     """A representation similarity measure.
 
     ``fn(x, y)`` takes two float64 tensors ``(n, d1)`` and ``(n, d2)`` whose rows
-    are the same samples, and returns a float.
+    are the same samples, and returns a float. That is all a metric needs: the
+    harness then loops over pairs, resamples and permutations itself (slow path).
+
+    ``grid(reps, request)`` is an optional fast path: ``reps`` is a list of M
+    float64 tensors ``(n, d_i)`` on one device, ``request`` a :class:`GridRequest`;
+    it returns a :class:`GridResult` whose values equal ``fn`` on the same pairs.
+    ``invariances`` names transformations of one input that leave the value
+    unchanged, checked by every similarity job: ``orthogonal``,
+    ``isotropic-scaling``, ``translation``.
     """
 
     name: str
@@ -90,6 +126,7 @@ class MetricSpec:
     higher_is_better: bool = True
     symmetric: bool = True
     invariances: Sequence[str] = ()
+    grid: Callable[..., GridResult] | None = None
     kind: str = "metric"
     distribution: str = ""
     version: str = ""
