@@ -208,34 +208,109 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
                       f"stored under {out / 'similarity'}")
 
 
-@app.command()
-def leaderboard(out: Path = OutOpt,
-                format: str = typer.Option("rich", "--format", help="rich or md."),
-                metric: str = typer.Option("cka", "--metric", help="Similarity metric for the CKA tables."),
-                output: Optional[Path] = typer.Option(None, "--output", help="Write Markdown to this file.")):
-    """Ranked accuracy and similarity tables from the stored results."""
-    from wsbench import leaderboard as lb
-    from wsbench.store import Store
-    if format not in ("rich", "md"):
-        raise WsbenchError(f"unknown format {format!r}; known formats: md, rich")
-    store = Store(out)
-    runs = store.runs()
-    if not runs:
+leaderboard_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+                              help="Leaderboards from a results root or an exported folder; `compare A B`.")
+app.add_typer(leaderboard_app, name="leaderboard")
+FORMATS = ("html", "md", "rich")
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    err_console.print(f"wrote {path}")
+
+
+def _is_folder(output: str) -> bool:
+    p = Path(output)
+    return output.endswith(("/", os.sep)) or p.is_dir() or p.suffix == ""
+
+
+def _dataset_loader(data_dir: Optional[Path]):
+    """Images for the sample analysis come from the dataset plugin (the page itself stays pure)."""
+    from wsbench.task import default_data_dir
+
+    def load(name):
+        return _registry().dataset(name).load(Path(data_dir) if data_dir else default_data_dir())
+    return load
+
+
+@leaderboard_app.callback(invoke_without_command=True)
+def leaderboard(ctx: typer.Context,
+                out: Path = typer.Option(Path("results"), "--out", help="Results root, or a folder exported with "
+                                         "--output DIR/ (re-rendered from its tables)."),
+                format: str = typer.Option("rich", "--format", help="rich (terminal), md or html."),
+                metric: str = typer.Option("cka", "--metric", help="Similarity metric for the similarity tables."),
+                output: Optional[str] = typer.Option(None, "--output", help="FILE.md or FILE.html: write that page; "
+                                                     "DIR/: export Markdown, HTML and the small tables."),
+                title: Optional[str] = typer.Option(None, "--title", help="Page title."),
+                data_dir: Optional[Path] = DataOpt,
+                images: bool = typer.Option(True, "--images/--no-images", help="Show the split samples' images "
+                                            "(read from the dataset plugin).")):
+    """Ranked accuracy, cross-seed stability, cross-architecture similarity and the sample analysis."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from wsbench import export, leaderboard as lb
+    from wsbench.html import render_html
+    if format not in FORMATS:
+        raise WsbenchError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
+    tables = export.load(out)
+    if not tables.runs:
         raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --out")
-    board = lb.build(runs, store.read("similarity").to_pylist(), metric=metric)
-    if format == "md" or output is not None:
-        text = lb.render_markdown(board)
-        if output is not None:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            tmp = output.with_name(f".{output.name}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, output)
-            err_console.print(f"wrote {output}")
-        if format == "md":
-            sys.stdout.write(text)
-            return
-    for item in lb.render_rich(board):
-        out_console.print(item)
+    board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions)
+    title = title or tables.manifest.get("title") or "wsbench leaderboard"
+    want_html = format == "html" or (output is not None and (_is_folder(output) or output.endswith(".html")))
+    if images and want_html or (output is not None and _is_folder(output) and images):
+        export.attach_images(tables, board, _dataset_loader(data_dir),
+                             warn=lambda m: err_console.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
+    if output is not None and _is_folder(output):
+        written = export.write_export(tables, board, Path(output), title)
+        err_console.print(f"exported {len(written)} files to {output} (README.md, index.html, tables/)")
+        return
+    if output is not None:
+        path = Path(output)
+        if path.suffix == ".html":
+            _write_text(path, render_html(board, title=title, images=tables.images, classes=tables.classes,
+                                          source=tables.source))
+        else:
+            _write_text(path, lb.render_markdown(board, title=title))
+    if format == "md":
+        sys.stdout.write(lb.render_markdown(board, title=title))
+    elif format == "html":
+        if output is None:
+            sys.stdout.write(render_html(board, title=title, images=tables.images, classes=tables.classes,
+                                         source=tables.source))
+    elif output is None:
+        for item in lb.render_rich(board):
+            out_console.print(item)
+
+
+@leaderboard_app.command("compare")
+def leaderboard_compare(a: Path = typer.Argument(..., help="Results root or exported leaderboard (the reference)."),
+                        b: Path = typer.Argument(..., help="Results root or exported leaderboard (compared to A)."),
+                        format: str = typer.Option("rich", "--format", help="rich or md."),
+                        metric: str = typer.Option("cka", "--metric", help="Similarity metric."),
+                        output: Optional[Path] = typer.Option(None, "--output", help="Write Markdown to this file.")):
+    """Two result sets side by side per dataset and architecture: differences B - A with 95 % intervals."""
+    from wsbench import export, leaderboard as lb
+    if format not in ("md", "rich"):
+        raise WsbenchError(f"unknown format {format!r}; known formats: md, rich")
+    boards = []
+    for p in (a, b):
+        t = export.load(p)
+        boards.append(lb.build(t.runs, t.similarity, metric=metric))
+    names = [p.name or str(p) for p in (a, b)]
+    if names[0] == names[1]:
+        names = [str(a), str(b)]
+    comparison = lb.compare(boards[0], boards[1], names[0], names[1])
+    if output is not None:
+        _write_text(output, lb.render_comparison_markdown(comparison))
+    if format == "md":
+        sys.stdout.write(lb.render_comparison_markdown(comparison))
+    elif output is None:
+        for item in lb.render_comparison_rich(comparison):
+            out_console.print(item)
 
 
 plugins_app = typer.Typer(invoke_without_command=True, help="List installed plugins.")

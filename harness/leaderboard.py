@@ -1,12 +1,21 @@
-"""Leaderboards: pure functions of the stored tables, and their renderers.
+"""Leaderboards: pure functions of the stored tables, and their text renderers.
 
-``build(runs, similarity)`` turns table rows into a :class:`Board`; the renderers
-turn a Board into rich tables or Markdown. Nothing here trains or reads files.
+``build(runs, similarity, predictions)`` turns table rows (lists of dicts, as
+``pyarrow.Table.to_pylist`` gives them) into a :class:`Board`; ``compare(a, b)``
+sets two Boards side by side; the renderers turn them into rich tables or
+Markdown (``wsbench.html`` renders the HTML page). Nothing here trains, reads
+files or loads images.
+
+Intervals: accuracy and similarity are averaged over seeds (or seed pairs) with a
+95 % Student-t interval of the mean. Seed pairs share seeds, so the pair interval
+is optimistic; the per-pair bootstrap interval over samples (``boot_low``,
+``boot_high``) and the permutation baseline (``null_mean``) are carried along
+when the similarity rows have them.
 """
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,29 +25,52 @@ _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
         2.045, 2.042]
 
+WEIGHTS, IMAGES = "weights", "images"
+NAN = float("nan")
 
-def t95(df: int) -> float:
+
+def t95(df: float) -> float:
+    """Two-sided 95 % t critical value; fractional df (Welch) round down, to stay conservative."""
+    df = int(math.floor(df))
     return _T95[df - 1] if 1 <= df <= len(_T95) else 1.96
 
 
 def mean_ci(values) -> tuple[float, float, float, float]:
     """``(mean, std, ci_low, ci_high)``: sample std and a 95 % t-interval of the mean."""
     v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return NAN, NAN, NAN, NAN
     m = float(v.mean())
     if len(v) < 2:
-        return m, float("nan"), float("nan"), float("nan")
+        return m, NAN, NAN, NAN
     s = float(v.std(ddof=1))
     h = t95(len(v) - 1) * s / math.sqrt(len(v))
     return m, s, m - h, m + h
 
 
+def _nanmean(values) -> float:
+    v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return float(np.mean(v)) if v else NAN
+
+
+def _isnan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 @dataclass
 class Board:
-    accuracy: list = field(default_factory=list)  # dict rows, ranked within dataset
+    metric: str = "cka"
+    accuracy: list = field(default_factory=list)  # ranked within dataset
     stability: list = field(default_factory=list)  # cross-seed similarity per architecture and layer
+    within: list = field(default_factory=list)  # same architecture, other seed, layer x layer
     cross: list = field(default_factory=list)  # cross-architecture layer x layer similarity
+    samples: list = field(default_factory=list)  # sample analysis: one summary row per dataset
+    sample_list: list = field(default_factory=list)  # the samples that split weight and image models
+    agreement: list = field(default_factory=list)  # prediction agreement between architectures
     failures: list = field(default_factory=list)  # runs that did not finish
 
+
+# Accuracy --------------------------------------------------------------------------------
 
 def accuracy_rows(runs: list[dict]) -> list[dict]:
     """Per dataset, architectures ranked by mean test accuracy over seeds.
@@ -54,12 +86,15 @@ def accuracy_rows(runs: list[dict]) -> list[dict]:
     for (ds, arch), rs in groups.items():
         accs = [r["test_acc"] for r in sorted(rs, key=lambda r: r["seed"])]
         m, s, lo, hi = mean_ci(accs)
+        if not math.isnan(lo):  # an accuracy interval never leaves [0, 1]
+            lo, hi = max(0.0, lo), min(1.0, hi)
         rows.append({"dataset": ds, "arch": arch, "view": rs[0].get("view"), "mean": m, "std": s,
                      "ci_low": lo, "ci_high": hi, "seeds": len(accs),
                      "best": max(accs), "worst": min(accs)})
     out = []
     for ds in sorted({r["dataset"] for r in rows}):
         block = sorted([r for r in rows if r["dataset"] == ds], key=lambda r: (-r["mean"], r["arch"]))
+
         def low(r):
             return r["mean"] if math.isnan(r["ci_low"]) else r["ci_low"]
 
@@ -75,137 +110,450 @@ def accuracy_rows(runs: list[dict]) -> list[dict]:
     return out
 
 
+# Similarity ------------------------------------------------------------------------------
+
+def _extras(rows: list[dict]) -> dict:
+    """Means over seed pairs of the per-pair bootstrap interval and permutation baseline (NaN when absent)."""
+    return {"boot_low": _nanmean(r.get("ci_low") for r in rows), "boot_high": _nanmean(r.get("ci_high") for r in rows),
+            "null_mean": _nanmean(r.get("null_mean") for r in rows),
+            "null_high": _nanmean(r.get("null_high") for r in rows)}
+
+
 def stability_rows(similarity: list[dict], metric: str) -> list[dict]:
     """Cross-seed similarity: same architecture, different seeds, same layer, averaged over seed pairs."""
     groups = defaultdict(list)
     for s in similarity:
-        if s["metric"] == metric and s["arch_a"] == s["arch_b"] and s["layer_a"] == s["layer_b"]:
-            groups[(s["dataset"], s["arch_a"], s["layer_index_a"], s["layer_a"])].append(s["value"])
+        if s["metric"] == metric and s["arch_a"] == s["arch_b"] and s["layer_a"] == s["layer_b"] \
+                and s.get("seed_a") != s.get("seed_b"):
+            groups[(s["dataset"], s["arch_a"], s["layer_index_a"], s["layer_a"])].append(s)
     rows = []
-    for (ds, arch, li, layer), vals in sorted(groups.items()):
-        m, sd, lo, hi = mean_ci(vals)
+    for (ds, arch, li, layer), rs in sorted(groups.items()):
+        m, sd, lo, hi = mean_ci([s["value"] for s in rs])
         rows.append({"dataset": ds, "metric": metric, "arch": arch, "layer_index": li, "layer": layer,
-                     "mean": m, "std": sd, "ci_low": lo, "ci_high": hi, "pairs": len(vals)})
+                     "mean": m, "std": sd, "ci_low": lo, "ci_high": hi, "pairs": len(rs), **_extras(rs)})
+    return rows
+
+
+def layer_pair_rows(similarity: list[dict], metric: str, same_arch: bool) -> list[dict]:
+    """Layer x layer similarity averaged over run pairs, per (dataset, arch_a, arch_b).
+
+    ``same_arch``: pairs of seeds of one architecture (both orientations pooled, so
+    the matrix is symmetric); otherwise pairs of different architectures, oriented
+    with ``arch_a < arch_b``.
+    """
+    groups = defaultdict(list)
+    for s in similarity:
+        if s["metric"] != metric or (s["arch_a"] == s["arch_b"]) != same_arch:
+            continue
+        if same_arch and s.get("seed_a") == s.get("seed_b"):
+            continue
+        a = (s["arch_a"], s["layer_index_a"], s["layer_a"])
+        b = (s["arch_b"], s["layer_index_b"], s["layer_b"])
+        if same_arch:
+            groups[(s["dataset"], *a, *b)].append(s)
+            if a != b:
+                groups[(s["dataset"], *b, *a)].append(s)
+            continue
+        if a[0] > b[0]:
+            a, b = b, a
+        groups[(s["dataset"], *a, *b)].append(s)
+    rows = []
+    for (ds, aa, ia, la, ab, ib, lb), rs in sorted(groups.items()):
+        m, sd, lo, hi = mean_ci([s["value"] for s in rs])
+        rows.append({"dataset": ds, "metric": metric, "arch_a": aa, "layer_index_a": ia, "layer_a": la,
+                     "arch_b": ab, "layer_index_b": ib, "layer_b": lb, "mean": m, "std": sd,
+                     "ci_low": lo, "ci_high": hi, "pairs": len(rs), **_extras(rs)})
     return rows
 
 
 def cross_rows(similarity: list[dict], metric: str) -> list[dict]:
     """Cross-architecture similarity per (arch_a layer, arch_b layer), averaged over seed pairs."""
-    groups = defaultdict(list)
-    for s in similarity:
-        if s["metric"] != metric or s["arch_a"] == s["arch_b"]:
+    return layer_pair_rows(similarity, metric, same_arch=False)
+
+
+# Sample analysis -------------------------------------------------------------------------
+
+def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, list, list]:
+    """Which test samples split weight-space models from image models.
+
+    Per dataset, over the finished runs and the sample ids every one of them
+    predicted: ``weights-only`` samples are right in every seed of every
+    weight-space (``view == "weights"``) architecture and wrong in every seed of
+    every image architecture; ``images-only`` the reverse. Returns ``(summary,
+    samples, agreement)``: one summary row per dataset (counts); one row per
+    split sample (label, the failing side's most common prediction, each
+    architecture's fraction of seeds right); and per pair of architectures the
+    rate at which two runs predict the same class, averaged over run pairs
+    (distinct seeds when the architecture is the same).
+    """
+    finished = {r["run_id"]: r for r in runs if r.get("status") == "finished"}
+    by_run = defaultdict(dict)  # run_id -> {sample_id: (label, pred)}
+    for p in predictions:
+        if p["run_id"] in finished:
+            by_run[p["run_id"]][int(p["sample_id"])] = (int(p["label"]), int(p["pred"]))
+    summary, samples, agreement = [], [], []
+    for ds in sorted({r["dataset"] for r in finished.values()}):
+        rs = sorted((r for r in finished.values() if r["dataset"] == ds and r["run_id"] in by_run),
+                    key=lambda r: (r["arch"], r["seed"], r["run_id"]))
+        if not rs:
             continue
-        a = (s["arch_a"], s["layer_index_a"], s["layer_a"])
-        b = (s["arch_b"], s["layer_index_b"], s["layer_b"])
-        if a[0] > b[0]:
-            a, b = b, a
-        groups[(s["dataset"], *a, *b)].append(s["value"])
-    rows = []
-    for (ds, aa, ia, la, ab, ib, lb), vals in sorted(groups.items()):
-        m, sd, lo, hi = mean_ci(vals)
-        rows.append({"dataset": ds, "metric": metric, "arch_a": aa, "layer_index_a": ia, "layer_a": la,
-                     "arch_b": ab, "layer_index_b": ib, "layer_b": lb, "mean": m, "std": sd,
-                     "ci_low": lo, "ci_high": hi, "pairs": len(vals)})
-    return rows
+        common = sorted(set.intersection(*(set(by_run[r["run_id"]]) for r in rs)))
+        if not common:
+            continue
+        ids = np.array(common, dtype=np.int64)
+        labels = np.array([by_run[rs[0]["run_id"]][i][0] for i in common])
+        preds = np.array([[by_run[r["run_id"]][i][1] for i in common] for r in rs])  # (runs, n)
+        right = preds == labels[None, :]
+        views = np.array([r.get("view") for r in rs])
+        archs = sorted({r["arch"] for r in rs})
+        arch_of = np.array([r["arch"] for r in rs])
+        w, im = views == WEIGHTS, views == IMAGES
+        both = bool(w.any() and im.any())
+        w_right = right[w].all(0) if w.any() else np.zeros(len(ids), bool)
+        w_wrong = (~right[w]).all(0) if w.any() else np.zeros(len(ids), bool)
+        i_right = right[im].all(0) if im.any() else np.zeros(len(ids), bool)
+        i_wrong = (~right[im]).all(0) if im.any() else np.zeros(len(ids), bool)
+        groups = {"weights-only": (w_right & i_wrong) if both else np.zeros(len(ids), bool),
+                  "images-only": (i_right & w_wrong) if both else np.zeros(len(ids), bool)}
+        summary.append({
+            "dataset": ds, "samples": len(ids),
+            "weight_archs": ", ".join(sorted(set(arch_of[w]))), "image_archs": ", ".join(sorted(set(arch_of[im]))),
+            "weight_runs": int(w.sum()), "image_runs": int(im.sum()),
+            "weights_only": int(groups["weights-only"].sum()), "images_only": int(groups["images-only"].sum()),
+            "all_right": int(right.all(0).sum()), "all_wrong": int((~right).all(0).sum()),
+            "weight_models_all_right": int(w_right.sum()) if w.any() else None,
+            "image_models_all_right": int(i_right.sum()) if im.any() else None,
+        })
+        frac = {a: right[arch_of == a].mean(0) for a in archs}
+        for group, mask in groups.items():
+            failing = im if group == "weights-only" else w
+            for k in np.flatnonzero(mask):
+                wrong = Counter(preds[failing, k].tolist()).most_common(1)
+                samples.append({"dataset": ds, "group": group, "sample_id": int(ids[k]), "label": int(labels[k]),
+                                "wrong_pred": int(wrong[0][0]) if wrong else None,
+                                "right_fraction": {a: float(frac[a][k]) for a in archs}})
+        for i, a in enumerate(archs):
+            for b in archs[i:]:
+                ra, rb = np.flatnonzero(arch_of == a), np.flatnonzero(arch_of == b)
+                rates = [float((preds[x] == preds[y]).mean()) for x in ra for y in rb if (a != b or x < y)]
+                if not rates:
+                    continue
+                m, sd, lo, hi = mean_ci(rates)
+                agreement.append({"dataset": ds, "arch_a": a, "arch_b": b, "agreement": m, "std": sd,
+                                  "ci_low": lo, "ci_high": hi, "pairs": len(rates), "samples": len(ids)})
+    return summary, samples, agreement
 
 
-def build(runs: list[dict], similarity: list[dict], metric: str = "cka") -> Board:
+def build(runs: list[dict], similarity: list[dict], metric: str = "cka", predictions: list[dict] | None = None) -> Board:
+    summary, samples, agreement = sample_analysis(runs, predictions or [])
     return Board(
+        metric=metric,
         accuracy=accuracy_rows(runs),
         stability=stability_rows(similarity, metric),
+        within=layer_pair_rows(similarity, metric, same_arch=True),
         cross=cross_rows(similarity, metric),
+        samples=summary, sample_list=samples, agreement=agreement,
         failures=[r for r in runs if r.get("status") not in ("finished", None)],
     )
 
 
-# Rendering --------------------------------------------------------------------------------
+# Comparing two result sets ---------------------------------------------------------------
+
+def diff_ci(a_mean, a_std, a_n, b_mean, b_std, b_n) -> tuple[float, float, float]:
+    """``(b - a, low, high)``: Welch 95 % interval of the difference of two means (NaN with < 2 each)."""
+    d = b_mean - a_mean
+    if a_n < 2 or b_n < 2 or _isnan(a_std) or _isnan(b_std):
+        return d, NAN, NAN
+    va, vb = a_std ** 2 / a_n, b_std ** 2 / b_n
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return d, d, d
+    df = (va + vb) ** 2 / ((va ** 2 / (a_n - 1)) + (vb ** 2 / (b_n - 1)))
+    h = t95(df) * se
+    return d, d - h, d + h
+
+
+@dataclass
+class Comparison:
+    name_a: str
+    name_b: str
+    accuracy: list = field(default_factory=list)
+    stability: list = field(default_factory=list)
+
+
+def _side_by_side(rows_a, rows_b, key, n_field):
+    index_a = {key(r): r for r in rows_a}
+    index_b = {key(r): r for r in rows_b}
+    out = []
+    for k in sorted(set(index_a) | set(index_b), key=lambda k: tuple(str(x) for x in k)):
+        a, b = index_a.get(k), index_b.get(k)
+        row = dict(zip(("dataset", "arch", "layer"), k))
+        for side, r in (("a", a), ("b", b)):
+            row.update({f"{side}_mean": r["mean"] if r else NAN, f"{side}_low": r["ci_low"] if r else NAN,
+                        f"{side}_high": r["ci_high"] if r else NAN, f"{side}_n": r[n_field] if r else 0})
+        if a and b:
+            d, lo, hi = diff_ci(a["mean"], a["std"], a[n_field], b["mean"], b["std"], b[n_field])
+        else:
+            d, lo, hi = NAN, NAN, NAN
+        row.update({"diff": d, "diff_low": lo, "diff_high": hi,
+                    "separated": bool(not math.isnan(lo) and (lo > 0 or hi < 0))})
+        out.append(row)
+    return out
+
+
+def compare(a: Board, b: Board, name_a: str = "A", name_b: str = "B") -> Comparison:
+    """Accuracy per (dataset, arch) and stability per (dataset, arch, layer) of ``b`` against ``a``.
+
+    ``diff`` is b - a with a Welch 95 % interval; ``separated`` when it excludes 0.
+    """
+    return Comparison(
+        name_a, name_b,
+        accuracy=_side_by_side(a.accuracy, b.accuracy, lambda r: (r["dataset"], r["arch"]), "seeds"),
+        stability=_side_by_side(a.stability, b.stability, lambda r: (r["dataset"], r["arch"], r["layer"]), "pairs"),
+    )
+
+
+# Text rendering --------------------------------------------------------------------------
 
 def _f(x, digits=4) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+    return "–" if _isnan(x) else f"{x:.{digits}f}"
 
 
 def _pct(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+    return "–" if _isnan(x) else f"{100 * x:.2f}"
+
+
+def _interval(lo, hi, fmt=_f) -> str:
+    return "–" if _isnan(lo) or _isnan(hi) else f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def has_extras(rows: list[dict]) -> dict:
+    """Which optional similarity columns have any value: ``{"boot": bool, "null": bool}``."""
+    return {"boot": any(not _isnan(r.get("boot_low")) for r in rows),
+            "null": any(not _isnan(r.get("null_mean")) for r in rows)}
 
 
 def accuracy_table(board: Board) -> tuple[list[str], list[list[str]]]:
     head = ["dataset", "rank", "arch", "view", "test acc % (mean)", "std", "95 % CI", "seeds"]
     body = [[r["dataset"], f"{r['rank']}{'=' if r['tie'] else ''}", r["arch"], r["view"] or "",
-             _pct(r["mean"]), _pct(r["std"]), f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]", str(r["seeds"])]
+             _pct(r["mean"]), _pct(r["std"]), _interval(r["ci_low"], r["ci_high"], _pct), str(r["seeds"])]
             for r in board.accuracy]
     return head, body
 
 
 def stability_table(board: Board) -> tuple[list[str], list[list[str]]]:
-    head = ["dataset", "arch", "layer", "cross-seed similarity (mean)", "95 % CI", "seed pairs"]
-    body = [[r["dataset"], r["arch"], r["layer"], _f(r["mean"]), f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
-             str(r["pairs"])] for r in board.stability]
+    ex = has_extras(board.stability)
+    head = ["dataset", "arch", "layer", f"cross-seed {board.metric} (mean)", "95 % CI (seed pairs)"]
+    head += ["bootstrap 95 % CI (samples)"] if ex["boot"] else []
+    head += ["permutation null (mean)"] if ex["null"] else []
+    head += ["seed pairs"]
+    body = []
+    for r in board.stability:
+        row = [r["dataset"], r["arch"], r["layer"], _f(r["mean"]), _interval(r["ci_low"], r["ci_high"])]
+        row += [_interval(r["boot_low"], r["boot_high"])] if ex["boot"] else []
+        row += [_f(r["null_mean"])] if ex["null"] else []
+        body.append(row + [str(r["pairs"])])
     return head, body
 
 
-def cross_matrices(board: Board) -> list[tuple[str, list[str], list[list[str]]]]:
-    """One layer x layer matrix per (dataset, arch pair): ``(title, header, rows)``."""
+def layer_matrices(rows: list[dict], metric: str = "cka") -> list[dict]:
+    """One layer x layer matrix per (dataset, arch_a, arch_b).
+
+    Each: ``{"dataset", "arch_a", "arch_b", "rows": [layer_a...], "cols": [layer_b...],
+    "values": (R, C) nested lists of float (NaN where missing), "cells": {(la, lb): row}}``.
+    """
     out = []
-    keys = sorted({(r["dataset"], r["arch_a"], r["arch_b"]) for r in board.cross})
-    for ds, aa, ab in keys:
-        cells = [r for r in board.cross if (r["dataset"], r["arch_a"], r["arch_b"]) == (ds, aa, ab)]
-        la = sorted({(r["layer_index_a"], r["layer_a"]) for r in cells})
-        lb = sorted({(r["layer_index_b"], r["layer_b"]) for r in cells})
-        value = {(r["layer_a"], r["layer_b"]): r["mean"] for r in cells}
-        head = [f"{aa} \\ {ab}", *[n for _, n in lb]]
-        rows = [[n, *[_f(value.get((n, m)), 3) for _, m in lb]] for _, n in la]
-        out.append((f"{ds}: {aa} vs {ab} ({board.cross[0]['metric']}, mean over seed pairs)", head, rows))
+    for ds, aa, ab in sorted({(r["dataset"], r["arch_a"], r["arch_b"]) for r in rows}):
+        cells = [r for r in rows if (r["dataset"], r["arch_a"], r["arch_b"]) == (ds, aa, ab)]
+        la = [n for _, n in sorted({(r["layer_index_a"], r["layer_a"]) for r in cells})]
+        lb = [n for _, n in sorted({(r["layer_index_b"], r["layer_b"]) for r in cells})]
+        by = {(r["layer_a"], r["layer_b"]): r for r in cells}
+        values = [[by[(x, y)]["mean"] if (x, y) in by else NAN for y in lb] for x in la]
+        out.append({"dataset": ds, "arch_a": aa, "arch_b": ab, "rows": la, "cols": lb, "values": values,
+                    "cells": by, "metric": metric})
     return out
 
 
+def cross_matrices(board: Board) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One layer x layer text matrix per (dataset, arch pair): ``(title, header, rows)``."""
+    out = []
+    for m in layer_matrices(board.cross, board.metric):
+        head = [f"{m['arch_a']} \\ {m['arch_b']}", *m["cols"]]
+        rows = [[name, *[_f(v, 3) for v in vals]] for name, vals in zip(m["rows"], m["values"])]
+        out.append((f"{m['dataset']}: {m['arch_a']} vs {m['arch_b']} ({board.metric}, mean over seed pairs)",
+                    head, rows))
+    return out
+
+
+def samples_table(board: Board) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "test samples", "weight-space models (runs)", "image models (runs)",
+            "weights right, images wrong", "images right, weights wrong", "all runs right", "all runs wrong"]
+    body = [[r["dataset"], str(r["samples"]), f"{r['weight_archs'] or '–'} ({r['weight_runs']})",
+             f"{r['image_archs'] or '–'} ({r['image_runs']})", str(r["weights_only"]), str(r["images_only"]),
+             str(r["all_right"]), str(r["all_wrong"])] for r in board.samples]
+    return head, body
+
+
+def agreement_table(board: Board) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "arch a", "arch b", "same prediction % (mean)", "95 % CI", "run pairs"]
+    body = [[r["dataset"], r["arch_a"], r["arch_b"], _pct(r["agreement"]), _interval(r["ci_low"], r["ci_high"], _pct),
+             str(r["pairs"])] for r in board.agreement]
+    return head, body
+
+
+def sample_list_table(board: Board, limit: int = 20) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "group", "sample id", "label", "failing side predicts"]
+    body = []
+    for ds, group in sorted({(s["dataset"], s["group"]) for s in board.sample_list}):
+        chosen = [s for s in board.sample_list if (s["dataset"], s["group"]) == (ds, group)]
+        for s in chosen[:limit]:
+            body.append([ds, group, str(s["sample_id"]), str(s["label"]), str(s["wrong_pred"])])
+        if len(chosen) > limit:
+            body.append([ds, group, f"… {len(chosen) - limit} more", "", ""])
+    return head, body
+
+
+def failures_table(board: Board, width: int = 120) -> tuple[list[str], list[list[str]]]:
+    return (["dataset", "arch", "seed", "status", "error"],
+            [[r["dataset"], r["arch"], str(r["seed"]), r["status"], (r.get("error") or "")[:width]]
+             for r in board.failures])
+
+
+def comparison_tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
+    def mark(r):
+        return " *" if r["separated"] else ""
+    acc = (f"Test accuracy %: {c.name_b} − {c.name_a}",
+           ["dataset", "arch", f"{c.name_a} mean", f"{c.name_a} 95 % CI", "seeds", f"{c.name_b} mean",
+            f"{c.name_b} 95 % CI", "seeds", "difference", "95 % CI of difference"],
+           [[r["dataset"], r["arch"], _pct(r["a_mean"]), _interval(r["a_low"], r["a_high"], _pct), str(r["a_n"]),
+             _pct(r["b_mean"]), _interval(r["b_low"], r["b_high"], _pct), str(r["b_n"]),
+             (_pct(r["diff"]) + mark(r)) if not _isnan(r["diff"]) else "–",
+             _interval(r["diff_low"], r["diff_high"], _pct)] for r in c.accuracy])
+    stab = ("Cross-seed stability: " + f"{c.name_b} − {c.name_a}",
+            ["dataset", "arch", "layer", f"{c.name_a} mean", "pairs", f"{c.name_b} mean", "pairs", "difference",
+             "95 % CI of difference"],
+            [[r["dataset"], r["arch"], r["layer"], _f(r["a_mean"]), str(r["a_n"]), _f(r["b_mean"]), str(r["b_n"]),
+              (_f(r["diff"]) + mark(r)) if not _isnan(r["diff"]) else "–",
+              _interval(r["diff_low"], r["diff_high"])] for r in c.stability])
+    return [t for t in (acc, stab) if t[2]]
+
+
+def _md_escape(cell) -> str:
+    return str(cell).replace("|", "\\|").replace("\n", " ")
+
+
 def _md_table(head, rows) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(_md_escape(h) for h in head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def render_markdown(board: Board, title: str = "wsbench leaderboard") -> str:
-    parts = [f"# {title}", "", "## Test accuracy", "",
-             "Ranked by mean over seeds; `=` marks ranks that the 95 % intervals cannot separate.", ""]
+def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir: str | None = None,
+                    image_ids: set | None = None, classes: dict | None = None, html_name: str | None = None) -> str:
+    """The Markdown page. With ``image_dir``, split samples whose ``(dataset, sample_id)`` is in
+    ``image_ids`` are shown as ``image_dir/<dataset>/<sample_id>.png``."""
+    parts = [f"# {title}", ""]
+    if html_name:
+        parts += [f"The same leaderboard with heatmaps and the sample images: [{html_name}]({html_name}).", ""]
+    parts += ["## Test accuracy", "",
+              "Ranked by mean over seeds; `=` marks ranks that the 95 % intervals cannot separate.", ""]
     parts.append(_md_table(*accuracy_table(board)) if board.accuracy else "_no finished runs_")
     parts += ["", "## Cross-seed stability", "",
-              "Similarity between seeds of one architecture, layer by layer.", ""]
+              f"{board.metric} between seeds of one architecture, layer by layer (mean over seed pairs).", ""]
     parts.append(_md_table(*stability_table(board)) if board.stability else "_no similarity computed_")
     parts += ["", "## Cross-architecture similarity", ""]
     mats = cross_matrices(board)
     if not mats:
-        parts.append("_no similarity computed_")
+        parts.append("_no similarity between architectures computed_")
     for title_, head, rows in mats:
         parts += [f"### {title_}", "", _md_table(head, rows), ""]
+    parts += ["", "## Sample analysis", ""]
+    if not board.samples:
+        parts.append("_no predictions stored_")
+    else:
+        parts += ["Test samples that every seed of every weight-space model gets right and every seed of every "
+                  "image model gets wrong, and the reverse.", "", _md_table(*samples_table(board)), ""]
+        if board.agreement:
+            parts += ["### Prediction agreement between architectures", "",
+                      "How often two runs predict the same class (distinct seeds within an architecture).", "",
+                      _md_table(*agreement_table(board)), ""]
+        if board.sample_list:
+            parts += ["### The split samples", ""]
+            if image_dir:
+                parts += _md_gallery(board, image_dir, image_ids or set(), classes or {})
+            else:
+                parts += [_md_table(*sample_list_table(board)), ""]
     if board.failures:
-        parts += ["", "## Failed runs", "",
-                  _md_table(["dataset", "arch", "seed", "status", "error"],
-                            [[r["dataset"], r["arch"], str(r["seed"]), r["status"], (r.get("error") or "")[:120]]
-                             for r in board.failures])]
+        parts += ["", "## Failed runs", "", _md_table(*failures_table(board))]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _md_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per_row: int = 8) -> list[str]:
+    out = []
+    for ds, group in sorted({(s["dataset"], s["group"]) for s in board.sample_list}):
+        chosen = [s for s in board.sample_list if (s["dataset"], s["group"]) == (ds, group)
+                  and (ds, s["sample_id"]) in image_ids]
+        total = sum(1 for s in board.sample_list if (s["dataset"], s["group"]) == (ds, group))
+        if not chosen:
+            continue
+        names = classes.get(ds) or []
+
+        def name(k):
+            return names[k] if k is not None and 0 <= k < len(names) else str(k)
+        out += [f"**{ds}, {group}** ({total} samples{f', first {len(chosen)} shown' if len(chosen) < total else ''}; "
+                "caption: id, true label → what the failing side predicts)", ""]
+        for i in range(0, len(chosen), per_row):
+            row = chosen[i:i + per_row]
+            out.append("| " + " | ".join(f"![{s['sample_id']}]({image_dir}/{ds}/{s['sample_id']}.png)" for s in row)
+                       + " |")
+            if i == 0:  # one Markdown table: images and captions alternate below its header row
+                out.append("|" + "|".join([":---:"] * len(row)) + "|")
+            out.append("| " + " | ".join(f"{s['sample_id']}: {name(s['label'])} → {name(s['wrong_pred'])}"
+                                         for s in row) + " |")
+        out.append("")
+    return out
+
+
+def render_comparison_markdown(c: Comparison) -> str:
+    parts = [f"# {c.name_b} against {c.name_a}", "",
+             "Differences are B − A with a Welch 95 % interval; `*` marks differences whose interval excludes 0.", ""]
+    tables = comparison_tables(c)
+    if not tables:
+        parts.append("_nothing to compare_")
+    for title_, head, rows in tables:
+        parts += [f"## {title_}", "", _md_table(head, rows), ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _rich_table(title, head, rows):
+    from rich.table import Table
+    t = Table(title=title, title_justify="left")
+    for h in head:
+        t.add_column(h)
+    for row in rows:
+        t.add_row(*row)
+    return t
 
 
 def render_rich(board: Board):
     """A list of rich renderables."""
-    from rich.table import Table
-
-    def table(title, head, rows):
-        t = Table(title=title, title_justify="left")
-        for h in head:
-            t.add_column(h)
-        for row in rows:
-            t.add_row(*row)
-        return t
-
-    out = []
-    out.append(table("Test accuracy (ranked; = marks ties the intervals cannot separate)", *accuracy_table(board))
-               if board.accuracy else "no finished runs")
+    out = [_rich_table("Test accuracy (ranked; = marks ties the intervals cannot separate)", *accuracy_table(board))
+           if board.accuracy else "no finished runs"]
     if board.stability:
-        out.append(table("Cross-seed stability", *stability_table(board)))
+        out.append(_rich_table("Cross-seed stability", *stability_table(board)))
     for title_, head, rows in cross_matrices(board):
-        out.append(table(title_, head, rows))
+        out.append(_rich_table(title_, head, rows))
+    if board.samples:
+        out.append(_rich_table("Sample analysis", *samples_table(board)))
+    if board.agreement:
+        out.append(_rich_table("Prediction agreement", *agreement_table(board)))
+    if board.sample_list:
+        out.append(_rich_table("Split samples", *sample_list_table(board, limit=10)))
     if board.failures:
-        out.append(table("Failed runs", ["dataset", "arch", "seed", "status", "error"],
-                         [[r["dataset"], r["arch"], str(r["seed"]), r["status"], (r.get("error") or "")[:80]]
-                          for r in board.failures]))
+        out.append(_rich_table("Failed runs", *failures_table(board, 80)))
     return out
+
+
+def render_comparison_rich(c: Comparison):
+    tables = comparison_tables(c)
+    return [_rich_table(t, h, r) for t, h, r in tables] or ["nothing to compare"]
