@@ -90,10 +90,14 @@ class RbfStack(KernelStack):
         self.gammas = gammas
         self.sq = xp.pow(2).sum(2)  # (M, n)
 
+    def _kernel(self, g: torch.Tensor, sq_rows: torch.Tensor, sq_cols: torch.Tensor) -> torch.Tensor:
+        # In place: a block is the largest tensor here, so one copy of it is the budget.
+        g.mul_(-2.0).add_(sq_rows.unsqueeze(2)).add_(sq_cols.unsqueeze(1)).clamp_min_(0)
+        return g.mul_(-self.gammas.view(-1, 1, 1)).exp_()
+
     def block(self, rows: slice, cols: slice) -> torch.Tensor:
         g = torch.bmm(self.xp[:, rows], self.xp[:, cols].transpose(1, 2))
-        d2 = (self.sq[:, rows].unsqueeze(2) + self.sq[:, cols].unsqueeze(1) - 2.0 * g).clamp_min(0)
-        return torch.exp(-self.gammas.view(-1, 1, 1) * d2)
+        return self._kernel(g, self.sq[:, rows], self.sq[:, cols])
 
     def diag(self) -> torch.Tensor:
         return self.xp.new_ones(self.n, self.m)
@@ -108,8 +112,7 @@ class RbfStack(KernelStack):
 
     def block_idx(self, ri: torch.Tensor, ci: torch.Tensor) -> torch.Tensor:
         g = torch.bmm(self.xp[:, ri], self.xp[:, ci].transpose(1, 2))
-        d2 = (self.sq[:, ri].unsqueeze(2) + self.sq[:, ci].unsqueeze(1) - 2.0 * g).clamp_min(0)
-        return torch.exp(-self.gammas.view(-1, 1, 1) * d2)
+        return self._kernel(g, self.sq[:, ri], self.sq[:, ci])
 
 
 def rbf_grid(reps: Sequence[torch.Tensor], request: GridRequest) -> GridResult:
