@@ -167,8 +167,8 @@ def evaluate(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]
     if resamples < 0 or permutations_ < 0:
         raise WsbenchError(f"resamples ({resamples}) and permutations ({permutations_}) must be >= 0")
     device = torch.device(device)
-    mats = [(r if isinstance(r, torch.Tensor) else torch.as_tensor(np.asarray(r))).to(device, torch.float64)
-            for r in reps]
+    mats = [(r if isinstance(r, torch.Tensor) else torch.from_numpy(np.array(r, dtype=np.float64)))
+            .to(device, torch.float64) for r in reps]
     n = mats[0].shape[0]
     if any(m.shape[0] != n for m in mats):
         raise WsbenchError("representations of one grid must share their samples (same n); align them first")
@@ -213,7 +213,9 @@ TRANSFORMS = {
 
 
 def _cpu64(x) -> torch.Tensor:
-    return (x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))).detach().cpu().to(torch.float64)
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().to(torch.float64)
+    return torch.from_numpy(np.array(x, dtype=np.float64))
 
 
 def invariance_checks(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]],
