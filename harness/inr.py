@@ -3,15 +3,32 @@
 Weights of one INR are flattened layer by layer as ``W (out, in)`` row-major then
 ``b (out,)``, the order of a ``seq.{k}.weight, seq.{k}.bias`` state dict, so
 zoos imported from other projects and zoos fitted here share one layout.
+
+The fit does not use autograd. A SIREN is a short chain of affine maps and sines,
+so its gradient has a closed form (:func:`siren_grads`); computing it directly
+saves autograd's bookkeeping, lets the first layer use the pixel grid's
+separable structure (below), and lets the CPU fit walk the batch in small blocks
+whose activations stay in cache. Adam runs on one flat ``(B, P)`` buffer.
+``tests/test_inr.py`` checks the closed form against autograd.
+
+First-layer trick: the coordinates form a grid, so the first pre-activation is
+``u = w0 (y W[0] + x W[1] + b) = A(y) + B(x)`` and
+``sin u = sin A cos B + cos A sin B``, ``cos u = cos A cos B - sin A sin B``:
+sines of ``H + W`` values per unit instead of ``H * W``.
+
+On CUDA, :mod:`wsbench.inr_cuda` (Triton, when installed) runs a whole step of many
+INRs in one kernel; it falls back to the same closed form as the CPU.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+from wsbench.errors import WsbenchError
 
 # Recipe defaults; a dataset's ``inr_recipe`` overrides them. w0 and the init
 # follow Sitzmann et al. 2020 (SIREN): first layer U(-1/in, 1/in), later layers
@@ -21,9 +38,18 @@ DEFAULT_RECIPE = {
     "lr": 1e-3,
     "steps": 200,
     "w0": 30.0,
-    "psnr_target": None,  # stop a chunk early once every INR in it reaches this PSNR (dB)
+    # Cosine decay of the learning rate to lr * lr_final over the last ``decay_frac`` of the steps
+    # (0 keeps it constant). The last steps at a small rate polish the fit by several dB.
+    "decay_frac": 0.0,
+    "lr_final": 0.1,
+    "psnr_target": None,  # an INR stops (keeps its weights) once its PSNR reaches this (dB); checked every 25 steps
     "chunk_size": 2048,
 }
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+CHECK_EVERY = 25
+# INRs per block on the CPU: a block's activations (block x H*W x 32 floats, a few copies) fit in L2/L3.
+CPU_BLOCK = 8
 
 
 @dataclass(frozen=True)
@@ -102,7 +128,10 @@ def init_siren(batch: int, spec: SirenSpec, generator: torch.Generator) -> list[
 
 
 def siren_forward(params: Sequence[torch.Tensor], coords: torch.Tensor, w0: float) -> torch.Tensor:
-    """``coords (B, M, in)`` -> ``(B, M, out)``; sine after every layer but the last."""
+    """``coords (B, M, in)`` -> ``(B, M, out)``; sine after every layer but the last.
+
+    The reference implementation (autograd-friendly); :func:`fit_batch` uses the closed form.
+    """
     h = coords
     n = len(params) // 2
     for k in range(n):
@@ -118,37 +147,226 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(4.0 / mse)
 
 
+# ----------------------------------------------------------------------------------------------
+# Closed-form forward and backward on the internal flat layout
+# ----------------------------------------------------------------------------------------------
+
+def internal_offsets(spec: SirenSpec) -> list[tuple[int, int, int, int]]:
+    """Per layer ``(w_start, b_start, in, out)`` in the internal flat layout.
+
+    Internal layout: per layer ``W^T (in, out)`` row-major then ``b (out,)``; the same
+    numbers as the public layout with each ``W`` transposed (bmm wants ``(in, out)``).
+    """
+    out, k = [], 0
+    for o, i in spec.layer_shapes:
+        out.append((k, k + i * o, i, o))
+        k += i * o + o
+    return out
+
+
+def _views(theta: torch.Tensor, spec: SirenSpec) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``theta (B, P)`` -> ``[(W^T (B, in, out), b (B, 1, out)), ...]`` views."""
+    b = theta.shape[0]
+    return [(theta[:, w:w + i * o].view(b, i, o), theta[:, bs:bs + o].view(b, 1, o))
+            for w, bs, i, o in internal_offsets(spec)]
+
+
+def to_internal(params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[W1 (B, in, out), b1 (B, 1, out), ...]`` (as from :func:`init_siren`) -> ``(B, P)``."""
+    return torch.cat([p.reshape(p.shape[0], -1) for p in params], dim=1)
+
+
+def internal_to_public(theta: torch.Tensor, spec: SirenSpec) -> torch.Tensor:
+    """Internal ``(B, P)`` -> the public flatten layout ``(B, P)`` (each ``W`` as ``(out, in)``)."""
+    return flatten([(w.transpose(1, 2), b.squeeze(1)) for w, b in _views(theta, spec)])
+
+
+def public_to_internal(weights: torch.Tensor, spec: SirenSpec) -> torch.Tensor:
+    """Inverse of :func:`internal_to_public`."""
+    return to_internal([t for w, b in unflatten(weights, spec) for t in (w.transpose(1, 2), b.unsqueeze(1))])
+
+
+@dataclass
+class Grid:
+    """The pixel grid of an ``H x W`` image, prepared for the closed form.
+
+    ``ys (H,)``, ``xs (W,)`` coordinates; ``basis (3, H*W)`` rows ``y, x, 1`` per pixel.
+    """
+
+    height: int
+    width: int
+    ys: torch.Tensor
+    xs: torch.Tensor
+    basis: torch.Tensor
+
+    @staticmethod
+    def make(height: int, width: int, device=None, dtype=torch.float32) -> "Grid":
+        c = coordinates(height, width).to(device=device, dtype=dtype)
+        basis = torch.cat([c, torch.ones(len(c), 1, device=device, dtype=dtype)], 1).t().contiguous()
+        return Grid(height, width, c[::width, 0].contiguous(), c[:width, 1].contiguous(), basis)
+
+
+def _first_layer(w: torch.Tensor, b: torch.Tensor, grid: Grid, w0: float):
+    """First layer via the separable identity: ``(sin u, cos u)``, each ``(B, H*W, out)``."""
+    n, _, o = w.shape
+    a = torch.addcmul(b, grid.ys.view(1, -1, 1), w[:, 0:1, :]).mul_(w0)  # (B, H, out)
+    bx = torch.mul(grid.xs.view(1, -1, 1), w[:, 1:2, :]).mul_(w0)  # (B, W, out)
+    sa, ca = torch.sin(a).unsqueeze(2), torch.cos(a).unsqueeze(2)
+    sb, cb = torch.sin(bx).unsqueeze(1), torch.cos(bx).unsqueeze(1)
+    s = torch.mul(sa, cb).addcmul_(ca, sb)
+    c = torch.mul(ca, cb).addcmul_(sa, sb, value=-1.0)
+    m = grid.height * grid.width
+    return s.view(n, m, o), c.view(n, m, o)
+
+
+def siren_grads(theta: torch.Tensor, target: torch.Tensor, spec: SirenSpec, grid: Grid,
+                grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form gradient of ``sum_i mean((f_i(coords) - target_i)^2)``.
+
+    ``theta (B, P)`` internal layout, ``target (B, H*W, C)``. Returns ``(grad (B, P), mse (B,))``,
+    the MSE being that of ``theta`` itself. Written into ``grad`` when given.
+    """
+    if spec.in_dim != 2:
+        raise WsbenchError(f"the fitter needs 2-D coordinates (in_dim 2), got in_dim {spec.in_dim}")
+    w0 = float(spec.w0)
+    n, m, c = target.shape
+    layers = _views(theta, spec)
+    grad = torch.empty_like(theta) if grad is None else grad
+    glayers = _views(grad, spec)
+    # Forward, keeping each layer's sine and cosine.
+    s, co = _first_layer(layers[0][0], layers[0][1], grid, w0)
+    acts, coss = [s], [co]
+    for w, b in layers[1:-1]:
+        z = torch.baddbmm(b, acts[-1], w, beta=w0, alpha=w0)
+        acts.append(torch.sin(z))
+        coss.append(torch.cos_(z))
+    w_last, b_last = layers[-1]
+    scale = 2.0 / (m * c)
+    # dy = scale * (a W + b - t): dL/dy of the summed per-INR MSE.
+    dy = torch.baddbmm(torch.sub(b_last, target), acts[-1], w_last, beta=scale, alpha=scale)
+    mse = dy.pow(2).sum((1, 2)).div_(scale * scale * m * c)
+    # Backward. ``g`` is ``dL/da`` (then ``dL/du``, u the pre-sine argument) divided by ``f``:
+    # the w0 of each layer crossed is folded into ``f`` instead of a pass over a big tensor.
+    glayers[-1][0].copy_(torch.bmm(acts[-1].transpose(1, 2), dy))
+    glayers[-1][1].copy_(dy.sum(1, keepdim=True))
+    g = torch.mul(dy, w_last.transpose(1, 2)) if c == 1 else torch.bmm(dy, w_last.transpose(1, 2))
+    f = 1.0
+    for k in range(len(layers) - 2, 0, -1):
+        g.mul_(coss[k])
+        w, _ = layers[k]
+        gw, gb = glayers[k]
+        gw.copy_(torch.bmm(acts[k - 1].transpose(1, 2), g)).mul_(f * w0)
+        gb.copy_(g.sum(1, keepdim=True)).mul_(f * w0)
+        g = torch.bmm(g, w.transpose(1, 2))
+        f *= w0
+    g.mul_(coss[0])
+    g0 = torch.bmm(grid.basis.expand(n, -1, -1), g).mul_(f * w0)  # (B, 3, out): rows dW[y], dW[x], db
+    glayers[0][0].copy_(g0[:, :2])
+    glayers[0][1].copy_(g0[:, 2:])
+    return grad, mse
+
+
+def siren_eval(theta: torch.Tensor, spec: SirenSpec, grid: Grid) -> torch.Tensor:
+    """Closed-form forward: internal ``theta (B, P)`` -> ``(B, H*W, out)``."""
+    layers = _views(theta, spec)
+    h, _ = _first_layer(layers[0][0], layers[0][1], grid, float(spec.w0))
+    for w, b in layers[1:-1]:
+        h = torch.baddbmm(b, h, w, beta=spec.w0, alpha=spec.w0).sin_()
+    return torch.baddbmm(layers[-1][1], h, layers[-1][0])
+
+
+def lr_at(step: int, recipe: dict) -> float:
+    """Learning rate of 0-based ``step``: constant, then cosine decay over the last ``decay_frac``."""
+    lr, steps = float(recipe["lr"]), int(recipe["steps"])
+    frac = float(recipe.get("decay_frac") or 0.0)
+    start = steps - int(round(frac * steps))
+    if frac <= 0 or step < start:
+        return lr
+    t = (step - start + 1) / max(1, steps - start)
+    final = lr * float(recipe.get("lr_final", 0.1))
+    return final + (lr - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def adam_step(theta, grad, m, v, step: int, lr: float) -> None:
+    """One Adam update (PyTorch's formula, no weight decay) on flat buffers, in place; ``step`` 1-based."""
+    b1, b2 = ADAM_BETAS
+    m.lerp_(grad, 1.0 - b1)
+    v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+    denom = v.sqrt().div_(math.sqrt(1.0 - b2 ** step)).add_(ADAM_EPS)
+    theta.addcdiv_(m, denom, value=-lr / (1.0 - b1 ** step))
+
+
+def _check_recipe(recipe: dict) -> None:
+    if recipe.get("optimizer", "adam") != "adam":
+        raise WsbenchError(f"unknown INR optimizer {recipe.get('optimizer')!r}; known optimizers: adam")
+    if int(recipe["steps"]) < 1 or float(recipe["lr"]) <= 0:
+        raise WsbenchError(f"INR recipe needs steps >= 1 and lr > 0, got steps {recipe['steps']}, lr {recipe['lr']}")
+
+
+def fit_internal(theta: torch.Tensor, target: torch.Tensor, spec: SirenSpec, recipe: dict, grid: Grid,
+                 on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Run the recipe's Adam steps on ``theta (B, P)`` (internal layout) in place; returns it.
+
+    With ``psnr_target``, every ``CHECK_EVERY`` steps the INRs at or above it are frozen
+    (they keep their weights and drop out of the batch), so an INR's result never
+    depends on which others share its batch. ``on_step(k)`` after each step.
+    """
+    steps = int(recipe["steps"])
+    target_db = recipe.get("psnr_target")
+    active = torch.arange(theta.shape[0], device=theta.device)
+    th, t = theta, target
+    m, v = torch.zeros_like(th), torch.zeros_like(th)
+    grad = torch.empty_like(th)
+    for step in range(1, steps + 1):
+        grad, mse = siren_grads(th, t, spec, grid, grad)
+        if target_db is not None and (step - 1) % CHECK_EVERY == 0 and step > 1:
+            done = 10.0 * torch.log10(4.0 / mse.clamp_min(1e-12)) >= float(target_db)
+            if bool(done.any()):
+                theta[active[done]] = th[done]
+                keep = ~done
+                if not bool(keep.any()):
+                    active = active[keep]
+                    break
+                active, th, t, m, v, grad = active[keep], th[keep], t[keep], m[keep], v[keep], grad[keep]
+        adam_step(th, grad, m, v, step, lr_at(step - 1, recipe))
+        if on_step is not None:
+            on_step(step)
+    if len(active) and th is not theta:
+        theta[active] = th
+    return theta
+
+
 def fit_batch(images: np.ndarray, spec: SirenSpec, recipe: dict, generator: torch.Generator,
-              device: torch.device, on_step: Callable[[int], None] | None = None):
+              device: torch.device, on_step: Callable[[float], None] | None = None):
     """Fit one SIREN per image, all at once. Returns ``(weights (B, P) float32, psnr (B,))``.
 
     The loss is the sum over INRs of each INR's mean squared error, so each INR's
     gradient, and with Adam its whole trajectory, is independent of the others.
+    ``on_step(fraction)`` reports the fraction of the work done, in ``[0, 1]``.
     """
+    recipe = {**DEFAULT_RECIPE, **recipe}
+    _check_recipe(recipe)
+    device = torch.device(device)
     b, c, h, w = images.shape
-    target = targets_from_images(images).to(device)
-    coords = coordinates(h, w).to(device).expand(b, -1, -1)
-    params = [p.to(device).requires_grad_() for p in init_siren(b, spec, generator)]
-    fused = device.type == "cuda"
-    opt = torch.optim.Adam(params, lr=recipe["lr"], fused=fused) if fused else torch.optim.Adam(params, lr=recipe["lr"])
-    target_db = recipe.get("psnr_target")
-    for step in range(recipe["steps"]):
-        opt.zero_grad(set_to_none=True)
-        pred = siren_forward(params, coords, spec.w0)
-        err = (pred - target).pow(2).flatten(1).mean(1)
-        err.sum().backward()
-        opt.step()
-        if on_step is not None:
-            on_step(step)
-        if target_db is not None and step % 25 == 24:
-            if bool((10.0 * torch.log10(4.0 / err.detach().clamp_min(1e-12)) >= target_db).all()):
-                break
-    with torch.no_grad():
-        pred = siren_forward(params, coords, spec.w0)
-        quality = psnr(pred, target)
-        layers = [(params[2 * k].transpose(1, 2), params[2 * k + 1].squeeze(1)) for k in range(len(params) // 2)]
-        flat = flatten(layers)
-    return flat.float().cpu().numpy(), quality.float().cpu().numpy()
+    theta_all = to_internal(init_siren(b, spec, generator))
+    if device.type == "cuda":
+        from wsbench import inr_cuda
+        theta, quality = inr_cuda.fit(images, theta_all, spec, recipe, device, on_step)
+        return internal_to_public(theta, spec).numpy(), quality.numpy()
+    grid = Grid.make(h, w, device)
+    out = torch.empty_like(theta_all)
+    quality = torch.empty(b)
+    steps = int(recipe["steps"])
+    for lo in range(0, b, CPU_BLOCK):
+        hi = min(b, lo + CPU_BLOCK)
+        theta = theta_all[lo:hi].clone()
+        target = targets_from_images(images[lo:hi])
+        cb = None if on_step is None else (lambda k, _lo=lo, _n=hi - lo: on_step((_lo * steps + _n * k) / (b * steps)))
+        fit_internal(theta, target, spec, recipe, grid, cb)
+        with torch.no_grad():
+            quality[lo:hi] = psnr(siren_eval(theta, spec, grid), target)
+        out[lo:hi] = theta
+    return internal_to_public(out, spec).numpy(), quality.numpy()
 
 
 def render(weights: torch.Tensor, spec: SirenSpec, height: int, width: int) -> torch.Tensor:
