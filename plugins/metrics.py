@@ -146,7 +146,8 @@ def knn_indices(x: torch.Tensor, k: int, budget: int = 1 << 28) -> torch.Tensor:
 
 def _overlap(na: torch.Tensor, nb: torch.Tensor) -> torch.Tensor:
     """``(..., n)`` shared neighbours per sample / k, from index sets ``(..., n, k)``."""
-    return (na.unsqueeze(-1) == nb.unsqueeze(-2)).sum((-1, -2)).to(torch.float64) / na.shape[-1]
+    # any() keeps the (.., n, k, k) comparison boolean; a sum over it would promote it to int64.
+    return (na.unsqueeze(-1) == nb.unsqueeze(-2)).any(-1).sum(-1).to(torch.float64) / na.shape[-1]
 
 
 def _k(n: int) -> int:
@@ -167,8 +168,8 @@ def mknn_grid(reps: Sequence[torch.Tensor], request: GridRequest) -> GridResult:
     budget = int(request.max_bytes)
     nbr = torch.stack([knn_indices(r, k, budget // 4) for r in reps])  # (M, n, k)
     pr, ps = request.pairs[:, 0], request.pairs[:, 1]
-    # Pairs in batches so the (S, n, k, k) comparison fits the budget.
-    sb = int(max(1, budget // (4 * n * k * k)))
+    # Pairs in batches so the gathered (S, n, k) index sets and the (S, n, k, k) comparison fit the budget.
+    sb = int(max(1, budget // (2 * n * (25 * k + k * k))))
 
     def overlaps(na, nb_all, rs, ss):
         return torch.cat([_overlap(na[rs[i:i + sb]], nb_all[ss[i:i + sb]]) for i in range(0, len(rs), sb)])
