@@ -345,6 +345,32 @@ def plugins(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
     out_console.print(t)
 
 
+@plugins_app.command("check")
+def plugins_check(name: str = typer.Argument(..., help="Architecture to check."),
+                  device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+                  as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Conformance check of an architecture plugin: builds, one step lowers the loss, layers, determinism."""
+    from wsbench.conformance import check_architecture
+    from wsbench.train import resolve_device
+    spec = _registry().architecture(name)
+    results = check_architecture(spec, device=str(resolve_device(device)))
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        sys.stdout.write(json.dumps([r.__dict__ for r in results], indent=2) + "\n")
+    else:
+        t = Table(title=f"conformance of {name} ({spec.distribution} {spec.version})")
+        for col in ("check", "result", "detail"):
+            t.add_column(col)
+        for r in results:
+            t.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
+        out_console.print(t)
+    if failed:
+        err_console.print(f"[bold red]{name}: {len(failed)} check(s) failed:[/bold red] "
+                          + "; ".join(f"{r.name}: {r.detail}" for r in failed), highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out_console.print(f"{name}: all {len(results)} checks passed")
+
+
 @inrs_app.command("build")
 def inrs_build(dataset: str = typer.Option(..., "--dataset"), data_dir: Optional[Path] = DataOpt,
                cache_dir: Optional[Path] = CacheOpt, device: str = DeviceOpt, limit: Optional[int] = LimitOpt):

@@ -1,0 +1,374 @@
+"""``gmn``: a graph metanetwork that reads each INR as its parameter graph.
+
+The parameter graph of an MLP with widths ``d_0 .. d_L`` has a node per neuron and an edge per
+weight (``W_l[o, i]`` joins neuron ``i`` of layer ``l`` to neuron ``o`` of layer ``l + 1``). Edge
+features start from the weight value, node features from the bias (input neurons have none).
+Learned encodings break exactly the symmetries that do not hold: every input neuron and every
+output neuron has its own encoding, while the hidden neurons of a layer share one (they may be
+permuted freely), and every edge carries its layer's encoding.
+
+Each message-passing layer updates edges and nodes (in the spirit of Lim et al. 2024, "Graph
+metanetworks", and Kofinas et al. 2024, "Graph neural networks for learning equivariant
+representations of neural networks")::
+
+    z_ij = act(A e_ij + S h_j + T h_i)           edge hidden, for the edge j -> i (pre-normed e, h)
+    h_i <- h_i + U act(H h_i + F mean_{j -> i} z_ji + K mean_{i -> k} z_ik)
+    e_ij <- e_ij + Z z_ij
+
+so a node hears both the layer before it (forward) and the layer after it (backward). The
+readout pools per symmetry orbit: each input and output neuron is kept, hidden neurons are
+averaged per layer and edges per layer; the pooled vector after every layer is a representation.
+
+All INRs of a spec share one graph, so the default ``impl=dense`` runs everything as batched
+tensors: ``(B, nodes, d)`` and ``(B, edges, d)``, where each layer's edges are viewed as
+``(B, out, in, d)`` and aggregation is a mean over one axis (no scatter, hence deterministic on
+CUDA). ``impl=pyg`` runs the same parameters as a plain torch_geometric ``MessagePassing`` over a
+``Batch`` of graphs; it is the reference the dense path is tested against.
+
+Inputs are normalised per layer (weights and biases separately) with statistics of the training
+split (``weight_norm=per-layer``; without it metanetworks on SIRENs train at chance). Sine is odd,
+so flipping the sign of a hidden neuron's incoming weights, bias and outgoing weights leaves the
+INR unchanged; ``sign_canon=true`` maps every INR to the representative whose hidden biases are
+non-negative, which makes the model invariant to that symmetry too.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+from torch import nn
+from torch_geometric.data import Batch, Data
+from torch_geometric.nn import MessagePassing
+from torch_geometric.utils import scatter
+
+from wsbench.errors import WsbenchError
+from wsbench.hookspecs import hookimpl
+from wsbench.inr import SirenSpec, unflatten
+from wsbench.specs import ArchitectureSpec
+
+IMPLS = ("dense", "pyg")
+WEIGHT_NORMS = ("per-layer", "none")
+
+
+@dataclass(frozen=True)
+class ParamGraph:
+    """The parameter graph shared by every MLP of widths ``dims`` (``d_0 .. d_L``).
+
+    Nodes are numbered layer by layer; edges of layer ``l`` follow ``W_l (out, in)`` row-major,
+    the order of the flattened weights. Node groups (the orbits of the readout): one per input
+    neuron, one per hidden layer, one per output neuron; edge groups: one per layer.
+    """
+
+    dims: tuple
+
+    @property
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        return [(self.dims[k + 1], self.dims[k]) for k in range(len(self.dims) - 1)]
+
+    @cached_property
+    def node_offsets(self) -> list[int]:
+        return [int(v) for v in np.cumsum([0, *self.dims])]
+
+    @cached_property
+    def edge_offsets(self) -> list[int]:
+        return [int(v) for v in np.cumsum([0, *(o * i for o, i in self.layer_shapes)])]
+
+    @property
+    def num_nodes(self) -> int:
+        return self.node_offsets[-1]
+
+    @property
+    def num_edges(self) -> int:
+        return self.edge_offsets[-1]
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return len(self.dims) - 2
+
+    @property
+    def num_node_groups(self) -> int:
+        return self.dims[0] + self.num_hidden_layers + self.dims[-1]
+
+    @property
+    def num_groups(self) -> int:
+        """Pooled vectors per graph: node groups then edge groups."""
+        return self.num_node_groups + len(self.layer_shapes)
+
+    def edge_index(self) -> torch.Tensor:
+        """``(2, E)`` (source, target) in the order of the flattened weights."""
+        parts = []
+        for k, (o, i) in enumerate(self.layer_shapes):
+            dst = torch.arange(o).repeat_interleave(i) + self.node_offsets[k + 1]
+            src = torch.arange(i).repeat(o) + self.node_offsets[k]
+            parts.append(torch.stack([src, dst]))
+        return torch.cat(parts, 1)
+
+    def node_group(self) -> torch.Tensor:
+        """``(N,)`` readout group of every node."""
+        d0, hl = self.dims[0], self.num_hidden_layers
+        parts = [torch.arange(d0)]
+        parts += [torch.full((self.dims[k],), d0 + k - 1) for k in range(1, hl + 1)]
+        parts.append(d0 + hl + torch.arange(self.dims[-1]))
+        return torch.cat(parts)
+
+    def edge_group(self) -> torch.Tensor:
+        """``(E,)`` layer of every edge."""
+        return torch.cat([torch.full((o * i,), k) for k, (o, i) in enumerate(self.layer_shapes)])
+
+
+def layer_statistics(spec: SirenSpec, mean: np.ndarray, std: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """Per-layer ``(w_mean, w_std, b_mean, b_std)`` from per-coordinate training statistics.
+
+    A layer's values pool equally many samples per coordinate, so its mean is the mean of the
+    coordinate means and its variance the mean of ``std_c^2 + mean_c^2`` minus the squared mean.
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    var = np.asarray(std, dtype=np.float64) ** 2
+    out, k = [], 0
+    for o, i in spec.layer_shapes:
+        stats = []
+        for n in (o * i, o):
+            m = mean[k:k + n].mean()
+            v = (var[k:k + n] + mean[k:k + n] ** 2).mean() - m * m
+            stats += [float(m), float(np.sqrt(max(v, 0.0)) + 1e-8)]
+            k += n
+        out.append(tuple(stats))
+    return out
+
+
+def canonical_signs(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Flip hidden neurons so that their biases are non-negative (a SIREN symmetry: sine is odd).
+
+    ``layers``: ``[(W (B, out, in), b (B, out)), ...]``; returns new tensors, same shapes.
+    """
+    out = [(w, b) for w, b in layers]
+    for k in range(len(out) - 1):
+        w, b = out[k]
+        s = torch.where(b < 0, -1.0, 1.0).to(b.dtype)  # (B, out)
+        out[k] = (w * s.unsqueeze(2), b * s)
+        w_next, b_next = out[k + 1]
+        out[k + 1] = (w_next * s.unsqueeze(1), b_next)
+    return out
+
+
+class GMNLayer(MessagePassing):
+    """One edge-and-node update (see the module docstring), runnable dense or through PyG."""
+
+    def __init__(self, d: int):
+        super().__init__(aggr="mean")
+        self.norm_n, self.norm_e = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.lin_e = nn.Linear(d, d)
+        self.lin_src = nn.Linear(d, d, bias=False)
+        self.lin_dst = nn.Linear(d, d, bias=False)
+        self.node_h = nn.Linear(d, d)
+        self.node_f = nn.Linear(d, d, bias=False)
+        self.node_b = nn.Linear(d, d, bias=False)
+        self.node_out = nn.Linear(d, d)
+        self.edge_out = nn.Linear(d, d)
+        self.act = nn.SiLU()
+        # Residual branches start at zero: every layer begins as the identity, which keeps deep stacks stable.
+        for lin in (self.node_out, self.edge_out):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def _node_update(self, h, hn, m_f, m_b):
+        return h + self.node_out(self.act(self.node_h(hn) + self.node_f(m_f) + self.node_b(m_b)))
+
+    def forward_dense(self, h: list, e: list):
+        """Dense path, one tensor per layer: ``h[l] (B, d_l, d)``, ``e[l] (B, out_l, in_l, d)``.
+
+        Keeping layers apart avoids slicing one big tensor, whose backward pass would
+        materialise a zero-filled copy of the whole tensor per slice.
+        """
+        hn = [self.norm_n(x) for x in h]
+        s, t = [self.lin_src(x) for x in hn[:-1]], [self.lin_dst(x) for x in hn[1:]]
+        zs = [self.act(self.lin_e(self.norm_e(x)) + s[k].unsqueeze(1) + t[k].unsqueeze(2)) for k, x in enumerate(e)]
+        zero_in, zero_out = h[0].new_zeros(h[0].shape), h[-1].new_zeros(h[-1].shape)
+        fwd = [zero_in] + [z.mean(2) for z in zs]  # into each layer's neurons from the layer before
+        bwd = [z.mean(1) for z in zs] + [zero_out]  # and from the layer after
+        h = [self._node_update(h[k], hn[k], fwd[k], bwd[k]) for k in range(len(h))]
+        e = [x + self.edge_out(z) for x, z in zip(e, zs)]
+        return h, e
+
+    def forward(self, h: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor):
+        """PyG path: ``h (n, d)``, ``edge_index (2, m)``, ``e (m, d)`` -> updated ``(h, e)``."""
+        n = h.shape[0]
+        hn, en = self.norm_n(h), self.norm_e(e)
+        z = self.edge_updater(edge_index, s=self.lin_src(hn), t=self.lin_dst(hn), ez=self.lin_e(en))
+        m_f = self.propagate(edge_index, z=z, size=(n, n))
+        m_b = self.propagate(edge_index.flip(0), z=z, size=(n, n))
+        return self._node_update(h, hn, m_f, m_b), e + self.edge_out(z)
+
+    def edge_update(self, s_j, t_i, ez):
+        return self.act(ez + s_j + t_i)
+
+    def message(self, z):
+        return z
+
+
+class GMN(nn.Module):
+    """``x (B, P)`` flattened INR weights -> ``(logits (B, classes), {"mp1": ..., "logits": ...})``.
+
+    Representations: ``mp{k}`` the pooled graph after message-passing layer ``k``
+    (``(B, groups * d)``), ``head{k}`` the head's hidden layers, ``logits``.
+    """
+
+    def __init__(self, spec: SirenSpec, num_classes: int, d: int = 64, layers: int = 4, head_hidden=(256,),
+                 dropout: float = 0.0, stats=None, sign_canon: bool = True, impl: str = "dense"):
+        super().__init__()
+        self.spec, self.impl, self.sign_canon = spec, impl, sign_canon
+        self.graph = ParamGraph(tuple(spec.dims))
+        g = self.graph
+        stats = stats or [(0.0, 1.0, 0.0, 1.0)] * len(g.layer_shapes)
+        self.register_buffer("stats", torch.tensor(stats, dtype=torch.float32))  # (L, 4)
+        self.node_in = nn.Linear(1, d)
+        self.edge_in = nn.Linear(1, d)
+        # Encodings: one per input neuron, one per hidden layer, one per output neuron; one per edge layer.
+        self.emb_in = nn.Parameter(torch.randn(g.dims[0], d) * 0.5)
+        self.emb_hidden = nn.Parameter(torch.randn(max(g.num_hidden_layers, 0), d) * 0.5)
+        self.emb_out = nn.Parameter(torch.randn(g.dims[-1], d) * 0.5)
+        self.emb_edge = nn.Parameter(torch.randn(len(g.layer_shapes), d) * 0.5)
+        self.mp = nn.ModuleList(GMNLayer(d) for _ in range(layers))
+        self.norm_out = nn.LayerNorm(g.num_groups * d)
+        dims = [g.num_groups * d, *head_hidden]
+        self.head = nn.ModuleList(nn.Sequential(nn.Linear(dims[k], dims[k + 1]), nn.SiLU(), nn.Dropout(dropout))
+                                  for k in range(len(head_hidden)))
+        self.classifier = nn.Linear(dims[-1], num_classes)
+        # Fixed structure for the PyG path and its pooling.
+        self.register_buffer("edge_index", g.edge_index(), persistent=False)
+        self.register_buffer("node_group", g.node_group(), persistent=False)
+        self.register_buffer("edge_group", g.edge_group(), persistent=False)
+
+    # --- inputs ---------------------------------------------------------------------------------------
+    def graph_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, P)`` -> (node values ``(B, N)``: normalised biases, 0 for inputs; edge values ``(B, E)``)."""
+        layers = unflatten(x, self.spec)
+        if self.sign_canon:
+            layers = canonical_signs(layers)
+        nodes, edges = [x.new_zeros(x.shape[0], self.graph.dims[0])], []
+        for k, (w, b) in enumerate(layers):
+            wm, ws, bm, bs = self.stats[k]
+            edges.append(((w - wm) / ws).reshape(x.shape[0], -1))
+            nodes.append((b - bm) / bs)
+        return torch.cat(nodes, 1), torch.cat(edges, 1)
+
+    def node_encoding(self) -> torch.Tensor:
+        """``(N, d)``, built by expand and cat (their backward is deterministic, unlike index_add)."""
+        g = self.graph
+        parts = [self.emb_in]
+        parts += [self.emb_hidden[k - 1:k].expand(g.dims[k], -1) for k in range(1, g.num_hidden_layers + 1)]
+        parts.append(self.emb_out)
+        return torch.cat(parts)
+
+    def edge_encoding(self) -> torch.Tensor:
+        return torch.cat([self.emb_edge[k:k + 1].expand(o * i, -1) for k, (o, i) in enumerate(self.graph.layer_shapes)])
+
+    # --- readout --------------------------------------------------------------------------------------
+    def embed_dense(self, nodes: torch.Tensor, edges: torch.Tensor) -> tuple[list, list]:
+        """Values ``(B, N)``, ``(B, E)`` -> per-layer features ``[(B, d_l, d)]``, ``[(B, out, in, d)]``."""
+        g, b = self.graph, nodes.shape[0]
+        no, eo = g.node_offsets, g.edge_offsets
+        enc = self.node_in(nodes.unsqueeze(-1)) + self.node_encoding()
+        h = [enc[:, no[k]:no[k + 1]] for k in range(len(g.dims))]
+        e = [self.edge_in(edges[:, eo[k]:eo[k + 1]].reshape(b, o, i, 1)) + self.emb_edge[k]
+             for k, (o, i) in enumerate(g.layer_shapes)]
+        return h, e
+
+    def pool_dense(self, h: list, e: list) -> torch.Tensor:
+        """Per-layer features -> ``(B, groups * d)`` in group order."""
+        parts = [h[0], *(x.mean(1, keepdim=True) for x in h[1:-1]), h[-1], *(x.mean((1, 2)).unsqueeze(1) for x in e)]
+        return torch.cat(parts, 1).flatten(1)
+
+    def pool_pyg(self, h: torch.Tensor, e: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """PyG path: per-graph, per-group means (``(n, d)``, ``(m, d)`` -> ``(B, groups * d)``)."""
+        g, nb = self.graph, batch.num_graphs
+        gn, ge = g.num_node_groups, len(g.layer_shapes)
+        node_key = batch.batch * gn + batch.node_group
+        edge_key = batch.batch[batch.edge_index[0]] * ge + batch.edge_group
+        pn = scatter(h, node_key, 0, dim_size=nb * gn, reduce="mean").view(nb, gn, -1)
+        pe = scatter(e, edge_key, 0, dim_size=nb * ge, reduce="mean").view(nb, ge, -1)
+        return torch.cat([pn, pe], 1).flatten(1)
+
+    def to_batch(self, nodes: torch.Tensor, edges: torch.Tensor) -> Batch:
+        """``(B, N)``, ``(B, E)`` values -> a PyG ``Batch`` of B parameter graphs (vectorised; equals
+        ``Batch.from_data_list`` of the per-INR graphs)."""
+        b, n = nodes.shape
+        m = edges.shape[1]
+        offsets = (torch.arange(b, device=nodes.device) * n).repeat_interleave(m)
+        ei = self.edge_index.repeat(1, b) + offsets
+        batch = Batch(x=nodes.reshape(-1, 1), edge_index=ei, edge_attr=edges.reshape(-1, 1),
+                      node_group=self.node_group.repeat(b), edge_group=self.edge_group.repeat(b),
+                      batch=torch.arange(b, device=nodes.device).repeat_interleave(n))
+        batch._num_graphs = b
+        return batch
+
+    def graphs(self, x: torch.Tensor) -> list[Data]:
+        """One ``Data`` per INR (for users who want the graphs themselves)."""
+        nodes, edges = self.graph_values(x)
+        return [Data(x=nodes[k].unsqueeze(1), edge_index=self.edge_index, edge_attr=edges[k].unsqueeze(1),
+                     node_group=self.node_group, edge_group=self.edge_group) for k in range(x.shape[0])]
+
+    # --- forward --------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor):
+        nodes, edges = self.graph_values(x)
+        b = x.shape[0]
+        reps = OrderedDict()
+        if self.impl == "dense":
+            h, e = self.embed_dense(nodes, edges)
+            pooled = self.pool_dense(h, e)
+            for k, layer in enumerate(self.mp):
+                h, e = layer.forward_dense(h, e)
+                pooled = reps[f"mp{k + 1}"] = self.pool_dense(h, e)
+        else:
+            batch = self.to_batch(nodes, edges)
+            h = self.node_in(batch.x) + self.node_encoding().repeat(b, 1)
+            e = self.edge_in(batch.edge_attr) + self.edge_encoding().repeat(b, 1)
+            pooled = self.pool_pyg(h, e, batch)
+            for k, layer in enumerate(self.mp):
+                h, e = layer(h, batch.edge_index, e)
+                pooled = reps[f"mp{k + 1}"] = self.pool_pyg(h, e, batch)
+        z = self.norm_out(pooled)
+        for k, block in enumerate(self.head):
+            z = block(z)
+            reps[f"head{k + 1}"] = z
+        logits = self.classifier(z)
+        reps["logits"] = logits
+        return logits, reps
+
+
+def build(info, config) -> GMN:
+    impl, norm = config["impl"], config["weight_norm"]
+    if impl not in IMPLS:
+        raise WsbenchError(f"gmn: unknown impl {impl!r}; known: {', '.join(IMPLS)}")
+    if norm not in WEIGHT_NORMS:
+        raise WsbenchError(f"gmn: unknown weight_norm {norm!r}; known: {', '.join(WEIGHT_NORMS)}")
+    stats = None
+    if norm == "per-layer":
+        if info.weight_mean is None or info.weight_std is None:
+            raise WsbenchError("gmn: weight_norm=per-layer needs training-split weight statistics in TaskInfo; "
+                               "pass them or --set weight_norm=none")
+        stats = layer_statistics(info.inr, info.weight_mean, info.weight_std)
+    return GMN(info.inr, info.num_classes, d=int(config["hidden_dim"]), layers=int(config["layers"]),
+               head_hidden=tuple(config["head_hidden"]), dropout=float(config["dropout"]), stats=stats,
+               sign_canon=bool(config["sign_canon"]), impl=impl)
+
+
+DEFAULTS = {
+    "hidden_dim": 64, "layers": 4, "head_hidden": [256], "dropout": 0.1,
+    "weight_norm": "per-layer", "sign_canon": True, "impl": "dense",
+    "epochs": 50, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-2, "warmup_epochs": 1, "grad_clip": 1.0,
+}
+
+
+@hookimpl
+def register_architectures(register):
+    register(ArchitectureSpec(
+        name="gmn", view="weights", build=build,
+        description="Graph metanetwork: message passing over each INR's parameter graph (node per neuron, "
+                    "edge per weight)",
+        defaults=DEFAULTS,
+        dataset_defaults={},
+    ))
