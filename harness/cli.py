@@ -108,7 +108,7 @@ def _run_cells(cells, settings, keep_going: bool, executor: str = "local", ray_a
     runner.validate(cells)
     ex = make_executor(executor, runner, ray_address, isolate=keep_going or not _state["debug"])
     try:
-        with GridDisplay(err_console, slots=getattr(ex, "slots", 1)) as display:
+        with GridDisplay(err_console) as display:
             outcomes = run_grid(cells, runner, ex, on_event=display)
     finally:
         ex.close()
@@ -162,10 +162,11 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
     out_console.print("grid: " + ", ".join(f"{v} {k}" for k, v in summarize(outcomes).items()))
     failed = [o for o in outcomes if o.failed]
     for o in failed:
-        err_console.print(f"[red]{o.status}[/red] {o.cell.label}: {o.row.get('error')}", highlight=False)
+        err_console.print(f"[red]{o.status}[/red] {o.cell.label}: {o.row.get('error')}", highlight=False,
+                          soft_wrap=True)
     if failed:
         err_console.print(f"{len(failed)} of {len(cells)} cells failed; their errors are stored in the runs table "
-                          "(status, error, traceback); rerun the same command to retry them")
+                          "(status, error, traceback); rerun the same command to retry them", soft_wrap=True)
         raise typer.Exit(1)
 
 

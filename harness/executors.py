@@ -11,6 +11,7 @@ events: ``zoo``, ``start``, ``epoch``, ``end``.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -124,20 +125,28 @@ class RayExecutor:
         self.ray = ray
         self.runner = runner
         self.settings = runner.settings.absolute()
-        self.poll_s = poll_s
+        self.address, self.num_cpus, self.poll_s = address, num_cpus, poll_s
+        self._owns = False
+        self._task = None
+
+    def _connect(self) -> None:
+        """Start or join the cluster (only once there is a cell to run)."""
+        ray = self.ray
+        if self._task is not None:
+            return
         self._owns = not ray.is_initialized()
         if self._owns:
             env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
             for k, v in (("WSBENCH_CACHE", self.settings.cache_dir), ("WSBENCH_DATA", self.settings.data_dir)):
                 if v is not None:
                     env[k] = str(v)
-            kwargs = {"num_cpus": num_cpus} if num_cpus and not address else {}
+            kwargs = {"num_cpus": self.num_cpus} if self.num_cpus and not self.address else {}
             try:
-                ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                         runtime_env={"env_vars": env}, **kwargs)
+                ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR, runtime_env={"env_vars": env}, **kwargs)
             except ConnectionError as exc:
-                raise WsbenchError(f"could not reach the Ray cluster at {address!r} ({exc}); check --ray-address "
-                                   "or leave it out to start a local cluster") from None
+                raise WsbenchError(f"could not reach the Ray cluster at {self.address!r} ({exc}); check "
+                                   "--ray-address or leave it out to start a local cluster") from None
         resources = ray.cluster_resources()
         self.gpus = float(resources.get("GPU", 0))
         self.cpus = float(resources.get("CPU", 0))
@@ -147,28 +156,35 @@ class RayExecutor:
 
     @property
     def slots(self) -> int:
-        """How many cells run at once."""
+        """How many cells run at once (1 before the cluster is reached)."""
+        if self._task is None:
+            return 1
         return max(1, int(self.gpus) if self.gpus >= 1 else int(self.cpus))
 
     def prepare(self, datasets: list[str], emit: Emit) -> None:
         for ds in datasets:
             self.runner.task(ds, progress=_zoo_events(emit, ds))
+        self._connect()
 
     def run(self, cells: list[Cell], emit: Emit) -> Iterator[tuple[Cell, dict]]:
         ray = self.ray
+        self._connect()
         sink = self._sink_cls.remote()
         started = {}
         refs = {}
         for cell in cells:
             refs[self._task.remote(self.settings, cell, sink)] = cell
             started[cell] = time.perf_counter()
+        ended = set()
         try:
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=self.poll_s)
                 for event in ray.get(sink.drain.remote()):
-                    emit(event)
+                    if event["cell"] not in ended:  # a late epoch event must not revive an ended cell
+                        emit(event)
                 for ref in ready:
                     cell = refs.pop(ref)
+                    ended.add(cell)
                     row = self._result(ref, cell, started[cell])
                     if row["status"] != "busy":
                         emit({"type": "end", "cell": cell, "status": row["status"], "row": row})

@@ -504,8 +504,9 @@ def _md_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per
                 "caption: id, true label → what the failing side predicts)", ""]
         for i in range(0, len(chosen), per_row):
             row = chosen[i:i + per_row]
-            out.append("| " + " | ".join(f"![{s['sample_id']}]({image_dir}/{ds}/{s['sample_id']}.png)" for s in row)
-                       + " |")
+            # Inline <img> so the small images are scaled up (GitHub keeps width on img tags).
+            out.append("| " + " | ".join(f'<img src="{image_dir}/{ds}/{s["sample_id"]}.png" width="56" '
+                                         f'alt="sample {s["sample_id"]}">' for s in row) + " |")
             if i == 0:  # one Markdown table: images and captions alternate below its header row
                 out.append("|" + "|".join([":---:"] * len(row)) + "|")
             out.append("| " + " | ".join(f"{s['sample_id']}: {name(s['label'])} → {name(s['wrong_pred'])}"

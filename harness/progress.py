@@ -73,6 +73,10 @@ class GridDisplay:
         self.progress.update(self.grid_task, completed=done + failed,
                              info=f"{done} done · {fail} · {remaining} remaining · ETA {_clock(self.eta())}")
 
+    def _print(self, *args, **kwargs) -> None:
+        # soft_wrap: a log line stays one line (and greppable) when the output is not a terminal.
+        self.console.print(*args, soft_wrap=True, **kwargs)
+
     def __call__(self, event: dict) -> None:
         kind = event["type"]
         if kind == "plan":
@@ -80,9 +84,11 @@ class GridDisplay:
             self.counts["done"] = event["skipped"]
             self.grid_task = self.progress.add_task("grid", total=self.total, info="")
             if event["skipped"] == self.total:
-                self.console.print(f"all {self.total} cells already stored in {event.get('out')}; nothing to train")
+                self._print(f"all {self.total} cells already stored in {event.get('out')}; nothing to train")
             elif event["skipped"]:
-                self.console.print(f"{event['skipped']} of {self.total} cells already stored; skipping them")
+                self._print(f"{event['skipped']} of {self.total} cells already stored; skipping them")
+        elif kind == "ready":
+            self.slots = max(1, int(event["slots"]))
         elif kind == "zoo":
             ds = event["dataset"]
             if ds not in self.zoo_tasks:
@@ -111,7 +117,7 @@ class GridDisplay:
             self._end(event)
         elif kind == "wait":
             names = ", ".join(c.label for c in event["cells"][:3]) + (" …" if len(event["cells"]) > 3 else "")
-            self.console.print(f"[yellow]waiting[/yellow] for {len(event['cells'])} cell(s) another process is "
+            self._print(f"[yellow]waiting[/yellow] for {len(event['cells'])} cell(s) another process is "
                                f"training: {names}")
         self._refresh()
 
@@ -124,7 +130,7 @@ class GridDisplay:
                 self.durations.append(time.perf_counter() - r["t0"])
         if status in FAILED_STATUSES:
             self.counts["failed"] += 1
-            self.console.print(f"[red]✗ {cell.label}: {status}[/red] {(row.get('error') or '')[:160]}",
+            self._print(f"[red]✗ {cell.label}: {status}[/red] {(row.get('error') or '')[:160]}",
                                highlight=False)
         else:
             self.counts["done"] += 1
@@ -132,4 +138,4 @@ class GridDisplay:
             extra = {"elsewhere": " (trained by another process)", "skipped": " (already stored)"}.get(status, "")
             acc_text = f"test {100 * acc:.2f}%" if isinstance(acc, float) else ""
             wall = f" in {row['wall_time_s']:.1f} s" if isinstance(row.get("wall_time_s"), float) else ""
-            self.console.print(f"[green]✓[/green] {cell.label}: {acc_text}{wall}{extra}", highlight=False)
+            self._print(f"[green]✓[/green] {cell.label}: {acc_text}{wall}{extra}", highlight=False)

@@ -415,7 +415,7 @@ def run_grid(cells: list[Cell], runner: Runner, executor, on_event: Callable[[di
     """Run every cell not yet stored through ``executor`` and return one outcome per cell.
 
     Events passed to ``on_event`` (dicts with ``type``): ``plan`` (total, skipped),
-    ``start`` / ``epoch`` / ``end`` per cell (from the executor), ``wait`` (cells
+    ``ready`` (slots: cells run at once), ``start`` / ``epoch`` / ``end`` per cell (from the executor), ``wait`` (cells
     claimed by other processes). Cells claimed by a live process elsewhere are
     waited for: stored by it, they count as ``elsewhere``; if their claim goes
     stale (the owner died), they are run here.
@@ -432,6 +432,7 @@ def run_grid(cells: list[Cell], runner: Runner, executor, on_event: Callable[[di
     emit({"type": "plan", "total": len(cells), "skipped": len(cells) - len(todo), "out": str(runner.settings.out)})
     if todo:
         executor.prepare(sorted({c.dataset for c in todo}), emit)
+        emit({"type": "ready", "slots": getattr(executor, "slots", 1)})
     pending = todo
     while pending:
         waiting: dict[Cell, int | None] = {}  # cell -> mtime of its runs file when found busy
