@@ -342,30 +342,41 @@ def fit_batch(images: np.ndarray, spec: SirenSpec, recipe: dict, generator: torc
 
     The loss is the sum over INRs of each INR's mean squared error, so each INR's
     gradient, and with Adam its whole trajectory, is independent of the others.
-    ``on_step(fraction)`` reports the fraction of the work done, in ``[0, 1]``.
+    The init is drawn from ``generator`` (:func:`init_siren`). ``on_step(fraction)``
+    reports the fraction of the work done, in ``[0, 1]``.
     """
+    theta = to_internal(init_siren(images.shape[0], spec, generator))
+    return fit_from(images, theta, spec, recipe, device, on_step)
+
+
+def fit_from(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, device: torch.device,
+             on_step: Callable[[float], None] | None = None):
+    """:func:`fit_batch` from given initial weights ``theta (B, P)`` (internal layout, CPU)."""
     recipe = {**DEFAULT_RECIPE, **recipe}
     _check_recipe(recipe)
     device = torch.device(device)
     b, c, h, w = images.shape
-    theta_all = to_internal(init_siren(b, spec, generator))
+    if theta.shape != (b, spec.num_params):
+        raise WsbenchError(f"initial weights have shape {tuple(theta.shape)}, expected {(b, spec.num_params)}")
+    if c != spec.out_dim:
+        raise WsbenchError(f"images have {c} channels but the SIREN outputs {spec.out_dim}; fix the spec's out_dim")
     if device.type == "cuda":
         from wsbench import inr_cuda
-        theta, quality = inr_cuda.fit(images, theta_all, spec, recipe, device, on_step)
+        theta, quality = inr_cuda.fit(images, theta, spec, recipe, device, on_step)
         return internal_to_public(theta, spec).numpy(), quality.numpy()
     grid = Grid.make(h, w, device)
-    out = torch.empty_like(theta_all)
+    out = theta.clone()
     quality = torch.empty(b)
     steps = int(recipe["steps"])
     for lo in range(0, b, CPU_BLOCK):
         hi = min(b, lo + CPU_BLOCK)
-        theta = theta_all[lo:hi].clone()
+        block = out[lo:hi].clone()
         target = targets_from_images(images[lo:hi])
         cb = None if on_step is None else (lambda k, _lo=lo, _n=hi - lo: on_step((_lo * steps + _n * k) / (b * steps)))
-        fit_internal(theta, target, spec, recipe, grid, cb)
+        fit_internal(block, target, spec, recipe, grid, cb)
         with torch.no_grad():
-            quality[lo:hi] = psnr(siren_eval(theta, spec, grid), target)
-        out[lo:hi] = theta
+            quality[lo:hi] = psnr(siren_eval(block, spec, grid), target)
+        out[lo:hi] = block
     return internal_to_public(out, spec).numpy(), quality.numpy()
 
 

@@ -1,0 +1,206 @@
+"""The SIREN fit: closed-form gradient vs autograd, Adam vs torch.optim.Adam, batch independence,
+early stop, layouts, and a zoo build that resumes after its process is killed."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsbench import inr
+from wsbench.inr import (DEFAULT_RECIPE, Grid, SirenSpec, adam_step, coordinates, fit_batch, fit_from, init_siren,
+                         internal_to_public, lr_at, psnr, public_to_internal, render, siren_eval, siren_forward,
+                         siren_grads, targets_from_images, to_internal)
+from wsbench.zoo import build_zoo
+
+SPECS = [SirenSpec(hidden=(32, 32), out_dim=1), SirenSpec(hidden=(32, 32), out_dim=3), SirenSpec(hidden=(16,), out_dim=2),
+         SirenSpec(hidden=(8, 8, 8), out_dim=1, w0=10.0)]
+
+
+def _images(n, c, h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, c, h, w), dtype=np.uint8)
+
+
+def _autograd_loss(params, target, spec, h, w):
+    coords = coordinates(h, w).to(target).expand(target.shape[0], -1, -1)
+    pred = siren_forward(params, coords, spec.w0)
+    return (pred - target).pow(2).flatten(1).mean(1)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: "-".join(map(str, s.dims)))
+def test_closed_form_gradient_matches_autograd(spec):
+    h, w = 7, 5
+    params = [p.double() for p in init_siren(3, spec, torch.Generator().manual_seed(1))]
+    target = targets_from_images(_images(3, spec.out_dim, h, w)).double()
+    grad, mse = siren_grads(to_internal(params), target, spec, Grid.make(h, w, dtype=torch.float64))
+    ps = [p.clone().requires_grad_() for p in params]
+    err = _autograd_loss(ps, target, spec, h, w)
+    err.sum().backward()
+    ref = to_internal([p.grad for p in ps])
+    assert torch.allclose(grad, ref, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(mse, err.detach(), rtol=1e-12)
+
+
+def test_closed_form_forward_and_layouts_round_trip():
+    spec = SPECS[1]
+    theta = to_internal(init_siren(4, spec, torch.Generator().manual_seed(2)))
+    public = internal_to_public(theta, spec)
+    assert torch.equal(public_to_internal(public, spec), theta)
+    # Public layout: first the first layer's W as (out, in) row-major.
+    w1 = theta[:, :2 * 32].view(4, 2, 32)
+    assert torch.equal(public[:, :64].view(4, 32, 2), w1.transpose(1, 2))
+    out = siren_eval(theta, spec, Grid.make(6, 9))
+    ref = render(public, spec, 6, 9).permute(0, 2, 3, 1).reshape(4, 54, 3)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_fit_matches_autograd_with_torch_adam():
+    """A few steps of the fit equal autograd + torch.optim.Adam (float32, decaying learning rate)."""
+    spec = SPECS[0]
+    images = _images(4, 1, 6, 6)
+    recipe = {**DEFAULT_RECIPE, "steps": 6, "lr": 1e-2, "decay_frac": 0.5, "lr_final": 0.1}
+    weights, quality = fit_batch(images, spec, recipe, torch.Generator().manual_seed(0), torch.device("cpu"))
+    params = [p.requires_grad_() for p in init_siren(4, spec, torch.Generator().manual_seed(0))]
+    opt = torch.optim.Adam(params, lr=recipe["lr"])
+    target = targets_from_images(images)
+    for step in range(recipe["steps"]):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, recipe)
+        opt.zero_grad()
+        _autograd_loss(params, target, spec, 6, 6).sum().backward()
+        opt.step()
+    ref = internal_to_public(to_internal([p.detach() for p in params]), spec)
+    assert np.allclose(weights, ref.numpy(), atol=2e-5)
+    rendered = render(torch.from_numpy(weights), spec, 6, 6)
+    assert np.allclose(quality, psnr(rendered.flatten(1), torch.from_numpy(images).float().div(127.5).sub(1).flatten(1)),
+                       atol=1e-3)
+
+
+def test_adam_step_is_torch_adam():
+    theta = torch.randn(3, 10)
+    grads = [torch.randn(3, 10) for _ in range(4)]
+    p = theta.clone().requires_grad_()
+    opt = torch.optim.Adam([p], lr=0.01)
+    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
+    for k, g in enumerate(grads, 1):
+        adam_step(theta, g, m, v, k, 0.01)
+        p.grad = g.clone()
+        opt.step()
+    assert torch.allclose(theta, p.detach(), atol=1e-7)
+
+
+def test_each_inr_is_independent_of_its_batch(monkeypatch):
+    """Same INRs whether fitted 7 at once in CPU blocks of 3 or one at a time."""
+    spec = SPECS[1]
+    images = _images(7, 3, 8, 8)
+    theta = to_internal(init_siren(7, spec, torch.Generator().manual_seed(3)))
+    recipe = {"steps": 5, "lr": 5e-3}
+    monkeypatch.setattr(inr, "CPU_BLOCK", 3)
+    together, q = fit_from(images, theta, spec, recipe, torch.device("cpu"))
+    alone = [fit_from(images[i:i + 1], theta[i:i + 1], spec, recipe, torch.device("cpu"))[0] for i in range(7)]
+    assert np.allclose(together, np.concatenate(alone), rtol=0, atol=1e-6)
+
+
+def test_psnr_target_freezes_inrs_that_reach_it():
+    spec = SPECS[0]
+    images = _images(4, 1, 6, 6)
+    images[:2] = 128  # constant images are fitted almost at once
+    theta = to_internal(init_siren(4, spec, torch.Generator().manual_seed(0)))
+    recipe = {"steps": 200, "lr": 1e-2, "psnr_target": 35.0}
+    w, q = fit_from(images, theta, spec, recipe, torch.device("cpu"))
+    w_full, q_full = fit_from(images, theta, spec, {**recipe, "psnr_target": None}, torch.device("cpu"))
+    assert (q[:2] >= 35.0).all()
+    assert not np.allclose(w[:2], w_full[:2])  # stopped early
+    assert np.array_equal(w[2:], w_full[2:]) or (q[2:] >= 35.0).all()
+
+
+def test_lr_schedule():
+    r = {"lr": 1e-2, "steps": 100, "decay_frac": 0.5, "lr_final": 0.01}
+    assert lr_at(0, r) == lr_at(49, r) == 1e-2
+    assert math.isclose(lr_at(99, r), 1e-4) and lr_at(60, r) < 1e-2
+    assert all(lr_at(k, r) >= lr_at(k + 1, r) for k in range(99))
+    assert lr_at(99, {"lr": 1e-3, "steps": 100}) == 1e-3
+
+
+def test_bad_recipe_is_one_line_error():
+    from wsbench.errors import WsbenchError
+    with pytest.raises(WsbenchError, match="known optimizers: adam"):
+        fit_batch(_images(1, 1, 4, 4), SPECS[0], {"optimizer": "sgd"}, torch.Generator(), torch.device("cpu"))
+    with pytest.raises(WsbenchError, match="3 channels"):
+        fit_batch(_images(1, 3, 4, 4), SPECS[0], {}, torch.Generator(), torch.device("cpu"))
+
+
+_CHILD = textwrap.dedent("""
+    import sys, time, numpy as np, torch
+    import wsbench.zoo as zoo
+    from wsbench.inr import SirenSpec
+    real = zoo.fit_from
+    calls = []
+    def fit_from(*a, **kw):
+        calls.append(1)
+        if len(calls) == 4:  # in the middle of the 4th chunk: signal the parent, wait to be killed
+            print("KILLME", flush=True)
+            time.sleep(600)
+        return real(*a, **kw)
+    zoo.fit_from = fit_from
+    images = np.random.default_rng(0).integers(0, 256, (40, 1, 6, 6), dtype=np.uint8)
+    zoo.build_zoo(sys.argv[1], "t", images, np.arange(40), SirenSpec(hidden=(8, 8)),
+                  {"steps": 20, "lr": 5e-3, "chunk_size": 8}, seed=1)
+""")
+
+
+def test_killed_build_resumes_from_finished_chunks(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (40, 1, 6, 6), dtype=np.uint8)
+    spec, recipe = SirenSpec(hidden=(8, 8)), {"steps": 20, "lr": 5e-3, "chunk_size": 8}
+    cache = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(cache)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        assert child.stdout.readline().strip() == "KILLME"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (folder,) = (cache / "zoos").iterdir()
+    assert json.loads((folder / "done.json").read_text()) == [0, 1, 2]
+    assert not (folder / "manifest.json").exists()
+    seen = []
+    zoo = build_zoo(cache, "t", images, np.arange(40), spec, recipe, seed=1,
+                    progress=lambda done, total, db: seen.append(done))
+    assert seen[0] >= 24  # the three finished chunks were not fitted again
+    fresh = build_zoo(tmp_path / "fresh", "t", images, np.arange(40), spec, recipe, seed=1)
+    assert np.array_equal(np.asarray(zoo.weights), np.asarray(fresh.weights))
+    assert np.array_equal(zoo.psnr, fresh.psnr)
+    assert zoo.manifest["key"] == fresh.manifest["key"] and zoo.manifest["count"] == 40
+    assert not (folder / "done.json").exists() and not (folder / "psnr.partial.npy").exists()
+
+
+def test_triton_kernel_matches_closed_form_in_interpreter():
+    """The CUDA kernel's arithmetic, run by Triton's CPU interpreter (skipped without Triton)."""
+    pytest.importorskip("triton")
+    code = textwrap.dedent("""
+        import numpy as np, torch
+        from wsbench import inr_cuda
+        from wsbench.inr import *
+        rng = np.random.default_rng(0)
+        for c, h, w in ((1, 5, 7), (3, 4, 6)):
+            spec = SirenSpec(hidden=(16, 16), out_dim=c)
+            imgs = rng.integers(0, 256, (2, c, h, w), dtype=np.uint8)
+            theta = to_internal(init_siren(2, spec, torch.Generator().manual_seed(0)))
+            recipe = {**DEFAULT_RECIPE, "steps": 3, "lr": 1e-2}
+            ref = theta.clone()
+            fit_internal(ref, targets_from_images(imgs), spec, recipe, Grid.make(h, w))
+            mse = inr_cuda.fit_triton(torch.from_numpy(imgs), theta, spec, recipe, precision="ieee", fast=False)
+            assert torch.allclose(theta, ref, atol=1e-5), (theta - ref).abs().max()
+            ref_mse = (siren_eval(ref, spec, Grid.make(h, w)) - targets_from_images(imgs)).pow(2).mean((1, 2))
+            assert torch.allclose(mse, ref_mse, rtol=1e-4)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
+    assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]
