@@ -84,7 +84,8 @@ def heatmap_svg(matrix: dict, cell: int = 44, label_w: int = 90, vmin: float = 0
              f'viewBox="0 0 {w} {h}" role="img" aria-label="{_e(title)}">']
     for j, name in enumerate(cols):
         x = label_w + j * cell + cell / 2
-        parts.append(f'<text x="{x}" y="{top - 6}" transform="rotate(-45 {x} {top - 6})" class="tick">{_e(name)}</text>')
+        parts.append(f'<text x="{x}" y="{top - 6}" transform="rotate(-45 {x} {top - 6})" class="tick">'
+                     f'{_e(name)}</text>')
     for i, name in enumerate(rows):
         y = top + i * cell + cell / 2 + 4
         parts.append(f'<text x="{label_w - 6}" y="{y}" text-anchor="end" class="tick">{_e(name)}</text>')

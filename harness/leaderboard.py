@@ -244,7 +244,9 @@ def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, li
     return summary, samples, agreement
 
 
-def build(runs: list[dict], similarity: list[dict], metric: str = "cka", predictions: list[dict] | None = None) -> Board:
+def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
+          predictions: list[dict] | None = None) -> Board:
+    """The Board of a results set: rows of the runs, similarity and (optionally) predictions tables."""
     summary, samples, agreement = sample_analysis(runs, predictions or [])
     return Board(
         metric=metric,

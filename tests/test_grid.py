@@ -22,10 +22,9 @@ from wsbench.plugins import load_registry
 from wsbench.runner import Cell, Claims, Runner, Settings, failure_status, run_grid, summarize
 from wsbench.specs import ArchitectureSpec
 from wsbench.store import Store, run_rows
-from wsbench.task import make_task
 from wsbench.train import NonFiniteLoss
 
-LIMIT = 60
+LIMIT = 120  # the session's shapes_task (conftest): its INR zoo is fitted once for every test
 
 
 class _Tiny(nn.Module):
@@ -64,15 +63,19 @@ def registry(monkeypatch):
     return reg
 
 
-@pytest.fixture(scope="module")
-def task60(tmp_path_factory):
-    """The limited shapes task, built once; its zoo lands in the shared test cache."""
-    cache = tmp_path_factory.getbasetemp() / "wsbench-cache"
-    return make_task(load_registry().dataset("shapes"), cache_dir=cache, limit=LIMIT)
+@pytest.fixture
+def task(shapes_task):
+    """The limited shapes task of the session; subprocesses reuse its zoo through --cache-dir."""
+    assert len(shapes_task.splits["test"]) == LIMIT
+    return shapes_task
+
+
+def _cache_dir(task):
+    return str(task.zoo.path.parent.parent)
 
 
 def _runner(registry, out, task, **overrides):
-    r = Runner(registry, Settings(out=out, limit=LIMIT, overrides=overrides or None))
+    r = Runner(registry, Settings(out=out, limit=LIMIT, cache_dir=_cache_dir(task), overrides=overrides or None))
     r._tasks["shapes"] = task
     return r
 
@@ -85,8 +88,8 @@ def test_failure_status_classifies_nan_oom_and_errors():
     assert failure_status(ValueError("x")) == "failed"
 
 
-def test_failing_cells_are_stored_and_the_grid_goes_on(registry, tmp_path, task60):
-    runner = _runner(registry, tmp_path / "r", task60)
+def test_failing_cells_are_stored_and_the_grid_goes_on(registry, tmp_path, task):
+    runner = _runner(registry, tmp_path / "r", task)
     cells = [Cell("shapes", a, 0) for a in ("tiny-boom", "tiny-oom", "tiny-cpu-oom", "tiny-ok")]
     events = []
     outcomes = run_grid(cells, runner, LocalExecutor(runner), on_event=events.append)
@@ -104,33 +107,33 @@ def test_failing_cells_are_stored_and_the_grid_goes_on(registry, tmp_path, task6
     assert not (tmp_path / "r" / ".claims").exists()
 
 
-def test_grid_cli_lists_failures_and_exits_nonzero(registry, tmp_path, task60):
+def test_grid_cli_lists_failures_and_exits_nonzero(registry, tmp_path, task):
     from wsbench.cli import app
-    res = CliRunner().invoke(app, ["grid", "--arch", "tiny-boom", "--arch", "tiny-ok", "--seeds", "2",
-                                   "--limit", str(LIMIT), "--out", str(tmp_path / "r")])
+    args = ["grid", "--arch", "tiny-boom", "--arch", "tiny-ok", "--seeds", "2", "--limit", str(LIMIT),
+            "--cache-dir", _cache_dir(task), "--out", str(tmp_path / "r")]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 1, res.output
     assert "grid: 2 failed, 2 finished" in res.output
     assert "failed shapes/tiny-boom/seed 0: ValueError: boom in forward" in res.output
     assert "failed shapes/tiny-boom/seed 1" in res.output and "2 of 4 cells failed" in res.output
     # A rerun retries the failed cells only.
-    res = CliRunner().invoke(app, ["grid", "--arch", "tiny-boom", "--arch", "tiny-ok", "--seeds", "2",
-                                   "--limit", str(LIMIT), "--out", str(tmp_path / "r")])
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 1 and "grid: 2 failed, 2 skipped" in res.output
 
 
-def test_nan_loss_is_stored_as_diverged_and_the_grid_goes_on(registry, tmp_path, task60):
-    runner = _runner(registry, tmp_path / "r", task60, lr=1e30, epochs=2)
+def test_nan_loss_is_stored_as_diverged_and_the_grid_goes_on(registry, tmp_path, task):
+    runner = _runner(registry, tmp_path / "r", task, lr=1e30, epochs=2)
     outcomes = run_grid([Cell("shapes", "mlp", 0), Cell("shapes", "flat-mlp", 0)], runner, LocalExecutor(runner))
     assert [o.status for o in outcomes] == ["diverged", "diverged"]
     rows = Store(tmp_path / "r").runs()
     assert {r["status"] for r in rows} == {"diverged"} and all("NonFiniteLoss: loss became nan" in r["error"]
                                                               for r in rows)
-    good = _runner(registry, tmp_path / "r", task60, epochs=1)
+    good = _runner(registry, tmp_path / "r", task, epochs=1)
     assert [o.status for o in run_grid([Cell("shapes", "mlp", 0)], good, LocalExecutor(good))] == ["finished"]
 
 
-def test_run_without_isolation_stores_then_raises(registry, tmp_path, task60):
-    runner = _runner(registry, tmp_path / "r", task60)
+def test_run_without_isolation_stores_then_raises(registry, tmp_path, task):
+    runner = _runner(registry, tmp_path / "r", task)
     with pytest.raises(ValueError, match="boom"):
         runner.run(Cell("shapes", "tiny-boom", 0))
     assert Store(tmp_path / "r").runs()[0]["status"] == "failed"
@@ -194,9 +197,9 @@ def test_heartbeat_keeps_a_held_claim_fresh(tmp_path):
 
 
 @pytest.mark.parametrize("stores", [True, False])
-def test_grid_waits_for_a_cell_claimed_elsewhere(registry, tmp_path, task60, stores):
+def test_grid_waits_for_a_cell_claimed_elsewhere(registry, tmp_path, task, stores):
     """Stored by the other owner: counted as done elsewhere; released unstored: run here."""
-    runner = _runner(registry, tmp_path / "r", task60, epochs=1)
+    runner = _runner(registry, tmp_path / "r", task, epochs=1)
     cell = Cell("shapes", "tiny-ok", 0)
     _, rid = runner.config_for(cell)
     other = Claims(tmp_path / "r")
@@ -238,6 +241,12 @@ def _cmd(*args):
     return [sys.executable, "-m", "wsbench", *args]
 
 
+def _env():
+    """The test's environment (its cache included), one torch thread per grid process: two
+    processes on two cores must not oversubscribe them."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def _expected_ids(out, epochs):
     runner = Runner(load_registry(), Settings(out=out, limit=LIMIT, overrides={"epochs": epochs}))
     return {runner.config_for(Cell("shapes", a, s))[1] for a in ("flat-mlp", "mlp") for s in (0, 1)}
@@ -259,10 +268,10 @@ def _finished_count(stdout: str) -> int:
     return sum(int(part.split()[0]) for part in line[5:].split(",") if part.split()[1] == "finished")
 
 
-def test_sigkill_mid_cell_then_rerun_completes_with_exactly_the_expected_runs(tmp_path, task60):
+def test_sigkill_mid_cell_then_rerun_completes_with_exactly_the_expected_runs(tmp_path, task):
     out = tmp_path / "R"
-    args = _cmd(*GRID, "--epochs", "60", "--out", str(out))
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    args = _cmd(*GRID, "--epochs", "60", "--cache-dir", _cache_dir(task), "--out", str(out))
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=_env())
     deadline = time.time() + 120
     killed_in = None
     try:
@@ -285,7 +294,7 @@ def test_sigkill_mid_cell_then_rerun_completes_with_exactly_the_expected_runs(tm
     stored = {p.stem for p in (out / "runs").rglob("*.parquet")}
     assert 1 <= len(stored) < 4
 
-    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300, env=_env())
     assert rerun.returncode == 0, rerun.stderr
     expected = _expected_ids(out, 60)
     assert killed_in in expected
@@ -295,10 +304,11 @@ def test_sigkill_mid_cell_then_rerun_completes_with_exactly_the_expected_runs(tm
     assert not (out / ".claims").exists()
 
 
-def test_two_concurrent_grids_on_one_root_never_duplicate_a_run(tmp_path, task60):
+def test_two_concurrent_grids_on_one_root_never_duplicate_a_run(tmp_path, task):
     out = tmp_path / "R"
-    args = _cmd(*GRID, "--epochs", "40", "--out", str(out))
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    args = _cmd(*GRID, "--epochs", "40", "--cache-dir", _cache_dir(task), "--out", str(out))
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+             for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
     for p, (so, se) in zip(procs, results):
         assert p.returncode == 0, se

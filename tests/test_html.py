@@ -94,7 +94,7 @@ def test_names_are_escaped():
 
 
 @pytest.fixture(scope="module")
-def shapes_page(tmp_path_factory):
+def shapes_page(tmp_path_factory, shapes_task):
     """A real 2 x 2 shapes grid, its similarity and its exported leaderboard folder."""
     from wsbench import similarity
     from wsbench.cli import app
@@ -104,8 +104,8 @@ def shapes_page(tmp_path_factory):
     from wsbench.store import Store
     base = tmp_path_factory.mktemp("page")
     reg = load_registry()
-    runner = Runner(reg, Settings(out=base / "R", limit=120, cache_dir=tmp_path_factory.getbasetemp() / "wsbench-cache",
-                                  overrides={"epochs": 20, "lr": 0.003}))
+    runner = Runner(reg, Settings(out=base / "R", limit=120, overrides={"epochs": 20, "lr": 0.003}))
+    runner._tasks["shapes"] = shapes_task  # the session's task (limit 120): its zoo is fitted once
     cells = [Cell("shapes", a, s) for a in ("flat-mlp", "mlp") for s in (0, 1)]
     assert {o.status for o in run_grid(cells, runner, LocalExecutor(runner))} == {"finished"}
     similarity.compute(Store(base / "R"), [reg.metric("cka")], resamples=50, permutations=20)
