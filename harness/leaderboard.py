@@ -14,6 +14,7 @@ when the similarity rows have them.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -244,9 +245,42 @@ def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, li
     return summary, samples, agreement
 
 
+def variant_labels(runs: list[dict]) -> dict[str, str]:
+    """``run_id -> label``: the architecture's name, or, when one results root holds runs of an
+    architecture with different configs or limits, the name plus what differs ("mlp (epochs=2)"),
+    so that different settings are never pooled as if they were seeds."""
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(r["dataset"], r["arch"])].append(r)
+    labels = {}
+    for (_, arch), rs in groups.items():
+        def settings(r):
+            try:
+                config = json.loads(r.get("config") or "{}")
+            except ValueError:
+                config = {}
+            return {**config, "limit": r.get("limit")}
+        variants = {json.dumps(settings(r), sort_keys=True, default=str) for r in rs}
+        if len(variants) == 1:
+            labels.update({r["run_id"]: arch for r in rs})
+            continue
+        parsed = [json.loads(v) for v in variants]
+        differ = sorted(k for k in set().union(*parsed) if len({json.dumps(p.get(k)) for p in parsed}) > 1)
+        for r in rs:
+            st = settings(r)
+            labels[r["run_id"]] = f"{arch} (" + ", ".join(f"{k}={json.dumps(st.get(k))}" for k in differ) + ")"
+    return labels
+
+
 def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
           predictions: list[dict] | None = None) -> Board:
     """The Board of a results set: rows of the runs, similarity and (optionally) predictions tables."""
+    labels = variant_labels(runs)
+    if any(labels[r["run_id"]] != r["arch"] for r in runs):
+        runs = [{**r, "arch": labels[r["run_id"]]} for r in runs]
+        similarity = [{**s, "arch_a": labels.get(s["run_a"], s["arch_a"]),
+                       "arch_b": labels.get(s["run_b"], s["arch_b"])} for s in similarity]
+        predictions = [{**p, "arch": labels.get(p["run_id"], p.get("arch"))} for p in predictions or []]
     summary, samples, agreement = sample_analysis(runs, predictions or [])
     return Board(
         metric=metric,

@@ -269,3 +269,17 @@ def test_cli_exports_rerenders_and_compares(tmp_path):
     assert res.exit_code != 0 and "no runs under" in str(res.exception)
     res = cli.invoke(app, ["leaderboard", "--out", str(tmp_path / "R"), "--format", "pdf"])
     assert "unknown format 'pdf'; known formats: html, md, rich" in str(res.exception)
+
+
+def test_runs_of_one_arch_with_different_settings_are_never_pooled_as_seeds():
+    runs = [{**_run("m", s, 0.5 + s / 100), "config": json.dumps({"epochs": 2, "lr": 0.001}), "limit": 60}
+            for s in range(2)]
+    runs += [{**_run("m", s, 0.9), "run_id": f"m-long-{s}", "config": json.dumps({"epochs": 20, "lr": 0.001}),
+              "limit": 60} for s in range(3)]
+    runs += [{**_run("w", 0, 0.3, "weights"), "config": "{}", "limit": None}]
+    labels = lb.variant_labels(runs)
+    assert labels["m-0"] == "m (epochs=2)" and labels["m-long-0"] == "m (epochs=20)" and labels["w-0"] == "w"
+    board = lb.build(runs, [_sim("m", 0, "m", 1, "fc1", "fc1", 0.9)])
+    rows = {r["arch"]: r for r in board.accuracy}
+    assert rows["m (epochs=2)"]["seeds"] == 2 and rows["m (epochs=20)"]["seeds"] == 3
+    assert board.stability[0]["arch"] == "m (epochs=2)"
