@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
 
@@ -409,6 +411,114 @@ def inrs_info(cache_dir: Optional[Path] = CacheOpt, as_json: bool = typer.Option
         t.add_row(z["dataset"], str(z["count"]), spec, str(z["recipe"]["steps"]), f"{z['psnr']['mean']:.2f}",
                   f"{z['psnr']['p5']:.2f}", z["key"][:16], z["path"])
     out_console.print(t)
+
+
+study_app = typer.Typer(no_args_is_help=True, help="Run a whole study: zoos, grid, similarity, leaderboard.")
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("list")
+def study_list():
+    """The built-in studies."""
+    from wsbench.study import known_studies, load_study
+    for name in known_studies():
+        s = load_study(name)
+        out_console.print(f"{name}: {s.title} ({', '.join(s.datasets)}; {', '.join(s.architectures)}; "
+                          f"{s.seeds} seeds)", highlight=False)
+
+
+@study_app.command("run")
+def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench study list`) or a study .toml file."),
+              dataset: List[str] = typer.Option([], "--dataset", help="Only these of the study's datasets."),
+              out: Path = OutOpt, data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt,
+              device: str = DeviceOpt, limit: Optional[int] = LimitOpt, epochs: Optional[int] = EpochsOpt,
+              seeds: Optional[str] = typer.Option(None, "--seeds", help="Override the study's seeds (count or list)."),
+              resamples: Optional[int] = typer.Option(None, "--resamples", help="Override bootstrap resamples."),
+              workers: int = typer.Option(1, "--workers", help="Grid processes sharing the results root (and GPU)."),
+              export_to: Optional[str] = typer.Option(None, "--export", help="Leaderboard export folder "
+                                                      "(default: the study's); 'none' to skip.")):
+    """Run a study end to end, resuming where it stopped: per dataset the INR zoo, the seed x
+    architecture grid and the similarity; then the leaderboard export."""
+    from wsbench import export, similarity as sim, leaderboard as lb
+    from wsbench.runner import Cell, Runner
+    from wsbench.store import Store
+    from wsbench.study import _log_stage, grid_command, load_study, run_grid_workers
+    from wsbench.train import resolve_device
+    study = load_study(name)
+    reg = _registry()
+    unknown = sorted(set(dataset) - set(study.datasets))
+    if unknown:
+        raise WsbenchError(f"--dataset {', '.join(unknown)} is not in study {study.name!r}; its datasets: "
+                           f"{', '.join(study.datasets)}")
+    datasets = [d for d in study.datasets if not dataset or d in dataset]
+    seed_list = parse_seeds(seeds if seeds is not None else str(study.seeds))
+    metrics = [reg.metric(m) for m in study.metrics]
+    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, [], None)
+    runner = Runner(reg, settings)
+    runner.validate([Cell(d, a, 0) for d in datasets for a in study.architectures])
+    common = []
+    for flag, value in (("--data-dir", data_dir), ("--cache-dir", cache_dir), ("--device", device),
+                        ("--limit", limit), ("--epochs", epochs)):
+        if value is not None:
+            common += [flag, str(value)]
+    dev = str(resolve_device(device))
+    store = Store(out)
+    failed_cells = 0
+    for ds in datasets:
+        cells = [Cell(ds, a, s) for a in study.architectures for s in seed_list]
+        t0 = time.perf_counter()
+        with _progress() as progress:
+            task = runner.task(ds, progress=_zoo_progress(progress, ds))
+        _log_stage(out, study, {"dataset": ds, "stage": "zoo", "seconds": round(time.perf_counter() - t0, 2),
+                                "inrs": int(len(task.ids)), "psnr": task.zoo.manifest["psnr"] if task.zoo else None,
+                                "device": dev, "host": platform.node(), "at": _utcnow()})
+        t0 = time.perf_counter()
+        if workers <= 1:
+            outcomes = _run_cells(cells, settings, keep_going=True)
+            failed_cells += sum(o.failed for o in outcomes)
+        else:
+            study_cmd = grid_command(study, ds, seed_list, out, common)
+            ids = {runner.config_for(c)[1] for c in cells}
+            with _progress() as progress:
+                bar = progress.add_task(f"grid {ds} ({workers} workers)", total=len(cells), info="")
+
+                def poll():
+                    done = sum(1 for r in store.runs() if r["run_id"] in ids and r["status"] == "finished")
+                    progress.update(bar, completed=done)
+                codes = run_grid_workers(study_cmd, workers, out / "logs" / ds, on_poll=poll)
+                poll()
+            failed_cells += sum(1 for c in codes if c != 0)
+        _log_stage(out, study, {"dataset": ds, "stage": "grid", "seconds": round(time.perf_counter() - t0, 2),
+                                "cells": len(cells), "workers": workers, "device": dev, "at": _utcnow()})
+        t0 = time.perf_counter()
+        with _progress() as progress:
+            bar = progress.add_task(f"similarity {ds}", total=None, info="")
+            sim.compute(store, metrics, [ds], device=dev,
+                        resamples=study.resamples if resamples is None else resamples,
+                        permutations=study.permutations,
+                        progress=lambda k, n: progress.update(bar, total=n, completed=k))
+        _log_stage(out, study, {"dataset": ds, "stage": "similarity", "seconds": round(time.perf_counter() - t0, 2),
+                                "metrics": study.metrics, "device": dev, "at": _utcnow()})
+    target = export_to if export_to is not None else study.export
+    if target and target != "none":
+        t0 = time.perf_counter()
+        tables = export.load(out)
+        board = lb.build(tables.runs, tables.similarity, metric=study.metrics[0], predictions=tables.predictions)
+        export.attach_images(tables, board, _dataset_loader(data_dir),
+                             warn=lambda m: err_console.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
+        written = export.write_export(tables, board, Path(target), study.title)
+        _log_stage(out, study, {"stage": "export", "seconds": round(time.perf_counter() - t0, 2), "to": target,
+                                "files": len(written), "at": _utcnow()})
+        err_console.print(f"exported {len(written)} files to {target}")
+        for item in lb.render_rich(board):
+            out_console.print(item)
+    if failed_cells:
+        err_console.print(f"{failed_cells} grid cells or workers failed; see `wsbench leaderboard --out {out}`")
+        raise typer.Exit(1)
+
+
+def _utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def main() -> None:
