@@ -21,7 +21,9 @@ INRs in one kernel; it falls back to the same closed form as the CPU.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import threading
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -364,19 +366,53 @@ def fit_from(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: d
         from wsbench import inr_cuda
         theta, quality = inr_cuda.fit(images, theta, spec, recipe, device, on_step)
         return internal_to_public(theta, spec).numpy(), quality.numpy()
-    grid = Grid.make(h, w, device)
+    return _fit_cpu(images, theta, spec, recipe, on_step)
+
+
+def _fit_cpu(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict,
+             on_step: Callable[[float], None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """CPU fit in blocks of ``CPU_BLOCK`` INRs, one block per thread at a time.
+
+    Each thread runs single-threaded torch ops on its own blocks: intra-op threads would
+    synchronise at every one of the many small ops, and stall whenever the machine is
+    shared. Blocks never interact, so the result does not depend on the thread count.
+    """
+    b, _, h, w = images.shape
+    grid = Grid.make(h, w)
     out = theta.clone()
     quality = torch.empty(b)
     steps = int(recipe["steps"])
-    for lo in range(0, b, CPU_BLOCK):
+    workers = max(1, min(torch.get_num_threads(), -(-b // CPU_BLOCK)))
+    lock = threading.Lock()
+    done = [0]
+
+    def report(n: int) -> None:
+        with lock:
+            done[0] += n
+            frac = done[0] / (b * steps)
+        on_step(frac)
+
+    def run(lo: int) -> None:
         hi = min(b, lo + CPU_BLOCK)
         block = out[lo:hi].clone()
         target = targets_from_images(images[lo:hi])
-        cb = None if on_step is None else (lambda k, _lo=lo, _n=hi - lo: on_step((_lo * steps + _n * k) / (b * steps)))
-        fit_internal(block, target, spec, recipe, grid, cb)
-        with torch.no_grad():
-            quality[lo:hi] = psnr(siren_eval(block, spec, grid), target)
+        fit_internal(block, target, spec, recipe, grid, None if on_step is None else (lambda k: report(hi - lo)))
+        quality[lo:hi] = psnr(siren_eval(block, spec, grid), target)
         out[lo:hi] = block
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            if workers == 1:
+                for lo in range(0, b, CPU_BLOCK):
+                    run(lo)
+            else:
+                with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                    for f in [pool.submit(run, lo) for lo in range(0, b, CPU_BLOCK)]:
+                        f.result()
+    finally:
+        torch.set_num_threads(threads)
     return internal_to_public(out, spec).numpy(), quality.numpy()
 
 

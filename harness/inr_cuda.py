@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -230,11 +231,18 @@ def fit(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, 
     steps = int(recipe["steps"])
     cb = None if on_step is None else (lambda k: on_step(k / steps))
     theta = theta.to(device)
+    quality = None
     if supported(spec):
         imgs = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        mse = fit_triton(imgs, theta, spec, recipe, cb)
-        quality = 10.0 * torch.log10(4.0 / mse.clamp_min(1e-12))
-    else:
+        start = theta.clone()
+        try:
+            mse = fit_triton(imgs, theta, spec, recipe, cb)
+            quality = 10.0 * torch.log10(4.0 / mse.clamp_min(1e-12))
+        except Exception as exc:  # a Triton/driver combination that cannot build the kernel: slower, same math
+            warnings.warn(f"fused INR kernel unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "fitting with PyTorch ops instead")
+            theta = start
+    if quality is None:
         target = targets_from_images(images).to(device)
         grid = Grid.make(images.shape[2], images.shape[3], device)
         fit_internal(theta, target, spec, recipe, grid, cb)
