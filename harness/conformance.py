@@ -138,11 +138,13 @@ def check_architecture(arch: ArchitectureSpec, device: str = "cpu", seed: int = 
             torch.manual_seed(seed + 1)  # the same dropout masks before and after the step
             return F.cross_entropy(_forward(model, x_all[idx])[0], y_all[idx])
         before = loss()
+        if not before.requires_grad:
+            raise AssertionError("the loss does not depend on any parameter; are the logits detached?")
         opt.zero_grad(set_to_none=True)
         before.backward()
         before = before.item()
         if all(p.grad is None for p in model.parameters()):
-            raise AssertionError("no parameter received a gradient; is the output detached from the parameters?")
+            raise AssertionError("no parameter received a gradient; are the logits detached?")
         opt.step()
         with torch.no_grad():
             after = float(loss())

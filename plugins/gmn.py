@@ -26,13 +26,17 @@ CUDA). ``impl=pyg`` runs the same parameters as a plain torch_geometric ``Messag
 ``Batch`` of graphs; it is the reference the dense path is tested against.
 
 Inputs are normalised per layer (weights and biases separately) with statistics of the training
-split (``weight_norm=per-layer``; without it metanetworks on SIRENs train at chance). Sine is odd,
-so flipping the sign of a hidden neuron's incoming weights, bias and outgoing weights leaves the
-INR unchanged; ``sign_canon=true`` maps every INR to the representative whose hidden biases are
-non-negative, which makes the model invariant to that symmetry too.
+split (``weight_norm=per-layer``; without it metanetworks on SIRENs train at chance). SIRENs have
+more symmetries than neuron permutations: sine is odd and periodic, so negating a hidden neuron's
+incoming weights and bias and its outgoing weights, or shifting its phase ``w0 * b`` by pi while
+negating its outgoing weights, leaves the INR unchanged. ``canon=phase`` (the default) maps every
+INR to the representative whose hidden phases lie in ``[0, pi/2]`` (as ScaleGMN's phase
+canonicalisation does), ``canon=sign`` only makes hidden biases non-negative, ``canon=none`` keeps
+the weights as fitted. Either way the map is per neuron, so it commutes with permutations.
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,8 +53,6 @@ from wsbench.hookspecs import hookimpl
 from wsbench.inr import SirenSpec, unflatten
 from wsbench.specs import ArchitectureSpec
 
-IMPLS = ("dense", "pyg")
-WEIGHT_NORMS = ("per-layer", "none")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,10 @@ class ParamGraph:
     @cached_property
     def edge_offsets(self) -> list[int]:
         return [int(v) for v in np.cumsum([0, *(o * i for o, i in self.layer_shapes)])]
+
+    @property
+    def edge_counts(self) -> list[int]:
+        return [o * i for o, i in self.layer_shapes]
 
     @property
     def num_nodes(self) -> int:
@@ -144,7 +150,7 @@ def canonical_signs(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tup
 
     ``layers``: ``[(W (B, out, in), b (B, out)), ...]``; returns new tensors, same shapes.
     """
-    out = [(w, b) for w, b in layers]
+    out = list(layers)
     for k in range(len(out) - 1):
         w, b = out[k]
         s = torch.where(b < 0, -1.0, 1.0).to(b.dtype)  # (B, out)
@@ -154,11 +160,37 @@ def canonical_signs(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tup
     return out
 
 
-class GMNLayer(MessagePassing):
-    """One edge-and-node update (see the module docstring), runnable dense or through PyG."""
+def canonical_phases(layers: list[tuple[torch.Tensor, torch.Tensor]], w0: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Map every hidden neuron's phase ``w0 * b`` into ``[0, pi/2]`` without changing the INR.
 
-    def __init__(self, d: int):
-        super().__init__(aggr="mean")
+    Three identities of ``sin(a + phase)`` do it: ``sin(a + pi) = -sin(a)`` (shift the phase by
+    pi, flip the outgoing weights), repeated to bring the phase into ``[0, pi)``; then
+    ``sin(a + phase) = sin(-a + (pi - phase))`` (negate the incoming weights, reflect the phase),
+    for phases above pi/2. Sign flips are covered: the result is the same for both signs.
+    """
+    out = list(layers)
+    for k in range(len(out) - 1):
+        w, b = out[k]
+        phase = w0 * b
+        shifts = torch.floor(phase / math.pi)
+        phase = phase - shifts * math.pi
+        flip_out = 1.0 - 2.0 * torch.remainder(shifts, 2.0)  # (-1)^shifts
+        reflect = phase > math.pi / 2
+        phase = torch.where(reflect, math.pi - phase, phase)
+        out[k] = (w * torch.where(reflect, -1.0, 1.0).to(w.dtype).unsqueeze(2), phase / w0)
+        w_next, b_next = out[k + 1]
+        out[k + 1] = (w_next * flip_out.unsqueeze(1), b_next)
+    return out
+
+
+class GMNLayer(MessagePassing):
+    """One edge-and-node update (see the module docstring), runnable dense or through PyG.
+
+    ``aggr`` is ``mean`` or ``sum`` over a neuron's incoming (forward) and outgoing (backward) edges.
+    """
+
+    def __init__(self, d: int, aggr: str = "mean", dropout: float = 0.0):
+        super().__init__(aggr=aggr)
         self.norm_n, self.norm_e = nn.LayerNorm(d), nn.LayerNorm(d)
         self.lin_e = nn.Linear(d, d)
         self.lin_src = nn.Linear(d, d, bias=False)
@@ -169,28 +201,37 @@ class GMNLayer(MessagePassing):
         self.node_out = nn.Linear(d, d)
         self.edge_out = nn.Linear(d, d)
         self.act = nn.SiLU()
+        self.drop = nn.Dropout(dropout)
         # Residual branches start at zero: every layer begins as the identity, which keeps deep stacks stable.
         for lin in (self.node_out, self.edge_out):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
     def _node_update(self, h, hn, m_f, m_b):
-        return h + self.node_out(self.act(self.node_h(hn) + self.node_f(m_f) + self.node_b(m_b)))
+        return h + self.drop(self.node_out(self.act(self.node_h(hn) + self.node_f(m_f) + self.node_b(m_b))))
 
-    def forward_dense(self, h: list, e: list):
-        """Dense path, one tensor per layer: ``h[l] (B, d_l, d)``, ``e[l] (B, out_l, in_l, d)``.
+    def forward_dense(self, h: torch.Tensor, e: torch.Tensor, graph: "ParamGraph"):
+        """Dense path: ``h (N, B, d)``, ``e (E, B, d)`` -> updated ``(h, e)``, same shapes.
 
-        Keeping layers apart avoids slicing one big tensor, whose backward pass would
-        materialise a zero-filled copy of the whole tensor per slice.
+        Neurons and weights lead, so a layer's nodes and edges are contiguous blocks: the edges of
+        ``W_l`` view as ``(out, in, B, d)``, the endpoints broadcast into them and aggregation is a
+        reduction over one axis. Elementwise work and matmuls run once on the whole tensors.
         """
-        hn = [self.norm_n(x) for x in h]
-        s, t = [self.lin_src(x) for x in hn[:-1]], [self.lin_dst(x) for x in hn[1:]]
-        zs = [self.act(self.lin_e(self.norm_e(x)) + s[k].unsqueeze(1) + t[k].unsqueeze(2)) for k, x in enumerate(e)]
-        zero_in, zero_out = h[0].new_zeros(h[0].shape), h[-1].new_zeros(h[-1].shape)
-        fwd = [zero_in] + [z.mean(2) for z in zs]  # into each layer's neurons from the layer before
-        bwd = [z.mean(1) for z in zs] + [zero_out]  # and from the layer after
-        h = [self._node_update(h[k], hn[k], fwd[k], bwd[k]) for k in range(len(h))]
-        e = [x + self.edge_out(z) for x, z in zip(e, zs)]
+        _, b, d = h.shape
+        hn = self.norm_n(h)
+        ez = self.lin_e(self.norm_e(e))
+        s, t = self.lin_src(hn), self.lin_dst(hn)
+        reduce = torch.mean if self.aggr == "mean" else torch.sum
+        no = graph.node_offsets
+        zs, fwd, bwd = [], [h.new_zeros(graph.dims[0], b, d)], []
+        for k, (ez_k, (o, i)) in enumerate(zip(ez.split(graph.edge_counts), graph.layer_shapes)):
+            z = self.act(ez_k.view(o, i, b, d) + s[no[k]:no[k + 1]].unsqueeze(0) + t[no[k + 1]:no[k + 2]].unsqueeze(1))
+            zs.append(z.view(o * i, b, d))
+            fwd.append(reduce(z, 1))  # into the out-neurons, from their inputs
+            bwd.append(reduce(z, 0))  # into the in-neurons, from their outputs
+        bwd.append(h.new_zeros(graph.dims[-1], b, d))
+        h = self._node_update(h, hn, torch.cat(fwd), torch.cat(bwd))
+        e = e + self.drop(self.edge_out(torch.cat(zs)))
         return h, e
 
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor):
@@ -200,7 +241,7 @@ class GMNLayer(MessagePassing):
         z = self.edge_updater(edge_index, s=self.lin_src(hn), t=self.lin_dst(hn), ez=self.lin_e(en))
         m_f = self.propagate(edge_index, z=z, size=(n, n))
         m_b = self.propagate(edge_index.flip(0), z=z, size=(n, n))
-        return self._node_update(h, hn, m_f, m_b), e + self.edge_out(z)
+        return self._node_update(h, hn, m_f, m_b), e + self.drop(self.edge_out(z))
 
     def edge_update(self, s_j, t_i, ez):
         return self.act(ez + s_j + t_i)
@@ -217,9 +258,10 @@ class GMN(nn.Module):
     """
 
     def __init__(self, spec: SirenSpec, num_classes: int, d: int = 64, layers: int = 4, head_hidden=(256,),
-                 dropout: float = 0.0, stats=None, sign_canon: bool = True, impl: str = "dense"):
+                 dropout: float = 0.0, stats=None, canon: str = "phase", impl: str = "dense", aggr: str = "mean",
+                 precision: str = "fp32"):
         super().__init__()
-        self.spec, self.impl, self.sign_canon = spec, impl, sign_canon
+        self.spec, self.impl, self.canon, self.precision = spec, impl, canon, precision
         self.graph = ParamGraph(tuple(spec.dims))
         g = self.graph
         stats = stats or [(0.0, 1.0, 0.0, 1.0)] * len(g.layer_shapes)
@@ -228,10 +270,10 @@ class GMN(nn.Module):
         self.edge_in = nn.Linear(1, d)
         # Encodings: one per input neuron, one per hidden layer, one per output neuron; one per edge layer.
         self.emb_in = nn.Parameter(torch.randn(g.dims[0], d) * 0.5)
-        self.emb_hidden = nn.Parameter(torch.randn(max(g.num_hidden_layers, 0), d) * 0.5)
+        self.emb_hidden = nn.Parameter(torch.randn(g.num_hidden_layers, d) * 0.5)
         self.emb_out = nn.Parameter(torch.randn(g.dims[-1], d) * 0.5)
         self.emb_edge = nn.Parameter(torch.randn(len(g.layer_shapes), d) * 0.5)
-        self.mp = nn.ModuleList(GMNLayer(d) for _ in range(layers))
+        self.mp = nn.ModuleList(GMNLayer(d, aggr, dropout) for _ in range(layers))
         self.norm_out = nn.LayerNorm(g.num_groups * d)
         dims = [g.num_groups * d, *head_hidden]
         self.head = nn.ModuleList(nn.Sequential(nn.Linear(dims[k], dims[k + 1]), nn.SiLU(), nn.Dropout(dropout))
@@ -244,15 +286,25 @@ class GMN(nn.Module):
 
     # --- inputs ---------------------------------------------------------------------------------------
     def graph_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, P)`` -> (node values ``(B, N)``: normalised biases, 0 for inputs; edge values ``(B, E)``)."""
+        """``(B, P)`` -> (node values ``(B, N)``: normalised biases, 0 for inputs; edge values ``(B, E)``).
+
+        With ``canon=phase`` hidden biases are canonical phases in ``[0, pi/2]``, fed as
+        ``phase / (pi/4) - 1`` in ``[-1, 1]`` (their range is fixed by the symmetry, not the data).
+        """
         layers = unflatten(x, self.spec)
-        if self.sign_canon:
+        if self.canon == "sign":
             layers = canonical_signs(layers)
+        elif self.canon == "phase":
+            layers = canonical_phases(layers, self.spec.w0)
         nodes, edges = [x.new_zeros(x.shape[0], self.graph.dims[0])], []
+        last = len(layers) - 1
         for k, (w, b) in enumerate(layers):
             wm, ws, bm, bs = self.stats[k]
             edges.append(((w - wm) / ws).reshape(x.shape[0], -1))
-            nodes.append((b - bm) / bs)
+            if self.canon == "phase" and k < last:
+                nodes.append(b * (self.spec.w0 / (math.pi / 4)) - 1.0)
+            else:
+                nodes.append((b - bm) / bs)
         return torch.cat(nodes, 1), torch.cat(edges, 1)
 
     def node_encoding(self) -> torch.Tensor:
@@ -264,34 +316,26 @@ class GMN(nn.Module):
         return torch.cat(parts)
 
     def edge_encoding(self) -> torch.Tensor:
-        return torch.cat([self.emb_edge[k:k + 1].expand(o * i, -1) for k, (o, i) in enumerate(self.graph.layer_shapes)])
+        """``(E, d)``: each edge carries its layer's encoding."""
+        return torch.cat([self.emb_edge[k:k + 1].expand(n, -1) for k, n in enumerate(self.graph.edge_counts)])
 
-    # --- readout --------------------------------------------------------------------------------------
-    def embed_dense(self, nodes: torch.Tensor, edges: torch.Tensor) -> tuple[list, list]:
-        """Values ``(B, N)``, ``(B, E)`` -> per-layer features ``[(B, d_l, d)]``, ``[(B, out, in, d)]``."""
-        g, b = self.graph, nodes.shape[0]
-        no, eo = g.node_offsets, g.edge_offsets
-        enc = self.node_in(nodes.unsqueeze(-1)) + self.node_encoding()
-        h = [enc[:, no[k]:no[k + 1]] for k in range(len(g.dims))]
-        e = [self.edge_in(edges[:, eo[k]:eo[k + 1]].reshape(b, o, i, 1)) + self.emb_edge[k]
-             for k, (o, i) in enumerate(g.layer_shapes)]
+    # --- dense path -----------------------------------------------------------------------------------
+    def embed_dense(self, nodes: torch.Tensor, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Values ``(B, N)``, ``(B, E)`` -> features ``(N, B, d)``, ``(E, B, d)``."""
+        h = self.node_in(nodes.t().unsqueeze(-1)) + self.node_encoding().unsqueeze(1)
+        e = self.edge_in(edges.t().unsqueeze(-1)) + self.edge_encoding().unsqueeze(1)
         return h, e
 
-    def pool_dense(self, h: list, e: list) -> torch.Tensor:
-        """Per-layer features -> ``(B, groups * d)`` in group order."""
-        parts = [h[0], *(x.mean(1, keepdim=True) for x in h[1:-1]), h[-1], *(x.mean((1, 2)).unsqueeze(1) for x in e)]
-        return torch.cat(parts, 1).flatten(1)
+    def pool_dense(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """``(N, B, d)``, ``(E, B, d)`` -> ``(B, groups * d)`` in group order."""
+        g, no = self.graph, self.graph.node_offsets
+        parts = [h[:g.dims[0]]]
+        parts += [h[no[k]:no[k + 1]].mean(0, keepdim=True) for k in range(1, g.num_hidden_layers + 1)]
+        parts.append(h[no[-2]:])
+        parts += [x.mean(0, keepdim=True) for x in e.split(g.edge_counts)]
+        return torch.cat(parts).transpose(0, 1).flatten(1)
 
-    def pool_pyg(self, h: torch.Tensor, e: torch.Tensor, batch: Batch) -> torch.Tensor:
-        """PyG path: per-graph, per-group means (``(n, d)``, ``(m, d)`` -> ``(B, groups * d)``)."""
-        g, nb = self.graph, batch.num_graphs
-        gn, ge = g.num_node_groups, len(g.layer_shapes)
-        node_key = batch.batch * gn + batch.node_group
-        edge_key = batch.batch[batch.edge_index[0]] * ge + batch.edge_group
-        pn = scatter(h, node_key, 0, dim_size=nb * gn, reduce="mean").view(nb, gn, -1)
-        pe = scatter(e, edge_key, 0, dim_size=nb * ge, reduce="mean").view(nb, ge, -1)
-        return torch.cat([pn, pe], 1).flatten(1)
-
+    # --- PyG path -------------------------------------------------------------------------------------
     def to_batch(self, nodes: torch.Tensor, edges: torch.Tensor) -> Batch:
         """``(B, N)``, ``(B, E)`` values -> a PyG ``Batch`` of B parameter graphs (vectorised; equals
         ``Batch.from_data_list`` of the per-INR graphs)."""
@@ -311,8 +355,27 @@ class GMN(nn.Module):
         return [Data(x=nodes[k].unsqueeze(1), edge_index=self.edge_index, edge_attr=edges[k].unsqueeze(1),
                      node_group=self.node_group, edge_group=self.edge_group) for k in range(x.shape[0])]
 
+    def pool_pyg(self, h: torch.Tensor, e: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """PyG path: per-graph, per-group means (``(n, d)``, ``(m, d)`` -> ``(B, groups * d)``)."""
+        g, nb = self.graph, batch.num_graphs
+        gn, ge = g.num_node_groups, len(g.layer_shapes)
+        node_key = batch.batch * gn + batch.node_group
+        edge_key = batch.batch[batch.edge_index[0]] * ge + batch.edge_group
+        pn = scatter(h, node_key, 0, dim_size=nb * gn, reduce="mean").view(nb, gn, -1)
+        pe = scatter(e, edge_key, 0, dim_size=nb * ge, reduce="mean").view(nb, ge, -1)
+        return torch.cat([pn, pe], 1).flatten(1)
+
     # --- forward --------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
+        use_bf16 = self.precision == "bf16" and x.is_cuda
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            logits, reps = self._forward(x)
+        if use_bf16:
+            reps = OrderedDict((k, v.float()) for k, v in reps.items())
+            logits = reps["logits"]
+        return logits, reps
+
+    def _forward(self, x: torch.Tensor):
         nodes, edges = self.graph_values(x)
         b = x.shape[0]
         reps = OrderedDict()
@@ -320,7 +383,7 @@ class GMN(nn.Module):
             h, e = self.embed_dense(nodes, edges)
             pooled = self.pool_dense(h, e)
             for k, layer in enumerate(self.mp):
-                h, e = layer.forward_dense(h, e)
+                h, e = layer.forward_dense(h, e, self.graph)
                 pooled = reps[f"mp{k + 1}"] = self.pool_dense(h, e)
         else:
             batch = self.to_batch(nodes, edges)
@@ -339,26 +402,28 @@ class GMN(nn.Module):
         return logits, reps
 
 
+CHOICES = {"impl": ("dense", "pyg"), "weight_norm": ("per-layer", "none"), "canon": ("phase", "sign", "none"),
+           "aggr": ("mean", "sum"), "precision": ("fp32", "bf16")}
+
+
 def build(info, config) -> GMN:
-    impl, norm = config["impl"], config["weight_norm"]
-    if impl not in IMPLS:
-        raise WsbenchError(f"gmn: unknown impl {impl!r}; known: {', '.join(IMPLS)}")
-    if norm not in WEIGHT_NORMS:
-        raise WsbenchError(f"gmn: unknown weight_norm {norm!r}; known: {', '.join(WEIGHT_NORMS)}")
+    for key, known in CHOICES.items():
+        if config[key] not in known:
+            raise WsbenchError(f"gmn: unknown {key} {config[key]!r}; known: {', '.join(known)}")
     stats = None
-    if norm == "per-layer":
+    if config["weight_norm"] == "per-layer":
         if info.weight_mean is None or info.weight_std is None:
             raise WsbenchError("gmn: weight_norm=per-layer needs training-split weight statistics in TaskInfo; "
                                "pass them or --set weight_norm=none")
         stats = layer_statistics(info.inr, info.weight_mean, info.weight_std)
     return GMN(info.inr, info.num_classes, d=int(config["hidden_dim"]), layers=int(config["layers"]),
                head_hidden=tuple(config["head_hidden"]), dropout=float(config["dropout"]), stats=stats,
-               sign_canon=bool(config["sign_canon"]), impl=impl)
+               canon=config["canon"], impl=config["impl"], aggr=config["aggr"], precision=config["precision"])
 
 
 DEFAULTS = {
-    "hidden_dim": 64, "layers": 4, "head_hidden": [256], "dropout": 0.1,
-    "weight_norm": "per-layer", "sign_canon": True, "impl": "dense",
+    "hidden_dim": 64, "layers": 4, "head_hidden": [256], "dropout": 0.1, "aggr": "mean",
+    "weight_norm": "per-layer", "canon": "phase", "impl": "dense", "precision": "fp32",
     "epochs": 50, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-2, "warmup_epochs": 1, "grad_clip": 1.0,
 }
 
@@ -370,5 +435,9 @@ def register_architectures(register):
         description="Graph metanetwork: message passing over each INR's parameter graph (node per neuron, "
                     "edge per weight)",
         defaults=DEFAULTS,
-        dataset_defaults={},
+        dataset_defaults={
+            "mnist": {"epochs": 40},
+            "fmnist": {"epochs": 40},
+            "cifar10": {"epochs": 40},
+        },
     ))

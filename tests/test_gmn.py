@@ -8,14 +8,14 @@ from wsbench.errors import WsbenchError
 from wsbench.inr import SirenSpec, flatten, unflatten
 from wsbench.plugins import load_registry
 from wsbench.task import TaskInfo
-from wsbench_plugins.gmn import GMN, ParamGraph, build, canonical_signs, layer_statistics
+from wsbench_plugins.gmn import GMN, ParamGraph, build, canonical_phases, canonical_signs, layer_statistics
 
 SPECS = [SirenSpec(2, (6, 5), 1), SirenSpec(2, (4, 3, 4), 3), SirenSpec(3, (5,), 2)]
 
 
 def _model(spec, seed=0, **kw):
     torch.manual_seed(seed)
-    m = GMN(spec, num_classes=4, d=8, layers=2, head_hidden=(16,), **kw)
+    m = GMN(spec, num_classes=4, d=8, layers=2, head_hidden=(16,), **{"canon": "phase", **kw})
     # Residual branches start at zero; perturb every parameter so each layer really computes something.
     with torch.no_grad():
         for p in m.parameters():
@@ -84,14 +84,44 @@ def _flip_sign(x, spec, layer=0, neuron=1):
     return flatten(layers)
 
 
-def test_sign_flips_are_invariant_only_with_sign_canon():
+def _shift_phase(x, spec, layer=0, neuron=2, turns=1):
+    """Shift a hidden neuron's phase by ``turns * pi`` and negate its outgoing weights if ``turns`` is odd."""
+    layers = [(w.clone(), b.clone()) for w, b in unflatten(x, spec)]
+    layers[layer][1][:, neuron] += turns * torch.pi / spec.w0
+    layers[layer + 1][0][:, :, neuron] *= (-1) ** turns
+    return flatten(layers)
+
+
+@pytest.mark.parametrize("canon", ["sign", "phase", "none"])
+def test_sign_flips_are_invariant_unless_canon_is_none(canon):
     spec = SPECS[0]
     x = _weights(spec)
     xf = _flip_sign(x, spec)
     with torch.no_grad():
-        on, off = _model(spec, sign_canon=True), _model(spec, sign_canon=False)
-        assert torch.allclose(on(x)[0], on(xf)[0], atol=1e-6)
-        assert (off(x)[0] - off(xf)[0]).abs().max() > 1e-3
+        m = _model(spec, canon=canon)
+        diff = (m(x)[0] - m(xf)[0]).abs().max()
+    assert diff < 1e-5 if canon != "none" else diff > 1e-3
+
+
+@pytest.mark.parametrize("turns", [1, 2, -3])
+def test_phase_shifts_are_invariant_only_with_phase_canon(turns):
+    spec = SPECS[1]
+    x = _weights(spec) * 0.3
+    xs = _shift_phase(x, spec, turns=turns)
+    with torch.no_grad():
+        on, off = _model(spec, canon="phase"), _model(spec, canon="sign")
+        assert (on(x)[0] - on(xs)[0]).abs().max() < 1e-4
+        assert (off(x)[0] - off(xs)[0]).abs().max() > 1e-3
+
+
+def test_canonical_phases_lie_in_range_and_keep_the_function():
+    from wsbench.inr import render
+    spec = SirenSpec(2, (6, 5), 1, w0=30.0)
+    x = _weights(spec) * 0.2
+    canon = canonical_phases(unflatten(x, spec), spec.w0)
+    for _, b in canon[:-1]:
+        assert bool(((b * spec.w0 >= 0) & (b * spec.w0 <= torch.pi / 2 + 1e-6)).all())
+    assert torch.allclose(render(flatten(canon), spec, 6, 6), render(x, spec, 6, 6), atol=1e-4)
 
 
 def test_canonical_signs_make_hidden_biases_nonnegative_and_keep_the_function():
@@ -104,8 +134,9 @@ def test_canonical_signs_make_hidden_biases_nonnegative_and_keep_the_function():
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: "-".join(map(str, s.dims)))
-def test_dense_and_pyg_paths_agree(spec):
-    m = _model(spec, impl="dense")
+@pytest.mark.parametrize("aggr", ["mean", "sum"])
+def test_dense_and_pyg_paths_agree(spec, aggr):
+    m = _model(spec, impl="dense", aggr=aggr)
     x = _weights(spec, n=3)
     a, ra = m(x)
     ga = torch.autograd.grad(a.square().sum(), list(m.parameters()))
@@ -162,8 +193,10 @@ def test_build_uses_defaults_and_rejects_bad_options():
     config = {**spec.defaults}
     model = build(_info(SPECS[0]), config)
     assert model(_weights(SPECS[0], 2))[0].shape == (2, 3)
-    with pytest.raises(WsbenchError, match="known: dense, pyg"):
+    with pytest.raises(WsbenchError, match="unknown impl 'sparse'; known: dense, pyg"):
         build(_info(SPECS[0]), {**config, "impl": "sparse"})
+    with pytest.raises(WsbenchError, match="known: phase, sign, none"):
+        build(_info(SPECS[0]), {**config, "canon": "scale"})
     with pytest.raises(WsbenchError, match="known: per-layer, none"):
         build(_info(SPECS[0]), {**config, "weight_norm": "global"})
 

@@ -1,0 +1,130 @@
+"""Training throughput of the GMN: the dense batched path against the plain PyG reference path.
+
+    python benchmarks/gmn_throughput.py [--devices cpu,cuda] [--batch-size 256] [--epoch]
+
+A training step is what the training loop does per batch: forward, cross-entropy, backward,
+AdamW step. Random weights of the MNIST SIREN spec (2-32-32-1) stand in for a zoo: the cost does
+not depend on the values. ``--epoch`` also times one full epoch of the training loop
+(``wsbench.train.train``) over 55,000 training INRs with its 5,000-INR validation pass.
+Prints and writes JSON to benchmarks/results/gmn_throughput.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsbench import config as cfg
+from wsbench.inr import SirenSpec
+from wsbench.plugins import load_registry
+from wsbench.task import Task, TaskInfo
+from wsbench.train import train
+
+OUT = Path(__file__).parent / "results" / "gmn_throughput.json"
+
+
+def _info(spec: SirenSpec, num_classes: int = 10) -> TaskInfo:
+    p = spec.num_params
+    return TaskInfo("bench", num_classes, (1, 28, 28), spec, weight_mean=np.zeros(p, np.float32),
+                    weight_std=np.full(p, 0.1, np.float32))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def samples_per_second(impl: str, device: torch.device, batch_size: int, steps: int, config: dict,
+                       spec: SirenSpec) -> float:
+    """Training samples/s of ``steps`` timed steps after 3 warm-up steps."""
+    arch = load_registry().architecture("gmn")
+    torch.manual_seed(0)
+    model = arch.build(_info(spec), {**config, "impl": impl}).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(batch_size, spec.num_params, device=device) * 0.1
+    y = torch.randint(0, 10, (batch_size,), device=device)
+
+    def step():
+        logits, _ = model(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for _ in range(3):
+        step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return batch_size * steps / (time.perf_counter() - t)
+
+
+def epoch_seconds(device: torch.device, config: dict, spec: SirenSpec, n_train: int = 55_000,
+                  n_val: int = 5_000) -> dict:
+    """Wall time of training-loop epochs over ``n_train`` INRs (each with its validation pass)."""
+    n = n_train + n_val + 100
+    rng = np.random.default_rng(0)
+    weights = (rng.standard_normal((n, spec.num_params)) * 0.1).astype(np.float32)
+    splits = {"train": np.arange(n_train), "val": n_train + np.arange(n_val), "test": n_train + n_val + np.arange(100)}
+    task = Task(info=_info(spec), ids=np.arange(n), labels=rng.integers(0, 10, n), images=np.zeros((n, 1, 1, 1), np.uint8),
+                weights=weights, psnr=np.zeros(n, np.float32), splits=splits)
+    stamps = []
+    arch = load_registry().architecture("gmn")
+    conf = {**config, "epochs": 3}
+    t0 = time.perf_counter()
+    train(task, arch, conf, 0, device, on_epoch=lambda e, total, h: stamps.append(time.perf_counter()))
+    times = np.diff([t0, *stamps])
+    # The first epoch includes start-up (allocator, kernels' first launches); report the later ones.
+    return {"n_train": n_train, "n_val": n_val, "batch_size": int(conf["batch_size"]),
+            "epoch_seconds": [round(float(v), 3) for v in times], "epoch_seconds_steady": round(float(times[1:].mean()), 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the gmn default for mnist")
+    ap.add_argument("--gpu-steps", type=int, default=50)
+    ap.add_argument("--cpu-steps", type=int, default=3)
+    ap.add_argument("--cpu-batch-size", type=int, default=32)
+    ap.add_argument("--epoch", action="store_true", help="also time full training-loop epochs (GPU only)")
+    ap.add_argument("--set", action="append", default=[], help="gmn config override key=value")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    spec = SirenSpec(2, (32, 32), 1)
+    arch = load_registry().architecture("gmn")
+    config = cfg.resolve(arch, "mnist", cfg.parse_overrides(args.set))
+    bs = args.batch_size or int(config["batch_size"])
+    result = {"spec": "2-32-32-1", "config": config, "torch": torch.__version__, "host": platform.node(),
+              "cpu_threads": torch.get_num_threads(), "results": {}}
+    for name in args.devices.split(","):
+        device = torch.device(name)
+        if device.type == "cuda":
+            result["gpu"] = torch.cuda.get_device_name(device)
+        steps = args.gpu_steps if device.type == "cuda" else args.cpu_steps
+        batch = bs if device.type == "cuda" else args.cpu_batch_size
+        row = {"batch_size": batch, "steps": steps}
+        for impl in ("dense", "pyg"):
+            row[f"{impl}_samples_per_s"] = round(samples_per_second(impl, device, batch, steps, config, spec), 1)
+            print(f"{name} {impl}: {row[f'{impl}_samples_per_s']:,.0f} training samples/s (batch {batch})", flush=True)
+        row["speedup_dense_over_pyg"] = round(row["dense_samples_per_s"] / row["pyg_samples_per_s"], 2)
+        row["dense_epoch_55k_s_estimate"] = round(55_000 / row["dense_samples_per_s"], 2)
+        print(f"{name}: dense is {row['speedup_dense_over_pyg']:.2f}x the PyG path", flush=True)
+        if args.epoch and device.type == "cuda":
+            row["training_loop_epochs"] = epoch_seconds(device, config, spec)
+            print(f"{name}: training-loop epoch over 55,000 INRs (+5,000 val): "
+                  f"{row['training_loop_epochs']['epoch_seconds_steady']:.2f} s", flush=True)
+        result["results"][name] = row
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
