@@ -111,8 +111,8 @@ def heatmap_svg(matrix: dict, cell: int = 44, label_w: int = 90, vmin: float = 0
     for k in range(20):
         parts.append(f'<rect x="{label_w + k * bar_w / 20}" y="{bar_y}" width="{bar_w / 20 + 0.5}" height="8" '
                      f'fill="{colour(k / 19)}"/>')
-    parts.append(f'<text x="{label_w}" y="{bar_y + 20}" class="tick">{vmin:g}</text>'
-                 f'<text x="{label_w + bar_w}" y="{bar_y + 20}" text-anchor="end" class="tick">{vmax:g}</text>')
+    parts.append(f'<text x="{label_w}" y="{bar_y + 20}" class="tick">{vmin:.3g}</text>'
+                 f'<text x="{label_w + bar_w}" y="{bar_y + 20}" text-anchor="end" class="tick">{vmax:.3g}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -241,10 +241,10 @@ def _table(head, rows, cls="", num_cols=(), row_cls=None) -> str:
 
 
 def _range(values) -> tuple[float, float]:
+    """Colour scale of a heatmap: [0, 1] for similarity-like values (CKA, agreement; the debiased
+    estimator's small negatives clip to 0), else the values' own range."""
     vals = [v for row in values for v in row if v is not None and not math.isnan(v)]
-    if vals and min(vals) >= 0.0 and max(vals) <= 1.0:
-        return 0.0, 1.0
-    if not vals:
+    if not vals or (min(vals) >= -0.2 and max(vals) <= 1.0):
         return 0.0, 1.0
     lo, hi = min(vals), max(vals)
     return (lo, hi) if hi > lo else (lo - 1, hi + 1)

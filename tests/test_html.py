@@ -151,3 +151,8 @@ def test_chromium_renders_tables_heatmaps_and_sample_images(shapes_page, tmp_pat
     saturated = (img.max(-1) - img.min(-1) > 80).mean()
     print(f"screenshot {w}x{h}: {100 * not_white:.1f} % not white, {100 * saturated:.2f} % saturated")
     assert not_white > 0.03 and saturated > 0.01, (not_white, saturated)
+
+
+def test_similarity_heatmaps_use_the_unit_scale_and_other_values_their_own():
+    assert H._range([[-0.004, 0.02], [0.5, float("nan")]]) == (0.0, 1.0)
+    assert H._range([[3.0, 7.0]]) == (3.0, 7.0)
