@@ -87,10 +87,13 @@ def run_grid_workers(cmd: list[str], workers: int, log_dir: Path, on_poll=None) 
     """Run ``workers`` copies of one grid command on one results root; the store's run
     claims split the cells between them (several small models share one GPU well)."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    # Share the CPU cores between workers: oversubscribed BLAS threads slow every worker down.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
+                                                           str(max(1, (os.cpu_count() or 1) // workers)))}
     procs = []
     for k in range(workers):
         log = open(log_dir / f"grid-worker-{k}.log", "w")
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
         time.sleep(0.5 if k == 0 else 0.1)
     try:
         while any(p.poll() is None for p, _ in procs):
