@@ -23,8 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from wsbench.inr import (ADAM_BETAS, ADAM_EPS, CHECK_EVERY, Grid, SirenSpec, fit_internal, lr_at, psnr,
-                         siren_eval, targets_from_images)
+from wsbench.inr import (ADAM_BETAS, ADAM_EPS, CHECK_EVERY, Grid, SirenSpec, fit_internal, internal_to_public, lr_at,
+                         psnr, siren_eval, targets_cm)
 
 try:  # Triton ships with CUDA builds of torch; CPU-only installs never reach this module's kernel.
     import triton
@@ -34,9 +34,11 @@ except ImportError:  # pragma: no cover - depends on the install
 
 # Kernel settings: warps per program, matmul precision ("ieee" exact fp32, "tf32x3" near-fp32 on tensor
 # cores, "tf32"), hardware sine. Overridable through the environment for benchmarking.
-WARPS = int(os.environ.get("WSBENCH_INR_WARPS", "4"))
-PRECISION = os.environ.get("WSBENCH_INR_PRECISION", "ieee")
-FAST_SIN = os.environ.get("WSBENCH_INR_FAST_SIN", "0") == "1"
+# Defaults from benchmarks/inr_fit.py --sweep on an H100: 2 warps, 3xTF32 matmuls (fp32-level accuracy on
+# tensor cores) and range-reduced hardware sines gave the best speed at the exact variant's PSNR.
+WARPS = int(os.environ.get("WSBENCH_INR_WARPS", "2"))
+PRECISION = os.environ.get("WSBENCH_INR_PRECISION", "tf32x3")
+FAST_SIN = os.environ.get("WSBENCH_INR_FAST_SIN", "1") == "1"
 
 
 def supported(spec: SirenSpec) -> bool:
@@ -227,7 +229,10 @@ def fit_triton(images: torch.Tensor, theta: torch.Tensor, spec: SirenSpec, recip
 
 def fit(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, device: torch.device,
         on_step: Callable[[float], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPU fit of ``theta (B, P)`` (internal layout, CPU) to ``images``; returns CPU ``(theta, psnr)``."""
+    """GPU fit of ``theta (B, P)`` (internal layout, CPU) to ``images``.
+
+    Returns CPU ``(weights (B, P) in the public layout, psnr (B,))``.
+    """
     steps = int(recipe["steps"])
     cb = None if on_step is None else (lambda k: on_step(k / steps))
     theta = theta.to(device)
@@ -243,10 +248,9 @@ def fit(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, 
                           "fitting with PyTorch ops instead")
             theta = start
     if quality is None:
-        target = targets_from_images(images).to(device)
+        target = targets_cm(images).to(device)
         grid = Grid.make(images.shape[2], images.shape[3], device)
         fit_internal(theta, target, spec, recipe, grid, cb)
         with torch.no_grad():
             quality = psnr(siren_eval(theta, spec, grid), target)
-    torch.cuda.synchronize(device)
-    return theta.cpu(), quality.float().cpu()
+    return internal_to_public(theta, spec).cpu(), quality.float().cpu()

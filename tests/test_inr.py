@@ -38,7 +38,8 @@ def test_closed_form_gradient_matches_autograd(spec):
     h, w = 7, 5
     params = [p.double() for p in init_siren(3, spec, torch.Generator().manual_seed(1))]
     target = targets_from_images(_images(3, spec.out_dim, h, w)).double()
-    grad, mse = siren_grads(to_internal(params), target, spec, Grid.make(h, w, dtype=torch.float64))
+    grad, mse = siren_grads(to_internal(params), target.transpose(1, 2).contiguous(), spec,
+                            Grid.make(h, w, dtype=torch.float64))
     ps = [p.clone().requires_grad_() for p in params]
     err = _autograd_loss(ps, target, spec, h, w)
     err.sum().backward()
@@ -56,7 +57,7 @@ def test_closed_form_forward_and_layouts_round_trip():
     w1 = theta[:, :2 * 32].view(4, 2, 32)
     assert torch.equal(public[:, :64].view(4, 32, 2), w1.transpose(1, 2))
     out = siren_eval(theta, spec, Grid.make(6, 9))
-    ref = render(public, spec, 6, 9).permute(0, 2, 3, 1).reshape(4, 54, 3)
+    ref = render(public, spec, 6, 9).reshape(4, 3, 54)
     assert torch.allclose(out, ref, atol=1e-5)
 
 
@@ -194,10 +195,10 @@ def test_triton_kernel_matches_closed_form_in_interpreter():
             theta = to_internal(init_siren(2, spec, torch.Generator().manual_seed(0)))
             recipe = {**DEFAULT_RECIPE, "steps": 3, "lr": 1e-2}
             ref = theta.clone()
-            fit_internal(ref, targets_from_images(imgs), spec, recipe, Grid.make(h, w))
+            fit_internal(ref, targets_cm(imgs), spec, recipe, Grid.make(h, w))
             mse = inr_cuda.fit_triton(torch.from_numpy(imgs), theta, spec, recipe, precision="ieee", fast=False)
             assert torch.allclose(theta, ref, atol=1e-5), (theta - ref).abs().max()
-            ref_mse = (siren_eval(ref, spec, Grid.make(h, w)) - targets_from_images(imgs)).pow(2).mean((1, 2))
+            ref_mse = (siren_eval(ref, spec, Grid.make(h, w)) - targets_cm(imgs)).pow(2).mean((1, 2))
             assert torch.allclose(mse, ref_mse, rtol=1e-4)
         print("ok")
     """)
