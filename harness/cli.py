@@ -92,7 +92,8 @@ def _zoo_progress(progress: Progress, dataset: str):
     def cb(done, total, mean_psnr):
         if "id" not in state:
             state["id"] = progress.add_task(f"INR zoo {dataset}", total=total, info="")
-        rate = done / max(1e-9, time.perf_counter() - state["t0"])
+            state["base"] = done  # a resumed build starts with finished chunks: not part of the rate
+        rate = (done - state["base"]) / max(1e-9, time.perf_counter() - state["t0"])
         db = "" if mean_psnr != mean_psnr else f"  PSNR {mean_psnr:.1f} dB"
         progress.update(state["id"], completed=done, info=f"{rate:,.0f} INRs/s{db}")
     return cb
@@ -392,25 +393,60 @@ def inrs_build(dataset: str = typer.Option(..., "--dataset"), data_dir: Optional
 
 
 @inrs_app.command("info")
-def inrs_info(cache_dir: Optional[Path] = CacheOpt, as_json: bool = typer.Option(False, "--json")):
-    """List the cached INR zoos with their manifests."""
+def inrs_info(zoo: Optional[str] = typer.Argument(None, help="A zoo's key prefix or folder name: print its manifest."),
+              cache_dir: Optional[Path] = CacheOpt, as_json: bool = typer.Option(False, "--json")):
+    """List the cached INR zoos (fitted and imported), or print one zoo's manifest."""
     from wsbench.task import default_cache_dir
     from wsbench.zoo import list_zoos
-    zoos = list_zoos(cache_dir or default_cache_dir())
+    root = cache_dir or default_cache_dir()
+    zoos = list_zoos(root)
+    if zoo is not None:
+        hits = [z for z in zoos if z["key"].startswith(zoo) or Path(z["path"]).name.startswith(zoo)]
+        if len(hits) != 1:
+            known = ", ".join(Path(z["path"]).name for z in zoos) or "(none)"
+            raise WsbenchError(f"{'no' if not hits else 'more than one'} cached zoo matches {zoo!r} under {root}; "
+                               f"zoos: {known}")
+        sys.stdout.write(json.dumps(hits[0], indent=2, sort_keys=True) + "\n")
+        return
     if as_json:
         sys.stdout.write(json.dumps(zoos, indent=2) + "\n")
         return
     if not zoos:
-        out_console.print("no INR zoos cached; build one with `wsbench inrs build --dataset NAME`")
+        out_console.print(f"no INR zoos cached under {root}; build one with `wsbench inrs build --dataset NAME`")
         return
-    t = Table(title="INR zoos")
-    for col in ("dataset", "count", "spec", "steps", "PSNR mean", "PSNR p5", "key", "path"):
+    t = Table(title=f"INR zoos in {root}")
+    for col in ("dataset", "count", "spec", "recipe", "PSNR mean", "PSNR p5", "PSNR min", "device", "fit s", "key"):
         t.add_column(col)
     for z in zoos:
         spec = "-".join(str(d) for d in [z["spec"]["in_dim"], *z["spec"]["hidden"], z["spec"]["out_dim"]])
-        t.add_row(z["dataset"], str(z["count"]), spec, str(z["recipe"]["steps"]), f"{z['psnr']['mean']:.2f}",
-                  f"{z['psnr']['p5']:.2f}", z["key"][:16], z["path"])
+        r, p = z.get("recipe") or {}, z.get("psnr") or {}
+        recipe = f"imported ({r['imported']})" if r.get("imported") else f"{r.get('steps')} steps, lr {r.get('lr')}"
+        db = [f"{p[k]:.2f}" if k in p else "-" for k in ("mean", "p5", "min")]
+        t.add_row(z["dataset"], str(z["count"]), spec, recipe, *db, str(z.get("device", "-")),
+                  str(z.get("fit_seconds", "-")), z["key"][:16])
     out_console.print(t)
+    out_console.print("`wsbench inrs info KEY` prints a zoo's whole manifest (checksums, splits, recipe, versions)")
+
+
+@inrs_app.command("import")
+def inrs_import(root: Path = typer.Argument(..., help="Folder holding the zoo's .pth files."),
+                layout: str = typer.Option(..., "--layout", help="dwsnets or nfn."),
+                name: Optional[str] = typer.Option(None, "--name", help="Name of the imported zoo."),
+                splits: Optional[Path] = typer.Option(None, "--splits", help="DWSNets splits JSON (default: found "
+                                                      "in ROOT)."),
+                w0: float = typer.Option(30.0, "--w0", help="The SIREN's w0, recorded in the spec."),
+                cache_dir: Optional[Path] = CacheOpt):
+    """Import an existing INR zoo (DWSNets or NFN layout) into the cache; files are loaded weights-only."""
+    from wsbench.importers import import_zoo
+    from wsbench.task import default_cache_dir
+    with _progress() as progress:
+        task = progress.add_task(f"import {layout}", total=None, info="")
+        zoo = import_zoo(root, layout, cache_dir or default_cache_dir(), name=name, w0=w0, splits_file=splits,
+                         progress=lambda k, n: progress.update(task, total=n, completed=k))
+    m = zoo.manifest
+    spec = "-".join(str(d) for d in [m["spec"]["in_dim"], *m["spec"]["hidden"], m["spec"]["out_dim"]])
+    out_console.print(f"imported {m['count']} INRs ({spec}, {m['num_params']} parameters each; splits "
+                      f"{m['splits']}) to {zoo.path}")
 
 
 study_app = typer.Typer(no_args_is_help=True, help="Run a whole study: zoos, grid, similarity, leaderboard.")
