@@ -352,12 +352,13 @@ def plugins(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
 @plugins_app.command("check")
 def plugins_check(name: str = typer.Argument(..., help="Architecture to check."),
                   device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+                  set_: List[str] = SetOpt,
                   as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Conformance check of an architecture plugin: builds, one step lowers the loss, layers, determinism."""
     from wsbench.conformance import check_architecture
     from wsbench.train import resolve_device
     spec = _registry().architecture(name)
-    results = check_architecture(spec, device=str(resolve_device(device)))
+    results = check_architecture(spec, device=str(resolve_device(device)), overrides=parse_overrides(set_))
     failed = [r for r in results if not r.ok]
     if as_json:
         sys.stdout.write(json.dumps([r.__dict__ for r in results], indent=2) + "\n")

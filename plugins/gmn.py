@@ -189,26 +189,24 @@ class GMNLayer(MessagePassing):
     ``aggr`` is ``mean`` or ``sum`` over a neuron's incoming (forward) and outgoing (backward) edges.
     """
 
-    def __init__(self, d: int, aggr: str = "mean", dropout: float = 0.0):
+    def __init__(self, d: int, aggr: str = "mean"):
         super().__init__(aggr=aggr)
         self.norm_n, self.norm_e = nn.LayerNorm(d), nn.LayerNorm(d)
         self.lin_e = nn.Linear(d, d)
-        self.lin_src = nn.Linear(d, d, bias=False)
-        self.lin_dst = nn.Linear(d, d, bias=False)
+        self.lin_ends = nn.Linear(d, 2 * d, bias=False)  # source and target projections in one matmul
         self.node_h = nn.Linear(d, d)
         self.node_f = nn.Linear(d, d, bias=False)
         self.node_b = nn.Linear(d, d, bias=False)
         self.node_out = nn.Linear(d, d)
         self.edge_out = nn.Linear(d, d)
         self.act = nn.SiLU()
-        self.drop = nn.Dropout(dropout)
         # Residual branches start at zero: every layer begins as the identity, which keeps deep stacks stable.
         for lin in (self.node_out, self.edge_out):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
     def _node_update(self, h, hn, m_f, m_b):
-        return h + self.drop(self.node_out(self.act(self.node_h(hn) + self.node_f(m_f) + self.node_b(m_b))))
+        return h + self.node_out(self.act(self.node_h(hn) + self.node_f(m_f) + self.node_b(m_b)))
 
     def forward_dense(self, h: torch.Tensor, e: torch.Tensor, graph: "ParamGraph"):
         """Dense path: ``h (N, B, d)``, ``e (E, B, d)`` -> updated ``(h, e)``, same shapes.
@@ -220,7 +218,7 @@ class GMNLayer(MessagePassing):
         _, b, d = h.shape
         hn = self.norm_n(h)
         ez = self.lin_e(self.norm_e(e))
-        s, t = self.lin_src(hn), self.lin_dst(hn)
+        s, t = self.lin_ends(hn).chunk(2, -1)
         reduce = torch.mean if self.aggr == "mean" else torch.sum
         no = graph.node_offsets
         zs, fwd, bwd = [], [h.new_zeros(graph.dims[0], b, d)], []
@@ -231,17 +229,18 @@ class GMNLayer(MessagePassing):
             bwd.append(reduce(z, 0))  # into the in-neurons, from their outputs
         bwd.append(h.new_zeros(graph.dims[-1], b, d))
         h = self._node_update(h, hn, torch.cat(fwd), torch.cat(bwd))
-        e = e + self.drop(self.edge_out(torch.cat(zs)))
+        e = e + self.edge_out(torch.cat(zs))
         return h, e
 
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, e: torch.Tensor):
         """PyG path: ``h (n, d)``, ``edge_index (2, m)``, ``e (m, d)`` -> updated ``(h, e)``."""
         n = h.shape[0]
         hn, en = self.norm_n(h), self.norm_e(e)
-        z = self.edge_updater(edge_index, s=self.lin_src(hn), t=self.lin_dst(hn), ez=self.lin_e(en))
+        s, t = self.lin_ends(hn).chunk(2, -1)
+        z = self.edge_updater(edge_index, s=s, t=t, ez=self.lin_e(en))
         m_f = self.propagate(edge_index, z=z, size=(n, n))
         m_b = self.propagate(edge_index.flip(0), z=z, size=(n, n))
-        return self._node_update(h, hn, m_f, m_b), e + self.drop(self.edge_out(z))
+        return self._node_update(h, hn, m_f, m_b), e + self.edge_out(z)
 
     def edge_update(self, s_j, t_i, ez):
         return self.act(ez + s_j + t_i)
@@ -273,7 +272,7 @@ class GMN(nn.Module):
         self.emb_hidden = nn.Parameter(torch.randn(g.num_hidden_layers, d) * 0.5)
         self.emb_out = nn.Parameter(torch.randn(g.dims[-1], d) * 0.5)
         self.emb_edge = nn.Parameter(torch.randn(len(g.layer_shapes), d) * 0.5)
-        self.mp = nn.ModuleList(GMNLayer(d, aggr, dropout) for _ in range(layers))
+        self.mp = nn.ModuleList(GMNLayer(d, aggr) for _ in range(layers))
         self.norm_out = nn.LayerNorm(g.num_groups * d)
         dims = [g.num_groups * d, *head_hidden]
         self.head = nn.ModuleList(nn.Sequential(nn.Linear(dims[k], dims[k + 1]), nn.SiLU(), nn.Dropout(dropout))
@@ -421,10 +420,13 @@ def build(info, config) -> GMN:
                canon=config["canon"], impl=config["impl"], aggr=config["aggr"], precision=config["precision"])
 
 
+# Tuned on the full MNIST zoo (H100, 6-epoch probes: sum beat mean aggregation, lr 3e-3 beat 1e-3,
+# width 128 beat 64, phase canonicalisation beat sign-only). Batch 512: a step costs about the same
+# wall time as at 128 (kernel launches dominate), so larger batches are nearly free samples.
 DEFAULTS = {
-    "hidden_dim": 64, "layers": 4, "head_hidden": [256], "dropout": 0.1, "aggr": "mean",
+    "hidden_dim": 128, "layers": 4, "head_hidden": [256], "dropout": 0.1, "aggr": "sum",
     "weight_norm": "per-layer", "canon": "phase", "impl": "dense", "precision": "fp32",
-    "epochs": 50, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-2, "warmup_epochs": 1, "grad_clip": 1.0,
+    "epochs": 30, "batch_size": 512, "lr": 3e-3, "weight_decay": 1e-2, "warmup_epochs": 1, "grad_clip": 1.0,
 }
 
 
@@ -436,8 +438,9 @@ def register_architectures(register):
                     "edge per weight)",
         defaults=DEFAULTS,
         dataset_defaults={
-            "mnist": {"epochs": 40},
-            "fmnist": {"epochs": 40},
-            "cifar10": {"epochs": 40},
+            "mnist": {"epochs": 30},
+            "fmnist": {"epochs": 30},
+            # Three output channels triple the output neurons; the zoo is smaller per class signal.
+            "cifar10": {"epochs": 30, "dropout": 0.2},
         },
     ))

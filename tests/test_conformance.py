@@ -59,6 +59,24 @@ class Noisy(Good):
         return logits + torch.randn(logits.shape, generator=self.gen), layers
 
 
+class _Reversed(torch.autograd.Function):
+    """Identity forward, negated gradient: steps climb the loss."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class Ascent(Good):
+    def forward(self, x):
+        logits, layers = super().forward(x)
+        return _Reversed.apply(logits), layers
+
+
 def _spec(name, cls):
     return ArchitectureSpec(name=name, view="weights", build=lambda info, cfg, _c=cls: _c(info),
                             description="throwaway", defaults={"lr": 1e-2})
@@ -66,7 +84,7 @@ def _spec(name, cls):
 
 def _registry():
     specs = [_spec("good", Good), _spec("one-row", OneRowLayer), _spec("detached", Detached),
-             _spec("noisy", Noisy),
+             _spec("noisy", Noisy), _spec("ascent", Ascent),
              ArchitectureSpec(name="not-a-module", view="weights", build=lambda info, cfg: "oops")]
     return load_registry(extra_plugins=[(_Plugin("throwaway", specs), "broken-dist", "0.0")])
 
@@ -83,6 +101,7 @@ def test_a_conforming_throwaway_plugin_passes():
     ("one-row", {"representations", "deterministic"}, "one row per sample"),
     ("detached", {"one step", "deterministic"}, "are the logits detached?"),
     ("noisy", {"deterministic"}, "same seed gave different"),
+    ("ascent", {"one step"}, "did not lower the loss"),
     ("not-a-module", {"build", "representations", "one step", "deterministic"}, "not a torch.nn.Module"),
 ])
 def test_broken_plugins_fail_the_named_check(name, failing, words):
@@ -91,9 +110,10 @@ def test_broken_plugins_fail_the_named_check(name, failing, words):
     assert any(words in r.detail for r in results if not r.ok)
 
 
-@pytest.mark.parametrize("arch", ["gmn", "nfn-np", "cnn"])
-def test_builtin_models_pass(arch):
-    results = check_architecture(load_registry().architecture(arch))
+@pytest.mark.parametrize("arch,small", [("gmn", {"hidden_dim": 16}), ("nfn-np", {"channels": 8}),
+                                        ("cnn", {"channels": [8, 16, 16]})])
+def test_builtin_models_pass(arch, small):
+    results = check_architecture(load_registry().architecture(arch), overrides=small)
     assert all(r.ok for r in results), [(r.name, r.detail) for r in results if not r.ok]
 
 
@@ -102,5 +122,7 @@ def test_cli_check_exits_nonzero_and_names_the_failure(monkeypatch):
     res = CliRunner().invoke(app, ["plugins", "check", "one-row"])
     assert res.exit_code == 1
     assert "representations" in res.output and "one row per sample" in res.output
-    res = CliRunner().invoke(app, ["plugins", "check", "good"])
+    res = CliRunner().invoke(app, ["plugins", "check", "good", "--set", "lr=0.001"])
     assert res.exit_code == 0 and "all 4 checks passed" in res.output
+    res = CliRunner().invoke(app, ["plugins", "check", "good", "--set", "widht=3"])
+    assert res.exit_code != 0 and "unknown config key(s) widht" in str(res.exception or res.output)
