@@ -54,7 +54,7 @@ def hardware(device: str) -> dict:
         except (OSError, StopIteration):
             pass
         info.update(cpu=model or platform.processor(), cores=len(os.sched_getaffinity(0)),
-                    torch_threads=torch.get_num_threads(), load_average_before=list(os.getloadavg()))
+                    torch_threads=torch.get_num_threads())
     return info
 
 
@@ -231,12 +231,44 @@ def pick_variant(rows: list[dict]) -> dict:
     return min((r for r in rows if ok(r)), key=cost)
 
 
+def kernel_vs_cpu(steps: int = 5) -> dict:
+    """Largest weight difference between the CUDA fit and the CPU closed form after a few steps."""
+    out = {}
+    for size, (_, (c, h, w)) in SIZES.items():
+        imgs = np.random.default_rng(2).integers(0, 256, (64, c, h, w), dtype=np.uint8)
+        spec = SirenSpec(hidden=(32, 32), out_dim=c)
+        rec = {"steps": steps, "lr": 1e-3}
+        a = fit_batch(imgs, spec, rec, torch.Generator().manual_seed(0), "cuda")
+        b = fit_batch(imgs, spec, rec, torch.Generator().manual_seed(0), "cpu")
+        out[size] = {"max_abs_weight_diff": float(np.abs(a[0] - b[0]).max()),
+                     "max_abs_psnr_diff_db": float(np.abs(a[1] - b[1]).max())}
+    return out
+
+
 def determinism(device: str) -> bool:
     imgs = np.random.default_rng(1).integers(0, 256, (64, 1, 28, 28), dtype=np.uint8)
     spec = SirenSpec()
     a = fit_batch(imgs, spec, {"steps": 10, "lr": 1e-2}, torch.Generator().manual_seed(0), device)[0]
     b = fit_batch(imgs, spec, {"steps": 10, "lr": 1e-2}, torch.Generator().manual_seed(0), device)[0]
     return bool(np.array_equal(a, b))
+
+
+def zoo_timing(device: str, dataset: str, n: int) -> dict:
+    """Time a whole zoo's fit at ``dataset``'s size and recipe on random pixels (for a GPU without the data)."""
+    from wsbench.zoo import build_zoo
+    spec = _registry().dataset(dataset)
+    c, h, w = SIZES["cifar-size" if dataset == "cifar10" else "mnist-size"][1]
+    imgs = np.random.default_rng(0).integers(0, 256, (n, c, h, w), dtype=np.uint8)
+    inr = SirenSpec(hidden=tuple(spec.inr_hidden), out_dim=c)
+    cache = Path(f"/tmp/wsbench-zoo-timing-{os.getpid()}")
+    t = time.perf_counter()
+    zoo = build_zoo(cache, f"{dataset}-random", imgs, np.arange(n), inr, dict(spec.inr_recipe), device=device)
+    seconds = time.perf_counter() - t
+    steps = int(zoo.manifest["recipe"]["steps"])
+    import shutil
+    shutil.rmtree(cache, ignore_errors=True)
+    return {"inrs": n, "steps": steps, "seconds": round(seconds, 2), "image_steps_per_s": round(n * steps / seconds),
+            "note": "random pixels: time only, PSNR meaningless"}
 
 
 def full_zoos(device: str, datasets: list[str], data_dir, cache: Path) -> dict:
@@ -266,6 +298,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--sweep", action="store_true", help="CUDA: time and check every kernel variant first")
     ap.add_argument("--full-zoos", default="", help="comma list of datasets whose whole zoo to build")
     ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/wsbench-bench-cache"))
+    ap.add_argument("--zoo-timing", default="", help="comma list of datasets: time a full-size zoo on random pixels")
+    ap.add_argument("--skip-speed", action="store_true", help="only the PSNR (and zoo) parts")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "inr_fit.json")
     args = ap.parse_args(argv)
     device = args.device
@@ -291,13 +325,18 @@ def main(argv=None) -> dict:
         from wsbench import inr_cuda
         result["kernel"] = {"warps": inr_cuda.WARPS, "precision": inr_cuda.PRECISION, "fast_sin": inr_cuda.FAST_SIN}
         print(f"kernel variant: {result['kernel']}")
-    result["speed"] = {}
-    for size in SIZES:
-        result["speed"][size] = speed(device, size, n, steps, args.repeats, args.data_dir)
-        print(f"speed {size}: {result['speed'][size]}")
-    result["deterministic"] = determinism(device)
-    print(f"same seed, same weights: {result['deterministic']}")
-    result["psnr"] = {}
+    if not args.skip_speed:
+        result["speed"] = {"load_average_before": list(os.getloadavg())}
+        for size in SIZES:
+            result["speed"][size] = speed(device, size, n, steps, args.repeats, args.data_dir)
+            print(f"speed {size}: {result['speed'][size]}")
+        result["speed"]["load_average_after"] = list(os.getloadavg())
+        result["deterministic"] = determinism(device)
+        print(f"same seed, same weights: {result['deterministic']}")
+        if kind == "cuda":
+            result["cuda_vs_cpu_after_5_steps"] = kernel_vs_cpu()
+            print(f"CUDA vs CPU fit after 5 steps: {result['cuda_vs_cpu_after_5_steps']}")
+    result.setdefault("psnr", {})
     for name in [d for d in args.datasets.split(",") if d]:
         r = fidelity(device, name, args.psnr_n, args.data_dir)
         if r is not None:
@@ -306,11 +345,13 @@ def main(argv=None) -> dict:
     if args.full_zoos:
         result["full_zoos"] = full_zoos(device, [d for d in args.full_zoos.split(",") if d], args.data_dir,
                                         args.cache_dir)
-    if kind == "cpu":
-        result["hardware"]["load_average_after"] = list(os.getloadavg())
+    if args.zoo_timing:
+        sizes = {"mnist": 70000, "fmnist": 70000, "cifar10": 60000}
+        result["zoo_timing"] = {d: zoo_timing(device, d, sizes[d]) for d in args.zoo_timing.split(",") if d}
+        print(f"zoo timing: {result['zoo_timing']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     merged = json.loads(args.out.read_text()) if args.out.exists() else {}
-    merged[kind] = result
+    merged.setdefault(kind, {}).update(result)  # a partial run (--skip-speed) keeps the other parts
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_text(json.dumps(merged, indent=2) + "\n")
     os.replace(tmp, args.out)
