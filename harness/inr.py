@@ -8,8 +8,11 @@ The fit does not use autograd. A SIREN is a short chain of affine maps and sines
 so its gradient has a closed form (:func:`siren_grads`); computing it directly
 saves autograd's bookkeeping, lets the first layer use the pixel grid's
 separable structure (below), and lets the CPU fit walk the batch in small blocks
-whose activations stay in cache. Adam runs on one flat ``(B, P)`` buffer.
-``tests/test_inr.py`` checks the closed form against autograd.
+whose activations stay in cache, one block per thread. Adam runs on one flat
+``(B, P)`` buffer. The sine/cosine pair of the hidden layer is compiled with
+``torch.compile`` when a C++ compiler is available (else eager ops); the output
+layer works on ``(channels, pixels)`` arrays. ``tests/test_inr.py`` checks the
+closed form against autograd and the whole fit against ``torch.optim.Adam``.
 
 First-layer trick: the coordinates form a grid, so the first pre-activation is
 ``u = w0 (y W[0] + x W[1] + b) = A(y) + B(x)`` and
