@@ -156,12 +156,13 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_killed_build_resumes_from_finished_chunks(tmp_path):
+def test_killed_build_resumes_from_finished_chunks(tmp_path, monkeypatch):
+    monkeypatch.setenv("WSBENCH_INR_COMPILE", "0")  # the child starts fast; both sides run the same ops
     images = np.random.default_rng(0).integers(0, 256, (40, 1, 6, 6), dtype=np.uint8)
     spec, recipe = SirenSpec(hidden=(8, 8)), {"steps": 20, "lr": 5e-3, "chunk_size": 8}
     cache = tmp_path / "killed"
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(cache)], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                             env={**os.environ, "PYTHONWARNINGS": "ignore", "WSBENCH_INR_COMPILE": "0"})
     try:
         assert child.stdout.readline().strip() == "KILLME"
     finally:
