@@ -12,17 +12,18 @@ metanetworks", and Kofinas et al. 2024, "Graph neural networks for learning equi
 representations of neural networks")::
 
     z_ij = act(A e_ij + S h_j + T h_i)           edge hidden, for the edge j -> i (pre-normed e, h)
-    h_i <- h_i + U act(H h_i + F mean_{j -> i} z_ji + K mean_{i -> k} z_ik)
+    h_i <- h_i + U act(H h_i + F agg_{j -> i} z_ji + K agg_{i -> k} z_ik)
     e_ij <- e_ij + Z z_ij
 
+with ``agg`` a sum (``aggr=sum``, the default) or mean over the edges into or out of a neuron,
 so a node hears both the layer before it (forward) and the layer after it (backward). The
 readout pools per symmetry orbit: each input and output neuron is kept, hidden neurons are
 averaged per layer and edges per layer; the pooled vector after every layer is a representation.
 
 All INRs of a spec share one graph, so the default ``impl=dense`` runs everything as batched
-tensors: ``(B, nodes, d)`` and ``(B, edges, d)``, where each layer's edges are viewed as
-``(B, out, in, d)`` and aggregation is a mean over one axis (no scatter, hence deterministic on
-CUDA). ``impl=pyg`` runs the same parameters as a plain torch_geometric ``MessagePassing`` over a
+tensors: ``(nodes, B, d)`` and ``(edges, B, d)``, where each layer's edges are viewed as
+``(out, in, B, d)`` and aggregation is a reduction over one axis (no scatter, hence deterministic
+on CUDA). ``impl=pyg`` runs the same parameters as a plain torch_geometric ``MessagePassing`` over a
 ``Batch`` of graphs; it is the reference the dense path is tested against.
 
 Inputs are normalised per layer (weights and biases separately) with statistics of the training
@@ -52,7 +53,6 @@ from wsbench.errors import WsbenchError
 from wsbench.hookspecs import hookimpl
 from wsbench.inr import SirenSpec, unflatten
 from wsbench.specs import ArchitectureSpec
-
 
 
 @dataclass(frozen=True)
