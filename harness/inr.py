@@ -24,10 +24,14 @@ INRs in one kernel; it falls back to the same closed form as the CPU.
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import concurrent.futures.process
 import math
+import multiprocessing
 import os
 import threading
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -58,6 +62,8 @@ CHECK_EVERY = 25
 # block's activations to stay in L2/L3, large enough to amortise the per-op overhead (tuned on 2 Zen 4 cores).
 CPU_BLOCK = None
 CPU_BLOCK_PIXELS = 12544
+# Fits of at least this many image-steps use worker processes on the CPU (a pool takes seconds to start).
+CPU_PROCESS_MIN = 100_000
 _COMPILE_LOCK = threading.Lock()
 
 
@@ -438,21 +444,83 @@ def fit_from(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: d
     return _fit_cpu(images, theta, spec, recipe, on_step)
 
 
-def _fit_cpu(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict,
-             on_step: Callable[[float], None] | None) -> tuple[np.ndarray, np.ndarray]:
-    """CPU fit in blocks of INRs (``CPU_BLOCK``), one block per thread at a time.
+def _fit_blocks(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, block: int,
+                report: Callable[[int], None] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit ``theta`` (internal layout) in blocks of ``block`` INRs, one after another, single-threaded.
 
-    Each thread runs single-threaded torch ops on its own blocks: intra-op threads would
-    synchronise at every one of the many small ops, and stall whenever the machine is
-    shared. Blocks never interact, so the result does not depend on the thread count.
+    ``report(n)`` after every step of a block of ``n`` INRs. Returns ``(theta, psnr)``.
     """
-    b, c, h, w = images.shape
-    block = CPU_BLOCK or max(2, CPU_BLOCK_PIXELS // (h * w * (1 if c == 1 else 2)))
+    b, _, h, w = images.shape
     grid = Grid.make(h, w)
     out = theta.clone()
     quality = torch.empty(b)
+    with torch.no_grad():
+        for lo in range(0, b, block):
+            hi = min(b, lo + block)
+            part = out[lo:hi].clone()
+            target = targets_cm(images[lo:hi])
+            fit_internal(part, target, spec, recipe, grid, None if report is None else (lambda k, n=hi - lo: report(n)))
+            quality[lo:hi] = psnr(siren_eval(part, spec, grid), target)
+            out[lo:hi] = part
+    return out, quality
+
+
+# A pool of worker processes for large CPU fits, started once and reused (a zoo build makes many calls).
+_POOL: dict = {}
+_WORKER: dict = {}
+
+
+def _worker_init(counter) -> None:
+    torch.set_num_threads(1)
+    _WORKER["counter"] = counter
+
+
+def _worker_fit(images, theta, spec, recipe, block):
+    counter = _WORKER["counter"]
+
+    def report(n: int) -> None:
+        with counter.get_lock():
+            counter.value += n
+    return _fit_blocks(images, theta, spec, recipe, block, report)
+
+
+def _process_pool(workers: int):
+    if _POOL.get("workers") != workers:
+        if _POOL.get("pool") is not None:
+            _POOL["pool"].shutdown(cancel_futures=True)
+        ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
+        counter = ctx.Value("q", 0)
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                                      initargs=(counter,))
+        if not _POOL:
+            atexit.register(lambda: _POOL["pool"] and _POOL["pool"].shutdown(cancel_futures=True))
+        _POOL.update(pool=pool, workers=workers, counter=counter)
+    return _POOL["pool"], _POOL["counter"]
+
+
+def _fit_cpu(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict,
+             on_step: Callable[[float], None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """CPU fit in blocks of INRs (``CPU_BLOCK``) spread over ``torch.get_num_threads()`` workers.
+
+    Every block runs single-threaded torch ops: intra-op threads would synchronise at each of
+    the many small ops, and stall whenever the machine is shared. A large fit (at least
+    ``CPU_PROCESS_MIN`` image-steps) runs its blocks in a pool of processes, a smaller one in
+    threads (Python threads contend for the GIL between ops). Blocks never interact, so the
+    result does not depend on the number or kind of workers.
+    """
+    b, c, h, w = images.shape
+    block = CPU_BLOCK or max(2, CPU_BLOCK_PIXELS // (h * w * (1 if c == 1 else 2)))
     steps = int(recipe["steps"])
     workers = max(1, min(torch.get_num_threads(), -(-b // block)))
+    # Contiguous parts of whole blocks, one per worker.
+    per = -(-(-(-b // block)) // workers) * block
+    parts = [(lo, min(b, lo + per)) for lo in range(0, b, per)]
+    if workers > 1 and b * steps >= CPU_PROCESS_MIN and os.environ.get("WSBENCH_INR_PROCESSES", "1") != "0":
+        try:
+            return _fit_processes(images, theta, spec, recipe, block, parts, on_step)
+        except (OSError, concurrent.futures.process.BrokenProcessPool) as exc:  # no processes here: threads
+            _POOL.clear()
+            warnings.warn(f"INR fit falls back to threads ({type(exc).__name__}: {exc})")
     lock = threading.Lock()
     done = [0]
 
@@ -462,28 +530,38 @@ def _fit_cpu(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: d
             frac = done[0] / (b * steps)
         on_step(frac)
 
-    def run(lo: int) -> None:
-        hi = min(b, lo + block)
-        part = out[lo:hi].clone()
-        target = targets_cm(images[lo:hi])
-        fit_internal(part, target, spec, recipe, grid, None if on_step is None else (lambda k: report(hi - lo)))
-        quality[lo:hi] = psnr(siren_eval(part, spec, grid), target)
-        out[lo:hi] = part
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.no_grad():
-            if workers == 1:
-                for lo in range(0, b, block):
-                    run(lo)
-            else:
-                with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                    for f in [pool.submit(run, lo) for lo in range(0, b, block)]:
-                        f.result()
+        rep = None if on_step is None else report
+        if len(parts) == 1:
+            results = [_fit_blocks(images, theta, spec, recipe, block, rep)]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(len(parts)) as pool:
+                futures = [pool.submit(_fit_blocks, images[lo:hi], theta[lo:hi], spec, recipe, block, rep)
+                           for lo, hi in parts]
+                results = [f.result() for f in futures]
     finally:
         torch.set_num_threads(threads)
-    return internal_to_public(out, spec).numpy(), quality.numpy()
+    out = torch.cat([r[0] for r in results])
+    return internal_to_public(out, spec).numpy(), torch.cat([r[1] for r in results]).numpy()
+
+
+def _fit_processes(images, theta, spec, recipe, block, parts, on_step):
+    pool, counter = _process_pool(len(parts))
+    with counter.get_lock():
+        counter.value = 0
+    total = images.shape[0] * int(recipe["steps"])
+    futures = [pool.submit(_worker_fit, np.ascontiguousarray(images[lo:hi]), theta[lo:hi].clone(), spec, recipe,
+                           block) for lo, hi in parts]
+    pending = set(futures)
+    while pending:
+        _, pending = concurrent.futures.wait(pending, timeout=0.25)
+        if on_step is not None:
+            on_step(min(1.0, counter.value / total))
+    results = [f.result() for f in futures]
+    out = torch.cat([r[0] for r in results])
+    return internal_to_public(out, spec).numpy(), torch.cat([r[1] for r in results]).numpy()
 
 
 def render(weights: torch.Tensor, spec: SirenSpec, height: int, width: int) -> torch.Tensor:

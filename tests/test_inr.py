@@ -206,3 +206,26 @@ def test_triton_kernel_matches_closed_form_in_interpreter():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
     assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_process_pool_gives_the_thread_results(monkeypatch):
+    """Large CPU fits run in worker processes; the INRs are the ones threads give."""
+    spec = SPECS[0]
+    images = _images(12, 1, 6, 6)
+    theta = to_internal(init_siren(12, spec, torch.Generator().manual_seed(5)))
+    recipe = {"steps": 3, "lr": 5e-3}
+    monkeypatch.setattr(inr, "CPU_BLOCK", 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setenv("WSBENCH_INR_PROCESSES", "0")
+        in_threads = fit_from(images, theta, spec, recipe, torch.device("cpu"))
+        monkeypatch.setenv("WSBENCH_INR_PROCESSES", "1")
+        monkeypatch.setattr(inr, "CPU_PROCESS_MIN", 1)
+        seen = []
+        in_processes = fit_from(images, theta, spec, recipe, torch.device("cpu"), on_step=seen.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert inr._POOL.get("workers") == 2
+    assert np.array_equal(in_threads[0], in_processes[0]) and np.array_equal(in_threads[1], in_processes[1])
+    assert seen and seen[-1] == 1.0
