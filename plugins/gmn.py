@@ -273,7 +273,10 @@ class GMN(nn.Module):
         self.emb_out = nn.Parameter(torch.randn(g.dims[-1], d) * 0.5)
         self.emb_edge = nn.Parameter(torch.randn(len(g.layer_shapes), d) * 0.5)
         self.mp = nn.ModuleList(GMNLayer(d, aggr) for _ in range(layers))
-        self.norm_out = nn.LayerNorm(g.num_groups * d)
+        # Batch-normalised readout: pooled vectors share a large INR-independent part (the encodings),
+        # so a per-sample LayerNorm left the head near-constant inputs and training sat at chance for
+        # hundreds of steps; standardising each feature over the batch exposes the differences at once.
+        self.norm_out = nn.BatchNorm1d(g.num_groups * d)
         dims = [g.num_groups * d, *head_hidden]
         self.head = nn.ModuleList(nn.Sequential(nn.Linear(dims[k], dims[k + 1]), nn.SiLU(), nn.Dropout(dropout))
                                   for k in range(len(head_hidden)))
