@@ -3,7 +3,7 @@
 A step of one INR is a chain of small matmuls and sines over its pixels; done
 op by op, every intermediate ``(pixels, 32)`` array goes through GPU memory
 several times and the fit is memory-bound. Here one program fits one INR: it
-walks its image in tiles of whole rows, keeps the activations in registers,
+walks its image one row of pixels at a time, keeps the activations in registers,
 accumulates the closed-form gradient (the same as :func:`wsbench.inr.siren_grads`)
 and applies Adam to its own parameters, so a step reads and writes little more
 than the parameters and Adam's moments. The first layer uses the grid's
@@ -12,6 +12,8 @@ separable form (sines of ``H + W`` values per unit, see :mod:`wsbench.inr`).
 Supported: 2-D grid coordinates, two hidden layers of a power-of-two width >= 16,
 any small number of output channels. Anything else, or no Triton, uses the same
 closed form in PyTorch ops on the GPU. Deterministic: no atomics, fixed order.
+``tests/test_inr.py`` runs the kernel in Triton's CPU interpreter against the CPU fit;
+``benchmarks/inr_fit.py`` compares it with the CPU fit on the GPU (about 2e-6 after 5 steps).
 """
 from __future__ import annotations
 
