@@ -337,11 +337,10 @@ def main(argv=None) -> dict:
         if kind == "cuda":
             result["cuda_vs_cpu_after_5_steps"] = kernel_vs_cpu()
             print(f"CUDA vs CPU fit after 5 steps: {result['cuda_vs_cpu_after_5_steps']}")
-    result.setdefault("psnr", {})
     for name in [d for d in args.datasets.split(",") if d]:
         r = fidelity(device, name, args.psnr_n, args.data_dir)
         if r is not None:
-            result["psnr"][name] = r
+            result.setdefault("psnr", {})[name] = r
             print(f"psnr {name}: {r}")
     if args.full_zoos:
         result["full_zoos"] = full_zoos(device, [d for d in args.full_zoos.split(",") if d], args.data_dir,
