@@ -13,6 +13,7 @@ from torch import nn
 
 from wsbench.hookspecs import hookimpl
 from wsbench.specs import ArchitectureSpec
+from wsbench_plugins.head import Head
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:
@@ -32,10 +33,7 @@ class CNN(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         # Pool between blocks only while the map is at least 2 pixels wide (16x16 shapes still get 3 blocks).
         self.pool = nn.MaxPool2d(2)
-        dims = [cin, *head_hidden]
-        self.head = nn.ModuleList(nn.Sequential(nn.Linear(dims[k], dims[k + 1]), nn.ReLU(inplace=True),
-                                                nn.Dropout(dropout)) for k in range(len(head_hidden)))
-        self.classifier = nn.Linear(dims[-1], num_classes)
+        self.head = Head(cin, head_hidden, num_classes, dropout)
 
     def forward(self, x: torch.Tensor):
         layers = OrderedDict()
@@ -46,12 +44,7 @@ class CNN(nn.Module):
             h = block(h)
             layers[f"block{k + 1}"] = h.mean((2, 3))
         z = layers[f"block{len(self.blocks)}"]
-        for k, block in enumerate(self.head):
-            z = block(z)
-            layers[f"head{k + 1}"] = z
-        logits = self.classifier(z)
-        layers["logits"] = logits
-        return logits, layers
+        return self.head(z, layers), layers
 
 
 def build(info, config) -> CNN:

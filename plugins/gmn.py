@@ -53,6 +53,7 @@ from wsbench.errors import WsbenchError
 from wsbench.hookspecs import hookimpl
 from wsbench.inr import SirenSpec, unflatten
 from wsbench.specs import ArchitectureSpec
+from wsbench_plugins.head import Head
 
 
 @dataclass(frozen=True)
@@ -277,10 +278,7 @@ class GMN(nn.Module):
         # so a per-sample LayerNorm left the head near-constant inputs and training sat at chance for
         # hundreds of steps; standardising each feature over the batch exposes the differences at once.
         self.norm_out = nn.BatchNorm1d(g.num_groups * d)
-        dims = [g.num_groups * d, *head_hidden]
-        self.head = nn.ModuleList(nn.Sequential(nn.Linear(dims[k], dims[k + 1]), nn.SiLU(), nn.Dropout(dropout))
-                                  for k in range(len(head_hidden)))
-        self.classifier = nn.Linear(dims[-1], num_classes)
+        self.head = Head(g.num_groups * d, head_hidden, num_classes, dropout, act=nn.SiLU)
         # Fixed structure for the PyG path and its pooling.
         self.register_buffer("edge_index", g.edge_index(), persistent=False)
         self.register_buffer("node_group", g.node_group(), persistent=False)
@@ -395,13 +393,7 @@ class GMN(nn.Module):
             for k, layer in enumerate(self.mp):
                 h, e = layer(h, batch.edge_index, e)
                 pooled = reps[f"mp{k + 1}"] = self.pool_pyg(h, e, batch)
-        z = self.norm_out(pooled)
-        for k, block in enumerate(self.head):
-            z = block(z)
-            reps[f"head{k + 1}"] = z
-        logits = self.classifier(z)
-        reps["logits"] = logits
-        return logits, reps
+        return self.head(self.norm_out(pooled), reps), reps
 
 
 CHOICES = {"impl": ("dense", "pyg"), "weight_norm": ("per-layer", "none"), "canon": ("phase", "sign", "none"),

@@ -23,6 +23,7 @@ from wsbench.hookspecs import hookimpl
 from wsbench.inr import SirenSpec, unflatten
 from wsbench.specs import ArchitectureSpec
 from wsbench_plugins.gmn import layer_statistics
+from wsbench_plugins.head import Head
 
 Layers = list  # [(W (B, out, in, c), b (B, out, c)), ...], channels last
 
@@ -82,10 +83,7 @@ class NFNNP(nn.Module):
         self.register_buffer("stats", torch.tensor(stats, dtype=torch.float32))
         dims = [1] + [channels] * layers
         self.eq = nn.ModuleList(NPLinear(L, dims[k], dims[k + 1]) for k in range(layers))
-        hd = [2 * L * dims[-1], *head_hidden]
-        self.head = nn.ModuleList(nn.Sequential(nn.Linear(hd[k], hd[k + 1]), nn.ReLU(), nn.Dropout(dropout))
-                                  for k in range(len(head_hidden)))
-        self.classifier = nn.Linear(hd[-1], num_classes)
+        self.head = Head(2 * L * dims[-1], head_hidden, num_classes, dropout)
 
     def forward(self, x: torch.Tensor):
         layers = []
@@ -97,12 +95,7 @@ class NFNNP(nn.Module):
             layers = [(torch.relu(w), torch.relu(b)) for w, b in lin(layers)]
             reps[f"np{k + 1}"] = pooled(layers)
         z = pooled(layers)
-        for k, block in enumerate(self.head):
-            z = block(z)
-            reps[f"head{k + 1}"] = z
-        logits = self.classifier(z)
-        reps["logits"] = logits
-        return logits, reps
+        return self.head(z, reps), reps
 
 
 def build(info, config) -> NFNNP:
