@@ -262,6 +262,16 @@ def _agreement_matrix(rows: list[dict], ds: str) -> dict:
     return {"rows": archs, "cols": archs, "values": values, "cells": cells}
 
 
+def _heatmaps(mats: list[dict], title) -> str:
+    """A row of titled layer x layer heatmaps, each on its own value range."""
+    parts = []
+    for m in mats:
+        vmin, vmax = _range(m["values"])
+        t = title(m)
+        parts.append(f"<div><h3>{_e(t)}</h3>{heatmap_svg(m, vmin=vmin, vmax=vmax, title=t)}</div>")
+    return '<div class="figs">' + "".join(parts) + "</div>"
+
+
 def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dict | None = None,
                 classes: dict | None = None, source: str = "", max_images: int = 64) -> str:
     """The whole page. ``images``: ``{(dataset, sample_id): png bytes}``; ``classes``: ``{dataset: [names]}``."""
@@ -306,12 +316,7 @@ def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dic
         body.append(_table(head, rows, "stability", num_cols={3}))
         mats = lb.layer_matrices(board.within, board.metric)
         if mats:
-            body.append('<div class="figs">')
-            for m in mats:
-                vmin, vmax = _range(m["values"])
-                t = f"{m['dataset']}: {m['arch_a']}, seed vs seed"
-                body.append(f"<div><h3>{_e(t)}</h3>{heatmap_svg(m, vmin=vmin, vmax=vmax, title=t)}</div>")
-            body.append("</div>")
+            body.append(_heatmaps(mats, lambda m: f"{m['dataset']}: {m['arch_a']}, seed vs seed"))
     else:
         body.append("<p><i>no similarity computed: run <code>wsbench similarity</code></i></p>")
     body.append("</section>")
@@ -322,12 +327,7 @@ def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dic
                 "its interval).</p>")
     mats = lb.layer_matrices(board.cross, board.metric)
     if mats:
-        body.append('<div class="figs">')
-        for m in mats:
-            vmin, vmax = _range(m["values"])
-            t = f"{m['dataset']}: {m['arch_a']} (rows) vs {m['arch_b']} (columns)"
-            body.append(f"<div><h3>{_e(t)}</h3>{heatmap_svg(m, vmin=vmin, vmax=vmax, title=t)}</div>")
-        body.append("</div>")
+        body.append(_heatmaps(mats, lambda m: f"{m['dataset']}: {m['arch_a']} (rows) vs {m['arch_b']} (columns)"))
     else:
         body.append("<p><i>no similarity between architectures computed</i></p>")
     body.append("</section>")
