@@ -264,7 +264,13 @@ class GMN(nn.Module):
         self.spec, self.impl, self.canon, self.precision = spec, impl, canon, precision
         # On CUDA the dense message passing is memory-bound elementwise work between small matmuls:
         # torch.compile fuses it (dynamic batch size, so the last and the evaluation batches reuse it).
-        self._stack_compiled = torch.compile(self._dense_stack, dynamic=True) if compile == "cuda" else None
+        self._stack_compiled = None
+        if compile == "cuda" and torch.cuda.is_available():
+            import torch._inductor.config as inductor_config
+            # Compile in this process: inductor's worker pool hung for its full 300 s shutdown timeout
+            # at interpreter exit after every grid on the H100 (torch 2.11).
+            inductor_config.compile_threads = 1
+            self._stack_compiled = torch.compile(self._dense_stack, dynamic=True)
         self.graph = ParamGraph(tuple(spec.dims))
         g = self.graph
         stats = stats or [(0.0, 1.0, 0.0, 1.0)] * len(g.layer_shapes)
