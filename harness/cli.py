@@ -270,7 +270,7 @@ def leaderboard(ctx: typer.Context,
                              warn=lambda m: err_console.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
     if output is not None and _is_folder(output):
         written = export.write_export(tables, board, Path(output), title)
-        err_console.print(f"exported {len(written)} files to {output} (README.md, index.html, tables/)")
+        err_console.print(f"exported {len(written)} files to {output} (leaderboard.md, index.html, tables/)")
         return
     if output is not None:
         path = Path(output)

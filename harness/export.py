@@ -3,11 +3,13 @@ and writing such a folder.
 
 An exported leaderboard (``wsbench leaderboard --format md --output leaderboards/NAME/``)::
 
-  README.md                 the Markdown leaderboard (split samples shown from samples/)
+  leaderboard.md            the Markdown leaderboard (split samples shown from samples/)
+  README.md                 never written: the folder's authors keep their findings there
   index.html                the self-contained HTML page
   manifest.json             title, source, metric, counts, wsbench version, date
   tables/runs.parquet       every run (status, accuracies, config, provenance) + .csv
-  tables/similarity.parquet every similarity row (with intervals when computed) + .csv
+  tables/similarity.parquet every similarity row (with intervals when computed); no CSV: a full
+                            study has tens of thousands of pairs (22 MB as CSV, 1.6 MB as Parquet)
   tables/predictions.parquet per (run, test sample): label, prediction, confidence
   tables/sample_images.parquet  the split samples' images as PNG bytes (and class names)
   tables/{accuracy,stability,cross,within,agreement,sample_summary,sample_analysis}.csv
@@ -192,7 +194,7 @@ def write_export(tables: Tables, board: lb.Board, out: Path, title: str) -> list
     written: list[Path] = []
     t = out / "tables"
     written += _write(_from_rows(tables.runs), t / "runs.parquet", csv=True)
-    written += _write(_from_rows(tables.similarity), t / "similarity.parquet", csv=True)
+    written += _write(_from_rows(tables.similarity), t / "similarity.parquet", csv=False)
     written += _write(_from_rows(tables.predictions), t / "predictions.parquet", csv=False)
     shown = {(ds, i) for ds, ids in wanted_images(board).items() for i in ids if (ds, i) in tables.images}
     labels = {(s["dataset"], s["sample_id"]): s["label"] for s in board.sample_list}
@@ -210,7 +212,7 @@ def write_export(tables: Tables, board: lb.Board, out: Path, title: str) -> list
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(tables.images[(ds, i)])
         written.append(p)
-    written.append(_text(out / "README.md", lb.render_markdown(board, title=title, image_dir="samples",
+    written.append(_text(out / "leaderboard.md", lb.render_markdown(board, title=title, image_dir="samples",
                                                                image_ids=shown, classes=tables.classes,
                                                                html_name="index.html")))
     written.append(_text(out / "index.html", render_html(board, title=title, images=tables.images,

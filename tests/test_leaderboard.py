@@ -210,12 +210,13 @@ def test_export_folder_rerenders_to_the_same_leaderboard(tmp_path):
     out = tmp_path / "lb" / "demo"
     written = export.write_export(tables, board, out, "Demo")
     names = {p.relative_to(out).as_posix() for p in written}
-    assert {"README.md", "index.html", "manifest.json", "tables/runs.parquet", "tables/runs.csv",
-            "tables/similarity.parquet", "tables/similarity.csv", "tables/predictions.parquet",
+    assert {"leaderboard.md", "index.html", "manifest.json", "tables/runs.parquet", "tables/runs.csv",
+            "tables/similarity.parquet", "tables/predictions.parquet",
             "tables/sample_analysis.csv", "tables/sample_summary.csv", "tables/agreement.csv",
             "samples/shapes/100.png", "samples/shapes/101.png"} <= names
+    assert "tables/similarity.csv" not in names  # large; the Parquet table holds it
     assert not list(out.rglob("representations*")) and not list(out.rglob(".*"))
-    readme = (out / "README.md").read_text()
+    readme = (out / "leaderboard.md").read_text()
     assert "# Demo" in readme and "100: c0 → 7" in readme and "101: c1 → 9" in readme
 
     again = export.load(out)
@@ -224,9 +225,11 @@ def test_export_folder_rerenders_to_the_same_leaderboard(tmp_path):
     board2 = lb.build(again.runs, again.similarity, predictions=again.predictions)
     assert lb.render_markdown(board2, "Demo") == lb.render_markdown(board, "Demo")
     assert board2.samples == board.samples and board2.agreement == board.agreement
-    # Exporting the folder onto itself keeps it whole.
+    # Exporting the folder onto itself keeps it whole, and leaves the authors' README.md alone.
+    (out / "README.md").write_text("our findings\n")
     export.write_export(again, board2, out, "Demo")
-    assert (out / "README.md").read_text() == readme
+    assert (out / "README.md").read_text() == "our findings\n"
+    assert (out / "leaderboard.md").read_text() == readme
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["finished_runs"] == 5 and manifest["source"] == str(tmp_path / "R")
 

@@ -54,7 +54,7 @@ def test_study_runs_end_to_end_with_workers_and_resumes(tmp_path):
     assert [s["stage"] for s in log["stages"]] == ["zoo", "grid", "similarity", "export"]
     runs = list((out / "runs").rglob("*.parquet"))
     assert len(runs) == 4
-    assert (lb / "README.md").exists() and (lb / "index.html").exists() and (lb / "tables" / "runs.parquet").exists()
+    assert (lb / "leaderboard.md").exists() and (lb / "index.html").exists() and (lb / "tables" / "runs.parquet").exists()
     sim_files = sorted(p.name for p in (out / "similarity").rglob("*.parquet"))
     assert len(sim_files) == 6  # 4 runs -> 6 unordered pairs, one metric
     again = _wsbench(*args)
