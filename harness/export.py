@@ -115,9 +115,9 @@ def image_of(data, sample_id: int) -> np.ndarray:
 def wanted_images(board: lb.Board, per_group: int = MAX_IMAGES) -> dict[str, list[int]]:
     """The sample ids shown, per dataset: the first ``per_group`` of each split group."""
     out: dict[str, list[int]] = {}
-    for ds, group in sorted({(s["dataset"], s["group"]) for s in board.sample_list}):
-        ids = [s["sample_id"] for s in board.sample_list if (s["dataset"], s["group"]) == (ds, group)][:per_group]
-        out.setdefault(ds, []).extend(ids)
+    for (ds, _, _), chosen in lb.sample_groups(board):
+        ids = out.setdefault(ds, [])
+        ids += [s["sample_id"] for s in chosen[:per_group] if s["sample_id"] not in ids]
     return out
 
 

@@ -361,14 +361,13 @@ def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dic
 
 def _gallery(board: lb.Board, images: dict, classes: dict, max_images: int) -> str:
     out = []
-    for ds, group in sorted({(s["dataset"], s["group"]) for s in board.sample_list}):
-        chosen = [s for s in board.sample_list if (s["dataset"], s["group"]) == (ds, group)]
+    for (ds, wa, group), chosen in lb.sample_groups(board):
         names = classes.get(ds) or []
 
         def name(k):
             return names[k] if k is not None and 0 <= k < len(names) else str(k)
-        what = ("right in every weight-space run, wrong in every image run" if group == "weights-only"
-                else "right in every image run, wrong in every weight-space run")
+        what = (f"right in every {wa} run, wrong in every image run" if group == "weights-only"
+                else f"right in every image run, wrong in every {wa} run")
         shown = chosen[:max_images]
         out.append(f"<h3>{_e(ds)}: {len(chosen)} samples {what}"
                    + (f" (first {len(shown)} shown)" if len(shown) < len(chosen) else "") + "</h3>"

@@ -177,15 +177,18 @@ def cross_rows(similarity: list[dict], metric: str) -> list[dict]:
 def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, list, list]:
     """Which test samples split weight-space models from image models.
 
-    Per dataset, over the finished runs and the sample ids every one of them
-    predicted: ``weights-only`` samples are right in every seed of every
-    weight-space (``view == "weights"``) architecture and wrong in every seed of
-    every image architecture; ``images-only`` the reverse. Returns ``(summary,
-    samples, agreement)``: one summary row per dataset (counts); one row per
-    split sample (label, the failing side's most common prediction, each
-    architecture's fraction of seeds right); and per pair of architectures the
-    rate at which two runs predict the same class, averaged over run pairs
-    (distinct seeds when the architecture is the same).
+    Per dataset and per weight-space (``view == "weights"``) architecture W, over
+    the finished runs and the sample ids every one of them predicted:
+    ``weights-only`` samples are right in every seed of W and wrong in every seed
+    of every image architecture; ``images-only`` the reverse. Each weight-space
+    architecture is judged on its own, so a baseline at chance does not hide what
+    a metanetwork gets right. Returns ``(summary, samples, agreement)``: one
+    summary row per (dataset, W) (counts; a single row with ``weight_arch`` None
+    when a dataset lacks one of the two views); one row per split sample (W, label,
+    the failing side's most common prediction, each architecture's fraction of
+    seeds right); and per pair of architectures the rate at which two runs predict
+    the same class, averaged over run pairs (distinct seeds when the architecture
+    is the same).
     """
     finished = {r["run_id"]: r for r in runs if r.get("status") == "finished"}
     by_run = defaultdict(dict)  # run_id -> {sample_id: (label, pred)}
@@ -208,31 +211,34 @@ def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, li
         views = np.array([r.get("view") for r in rs])
         archs = sorted({r["arch"] for r in rs})
         arch_of = np.array([r["arch"] for r in rs])
-        w, im = views == WEIGHTS, views == IMAGES
-        both = bool(w.any() and im.any())
-        w_right = right[w].all(0) if w.any() else np.zeros(len(ids), bool)
-        w_wrong = (~right[w]).all(0) if w.any() else np.zeros(len(ids), bool)
-        i_right = right[im].all(0) if im.any() else np.zeros(len(ids), bool)
-        i_wrong = (~right[im]).all(0) if im.any() else np.zeros(len(ids), bool)
-        groups = {"weights-only": (w_right & i_wrong) if both else np.zeros(len(ids), bool),
-                  "images-only": (i_right & w_wrong) if both else np.zeros(len(ids), bool)}
-        summary.append({
-            "dataset": ds, "samples": len(ids),
-            "weight_archs": ", ".join(sorted(set(arch_of[w]))), "image_archs": ", ".join(sorted(set(arch_of[im]))),
-            "weight_runs": int(w.sum()), "image_runs": int(im.sum()),
-            "weights_only": int(groups["weights-only"].sum()), "images_only": int(groups["images-only"].sum()),
-            "all_right": int(right.all(0).sum()), "all_wrong": int((~right).all(0).sum()),
-            "weight_models_all_right": int(w_right.sum()) if w.any() else None,
-            "image_models_all_right": int(i_right.sum()) if im.any() else None,
-        })
+        im = views == IMAGES
+        weight_archs = sorted(set(arch_of[views == WEIGHTS]))
+        i_right, i_wrong = right[im].all(0), (~right[im]).all(0)
         frac = {a: right[arch_of == a].mean(0) for a in archs}
-        for group, mask in groups.items():
-            failing = im if group == "weights-only" else w
-            for k in np.flatnonzero(mask):
-                wrong = Counter(preds[failing, k].tolist()).most_common(1)
-                samples.append({"dataset": ds, "group": group, "sample_id": int(ids[k]), "label": int(labels[k]),
-                                "wrong_pred": int(wrong[0][0]) if wrong else None,
-                                "right_fraction": {a: float(frac[a][k]) for a in archs}})
+        for wa in (weight_archs if im.any() else []) or [None]:
+            w = arch_of == wa
+            both = bool(w.any() and im.any())
+            w_right, w_wrong = right[w].all(0), (~right[w]).all(0)
+            groups = {"weights-only": w_right & i_wrong if both else np.zeros(len(ids), bool),
+                      "images-only": i_right & w_wrong if both else np.zeros(len(ids), bool)}
+            judged = w | im
+            summary.append({
+                "dataset": ds, "weight_arch": wa, "samples": len(ids),
+                "image_archs": ", ".join(sorted(set(arch_of[im]))),
+                "weight_runs": int(w.sum()), "image_runs": int(im.sum()),
+                "weights_only": int(groups["weights-only"].sum()), "images_only": int(groups["images-only"].sum()),
+                "all_right": int(right[judged].all(0).sum()) if judged.any() else 0,
+                "all_wrong": int((~right[judged]).all(0).sum()) if judged.any() else 0,
+                "weight_models_all_right": int(w_right.sum()) if w.any() else None,
+                "image_models_all_right": int(i_right.sum()) if im.any() else None,
+            })
+            for group, mask in groups.items():
+                failing = im if group == "weights-only" else w
+                for k in np.flatnonzero(mask):
+                    wrong = Counter(preds[failing, k].tolist()).most_common(1)
+                    samples.append({"dataset": ds, "weight_arch": wa, "group": group, "sample_id": int(ids[k]),
+                                    "label": int(labels[k]), "wrong_pred": int(wrong[0][0]) if wrong else None,
+                                    "right_fraction": {a: float(frac[a][k]) for a in archs}})
         for i, a in enumerate(archs):
             for b in archs[i:]:
                 ra, rb = np.flatnonzero(arch_of == a), np.flatnonzero(arch_of == b)
@@ -421,10 +427,18 @@ def cross_matrices(board: Board) -> list[tuple[str, list[str], list[list[str]]]]
     return out
 
 
+def sample_groups(board: Board) -> list[tuple[tuple[str, str, str], list[dict]]]:
+    """The split samples grouped by (dataset, weight-space architecture, group), in a stable order."""
+    groups: dict = defaultdict(list)
+    for s in board.sample_list:
+        groups[(s["dataset"], s["weight_arch"], s["group"])].append(s)
+    return sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2]))
+
+
 def samples_table(board: Board) -> tuple[list[str], list[list[str]]]:
-    head = ["dataset", "test samples", "weight-space models (runs)", "image models (runs)",
+    head = ["dataset", "test samples", "weight-space model (runs)", "image models (runs)",
             "weights right, images wrong", "images right, weights wrong", "all runs right", "all runs wrong"]
-    body = [[r["dataset"], str(r["samples"]), f"{r['weight_archs'] or '–'} ({r['weight_runs']})",
+    body = [[r["dataset"], str(r["samples"]), f"{r['weight_arch'] or '–'} ({r['weight_runs']})",
              f"{r['image_archs'] or '–'} ({r['image_runs']})", str(r["weights_only"]), str(r["images_only"]),
              str(r["all_right"]), str(r["all_wrong"])] for r in board.samples]
     return head, body
@@ -438,14 +452,13 @@ def agreement_table(board: Board) -> tuple[list[str], list[list[str]]]:
 
 
 def sample_list_table(board: Board, limit: int = 20) -> tuple[list[str], list[list[str]]]:
-    head = ["dataset", "group", "sample id", "label", "failing side predicts"]
+    head = ["dataset", "weight-space model", "group", "sample id", "label", "failing side predicts"]
     body = []
-    for ds, group in sorted({(s["dataset"], s["group"]) for s in board.sample_list}):
-        chosen = [s for s in board.sample_list if (s["dataset"], s["group"]) == (ds, group)]
+    for (ds, wa, group), chosen in sample_groups(board):
         for s in chosen[:limit]:
-            body.append([ds, group, str(s["sample_id"]), str(s["label"]), str(s["wrong_pred"])])
+            body.append([ds, wa, group, str(s["sample_id"]), str(s["label"]), str(s["wrong_pred"])])
         if len(chosen) > limit:
-            body.append([ds, group, f"… {len(chosen) - limit} more", "", ""])
+            body.append([ds, wa, group, f"… {len(chosen) - limit} more", "", ""])
     return head, body
 
 
@@ -507,8 +520,8 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
     if not board.samples:
         parts.append("_no predictions stored_")
     else:
-        parts += ["Test samples that every seed of every weight-space model gets right and every seed of every "
-                  "image model gets wrong, and the reverse.", "", _md_table(*samples_table(board)), ""]
+        parts += ["Test samples that every seed of a weight-space model gets right and every seed of every "
+                  "image model gets wrong, and the reverse; each weight-space model is judged on its own.", "", _md_table(*samples_table(board)), ""]
         if board.agreement:
             parts += ["### Prediction agreement between architectures", "",
                       "How often two runs predict the same class (distinct seeds within an architecture).", "",
@@ -526,17 +539,16 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
 
 def _md_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per_row: int = 8) -> list[str]:
     out = []
-    for ds, group in sorted({(s["dataset"], s["group"]) for s in board.sample_list}):
-        chosen = [s for s in board.sample_list if (s["dataset"], s["group"]) == (ds, group)
-                  and (ds, s["sample_id"]) in image_ids]
-        total = sum(1 for s in board.sample_list if (s["dataset"], s["group"]) == (ds, group))
+    for (ds, wa, group), every in sample_groups(board):
+        chosen = [s for s in every if (ds, s["sample_id"]) in image_ids]
+        total = len(every)
         if not chosen:
             continue
         names = classes.get(ds) or []
 
         def name(k):
             return names[k] if k is not None and 0 <= k < len(names) else str(k)
-        out += [f"**{ds}, {group}** ({total} samples{f', first {len(chosen)} shown' if len(chosen) < total else ''}; "
+        out += [f"**{ds}, {wa}: {group}** ({total} samples{f', first {len(chosen)} shown' if len(chosen) < total else ''}; "
                 "caption: id, true label → what the failing side predicts)", ""]
         for i in range(0, len(chosen), per_row):
             row = chosen[i:i + per_row]

@@ -103,11 +103,12 @@ def _preds(run, preds):
 
 
 def _sample_fixture():
-    # Sample 100: all weight runs right, all image runs wrong. Sample 101: the reverse.
-    # Sample 102: one weight run wrong (no split). 103-105: everyone right / wrong / mixed.
+    # Sample 100: every w1 run right, every image run wrong (w2 wrong too: judged apart, it hides nothing).
+    # Sample 101: the reverse for w1 and w2. Sample 102: w1 and im right, w2 wrong.
+    # 103-105: everyone right / wrong / mixed.
     runs = [_run("w1", 0, 0.5, "weights"), _run("w1", 1, 0.5, "weights"), _run("w2", 0, 0.5, "weights"),
             _run("im", 0, 0.5, "images"), _run("im", 1, 0.5, "images"), _run("im", 2, 0.1, status="failed")]
-    preds = {"w1-0": [0, 9, 2, 3, 9, 5], "w1-1": [0, 9, 2, 3, 9, 9], "w2-0": [0, 8, 9, 3, 9, 5],
+    preds = {"w1-0": [0, 9, 2, 3, 9, 5], "w1-1": [0, 9, 2, 3, 9, 9], "w2-0": [9, 8, 9, 3, 9, 5],
              "im-0": [7, 1, 2, 3, 9, 5], "im-1": [7, 1, 2, 3, 9, 9]}
     rows = [p for r in runs if r["run_id"] in preds for p in _preds(r, preds[r["run_id"]])]
     # The failed run's stray predictions must be ignored.
@@ -118,14 +119,20 @@ def _sample_fixture():
 def test_sample_analysis_finds_the_samples_that_split_weight_and_image_models():
     runs, preds = _sample_fixture()
     summary, samples, agreement = lb.sample_analysis(runs, preds)
-    (s,) = summary
-    assert (s["samples"], s["weight_runs"], s["image_runs"]) == (6, 3, 2)
-    assert (s["weights_only"], s["images_only"], s["all_right"], s["all_wrong"]) == (1, 1, 1, 1)
-    assert s["weight_archs"] == "w1, w2" and s["image_archs"] == "im"
-    by_group = {x["group"]: x for x in samples}
-    assert by_group["weights-only"]["sample_id"] == 100 and by_group["weights-only"]["wrong_pred"] == 7
-    assert by_group["images-only"]["sample_id"] == 101 and by_group["images-only"]["wrong_pred"] == 9
-    assert by_group["images-only"]["right_fraction"] == {"im": 1.0, "w1": 0.0, "w2": 0.0}
+    s1, s2 = summary
+    assert (s1["weight_arch"], s2["weight_arch"]) == ("w1", "w2") and s1["image_archs"] == "im"
+    assert (s1["samples"], s1["weight_runs"], s1["image_runs"], s2["weight_runs"]) == (6, 2, 2, 1)
+    assert (s1["weights_only"], s1["images_only"], s1["all_right"], s1["all_wrong"]) == (1, 1, 2, 1)
+    assert (s2["weights_only"], s2["images_only"], s2["all_right"], s2["all_wrong"]) == (0, 2, 1, 2)
+    groups = {(x["weight_arch"], x["group"]): [y["sample_id"] for y in samples
+                                               if (y["weight_arch"], y["group"]) == (x["weight_arch"], x["group"])]
+              for x in samples}
+    assert groups == {("w1", "weights-only"): [100], ("w1", "images-only"): [101], ("w2", "images-only"): [101, 102]}
+    by_group = {(x["weight_arch"], x["group"], x["sample_id"]): x for x in samples}
+    assert by_group[("w1", "weights-only", 100)]["wrong_pred"] == 7
+    assert by_group[("w1", "images-only", 101)]["wrong_pred"] == 9
+    assert by_group[("w2", "images-only", 101)]["wrong_pred"] == 8
+    assert by_group[("w1", "images-only", 101)]["right_fraction"] == {"im": 1.0, "w1": 0.0, "w2": 0.0}
     agree = {(a["arch_a"], a["arch_b"]): a for a in agreement}
     # w1 seed 0 vs seed 1 differ only on sample 105.
     assert agree[("w1", "w1")]["agreement"] == pytest.approx(5 / 6) and agree[("w1", "w1")]["pairs"] == 1
@@ -138,11 +145,12 @@ def test_sample_analysis_finds_the_samples_that_split_weight_and_image_models():
 def test_sample_analysis_uses_only_the_samples_every_run_predicted_and_needs_both_kinds():
     runs, preds = _sample_fixture()
     preds = [p for p in preds if not (p["run_id"] == "im-1" and p["sample_id"] == 100)]
-    (s,), samples, _ = lb.sample_analysis(runs, preds)
-    assert s["samples"] == 5 and s["weights_only"] == 0
+    (s, _), samples, _ = lb.sample_analysis(runs, preds)
+    assert s["weight_arch"] == "w1" and s["samples"] == 5 and s["weights_only"] == 0
     only_weights = [r for r in runs if r["view"] == "weights"]
     (s,), samples, _ = lb.sample_analysis(only_weights, preds)
     assert s["weights_only"] == s["images_only"] == 0 and samples == [] and s["image_runs"] == 0
+    assert s["weight_arch"] is None
 
 
 # Compare ---------------------------------------------------------------------------------
