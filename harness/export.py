@@ -38,7 +38,7 @@ from wsbench.errors import WsbenchError
 from wsbench.store import PARTITIONS, Store
 
 EXPORT_FORMAT = 1
-MAX_IMAGES = 64  # per (dataset, group): the page and the export stay small
+MAX_IMAGES = lb.MAX_IMAGES
 
 
 @dataclass

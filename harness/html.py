@@ -273,7 +273,7 @@ def _heatmaps(mats: list[dict], title) -> str:
 
 
 def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dict | None = None,
-                classes: dict | None = None, source: str = "", max_images: int = 64) -> str:
+                classes: dict | None = None, source: str = "", max_images: int = lb.MAX_IMAGES) -> str:
     """The whole page. ``images``: ``{(dataset, sample_id): png bytes}``; ``classes``: ``{dataset: [names]}``."""
     from wsbench import __version__
     images, classes = images or {}, classes or {}

@@ -28,6 +28,7 @@ _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 WEIGHTS, IMAGES = "weights", "images"
 NAN = float("nan")
+MAX_IMAGES = 64  # split samples shown per (dataset, architecture, group): pages and exports stay small
 
 
 def t95(df: float) -> float:
@@ -537,10 +538,12 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _md_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per_row: int = 8) -> list[str]:
+def _md_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per_row: int = 8,
+                per_group: int | None = None) -> list[str]:
     out = []
     for (ds, wa, group), every in sample_groups(board):
-        chosen = [s for s in every if (ds, s["sample_id"]) in image_ids]
+        # At most the first ``per_group`` (those the export picks): another group's images may be present too.
+        chosen = [s for s in every if (ds, s["sample_id"]) in image_ids][:per_group or MAX_IMAGES]
         total = len(every)
         if not chosen:
             continue

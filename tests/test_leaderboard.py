@@ -294,3 +294,15 @@ def test_runs_of_one_arch_with_different_settings_are_never_pooled_as_seeds():
     rows = {r["arch"]: r for r in board.accuracy}
     assert rows["m (epochs=2)"]["seeds"] == 2 and rows["m (epochs=20)"]["seeds"] == 3
     assert board.stability[0]["arch"] == "m (epochs=2)"
+
+
+def test_markdown_gallery_shows_at_most_per_group_images():
+    # Another group's images may be in the export too; a group still shows only its first ``per_group``.
+    samples = [{"dataset": "d", "weight_arch": "w", "group": g, "sample_id": i, "label": 0, "wrong_pred": 1,
+                "right_fraction": {}} for g, ids in (("images-only", [1, 2, 3]), ("weights-only", [4])) for i in ids]
+    board = lb.Board(metric="cka", accuracy=[], stability=[], within=[], cross=[], samples=[],
+                     sample_list=samples, agreement=[], failures=[])
+    lines = lb._md_gallery(board, "samples", {("d", i) for i in (1, 2, 3, 4)}, {}, per_group=2)
+    text = "\n".join(lines)
+    assert text.count("<img") == 3 and "samples/d/3.png" not in text
+    assert "(3 samples, first 2 shown" in text and "**d, w: weights-only** (1 samples" in text
