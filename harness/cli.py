@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from wsbench import __version__
-from wsbench.config import parse_overrides
+from wsbench.config import parse_overrides, parse_recipe
 from wsbench.errors import WsbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -35,6 +35,8 @@ LimitOpt = typer.Option(None, "--limit", help="Samples per split, for quick runs
 EpochsOpt = typer.Option(None, "--epochs", help="Training epochs (shorthand for --set epochs=N).")
 SetOpt = typer.Option([], "--set", help="Config override key=value; repeatable.")
 ConfigOpt = typer.Option(None, "--config", help="JSON or TOML file of config overrides.")
+RecipeOpt = typer.Option([], "--recipe", help="INR fitting recipe override key=value (e.g. lr=0.001, steps=200); "
+                         "repeatable. Fits another zoo; runs on it get their own ids.")
 
 
 def _registry():
@@ -60,13 +62,13 @@ def _progress() -> Progress:
                     console=err_console, transient=False)
 
 
-def _settings(out, data_dir, cache_dir, device, limit, epochs, sets, config_file):
+def _settings(out, data_dir, cache_dir, device, limit, epochs, sets, config_file, recipe=()):
     from wsbench.runner import Settings
     overrides = parse_overrides(sets, config_file)
     if epochs is not None:
         overrides["epochs"] = epochs
     return Settings(out=out, data_dir=data_dir, cache_dir=cache_dir, device=device, limit=limit,
-                    overrides=overrides)
+                    overrides=overrides, recipe=parse_recipe(recipe))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -128,10 +130,10 @@ def run(arch: str = typer.Option(..., "--arch", help="Architecture name (see `ws
         seed: int = typer.Option(0, "--seed"),
         out: Path = OutOpt, data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt,
         device: str = DeviceOpt, limit: Optional[int] = LimitOpt, epochs: Optional[int] = EpochsOpt,
-        set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt):
+        set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt, recipe: List[str] = RecipeOpt):
     """Train and evaluate one cell (dataset, architecture, seed) and store it."""
     from wsbench.runner import Cell
-    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config)
+    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config, recipe)
     res = _run_cells([Cell(dataset, arch, seed)], settings, keep_going=False)
     row = res[0].row
     if res[0].status == "skipped":
@@ -147,7 +149,7 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
          seeds: str = typer.Option("3", "--seeds", help="A count N (seeds 0..N-1) or a list like 0,1,2."),
          out: Path = OutOpt, data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt,
          device: str = DeviceOpt, limit: Optional[int] = LimitOpt, epochs: Optional[int] = EpochsOpt,
-         set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt,
+         set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt, recipe: List[str] = RecipeOpt,
          executor: str = typer.Option("local", "--executor", help="local (this process) or ray (one task per "
                                       "cell; pip install 'wsbench[ray]')."),
          ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. "
@@ -159,7 +161,7 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
     sharing a results root split the cells between them.
     """
     from wsbench.runner import Cell, summarize
-    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config)
+    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config, recipe)
     cells = [Cell(d, a, s) for d in dataset for a in arch for s in parse_seeds(seeds)]
     outcomes = _run_cells(cells, settings, keep_going=True, executor=executor, ray_address=ray_address)
     out_console.print("grid: " + ", ".join(f"{v} {k}" for k, v in summarize(outcomes).items()))
@@ -378,14 +380,13 @@ def plugins_check(name: str = typer.Argument(..., help="Architecture to check.")
 
 @inrs_app.command("build")
 def inrs_build(dataset: str = typer.Option(..., "--dataset"), data_dir: Optional[Path] = DataOpt,
-               cache_dir: Optional[Path] = CacheOpt, device: str = DeviceOpt, limit: Optional[int] = LimitOpt):
+               cache_dir: Optional[Path] = CacheOpt, device: str = DeviceOpt, limit: Optional[int] = LimitOpt,
+               recipe: List[str] = RecipeOpt):
     """Fit (or resume) the INR zoo of a dataset and print its PSNR summary."""
-    from wsbench.task import make_task
-    from wsbench.train import resolve_device
-    spec = _registry().dataset(dataset)
+    from wsbench.runner import Runner
+    settings = _settings(Path("results"), data_dir, cache_dir, device, limit, None, [], None, recipe)
     with _progress() as progress:
-        task = make_task(spec, data_dir, cache_dir, limit, str(resolve_device(device)),
-                         progress=_zoo_progress(progress, dataset))
+        task = Runner(_registry(), settings).task(dataset, progress=_zoo_progress(progress, dataset))
     m = task.zoo.manifest
     p = m["psnr"]
     out_console.print(f"{dataset}: {m['count']} INRs ({m['num_params']} parameters each) at {task.zoo.path}\n"
@@ -472,6 +473,7 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
               seeds: Optional[str] = typer.Option(None, "--seeds", help="Override the study's seeds (count or list)."),
               resamples: Optional[int] = typer.Option(None, "--resamples", help="Override bootstrap resamples."),
               workers: int = typer.Option(1, "--workers", help="Grid processes sharing the results root (and GPU)."),
+              recipe: List[str] = RecipeOpt,
               export_to: Optional[str] = typer.Option(None, "--export", help="Leaderboard export folder "
                                                       "(default: the study's); 'none' to skip.")):
     """Run a study end to end, resuming where it stopped: per dataset the INR zoo, the seed x
@@ -490,7 +492,7 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
     datasets = [d for d in study.datasets if not dataset or d in dataset]
     seed_list = parse_seeds(seeds if seeds is not None else str(study.seeds))
     metrics = [reg.metric(m) for m in study.metrics]
-    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, [], None)
+    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, [], None, recipe)
     runner = Runner(reg, settings)
     runner.validate([Cell(d, a, 0) for d in datasets for a in study.architectures])
     common = []
@@ -498,6 +500,8 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
                         ("--limit", limit), ("--epochs", epochs)):
         if value is not None:
             common += [flag, str(value)]
+    for key, value in (settings.recipe or {}).items():
+        common += ["--recipe", f"{key}={json.dumps(value)}"]
     dev = str(resolve_device(device))
     store = Store(out)
     failed_cells = 0

@@ -57,6 +57,24 @@ def parse_overrides(items: Iterable[str], config_file: Path | None = None) -> di
     return out
 
 
+def parse_recipe(items: Iterable[str]) -> dict:
+    """``--recipe key=value`` items -> INR fitting recipe overrides, checked against the recipe's keys."""
+    from wsbench.inr import DEFAULT_RECIPE, _check_recipe
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise WsbenchError(f"--recipe {item!r} is not key=value; write e.g. --recipe lr=0.001")
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key not in DEFAULT_RECIPE:
+            raise WsbenchError(f"unknown INR recipe key {key!r}; known keys: {', '.join(sorted(DEFAULT_RECIPE))}")
+        out[key] = parse_value(value)
+    try:
+        _check_recipe({**DEFAULT_RECIPE, **out})
+    except (TypeError, ValueError):
+        raise WsbenchError(f"--recipe values must be numbers where the recipe has numbers; got {out}") from None
+    return dict(sorted(out.items()))
+
+
 def resolve(arch: ArchitectureSpec, dataset: str, overrides: Mapping[str, Any]) -> dict:
     """Training defaults <- architecture defaults <- per-dataset defaults <- overrides."""
     config = {**TRAIN_DEFAULTS, **dict(arch.defaults), **dict(arch.dataset_defaults.get(dataset, {}))}

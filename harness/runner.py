@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
@@ -63,13 +63,15 @@ class Settings:
     device: str = "auto"
     limit: int | None = None
     overrides: dict | None = None
+    recipe: dict | None = None  # INR fitting recipe overrides (a different zoo, so different run ids)
 
     def absolute(self) -> "Settings":
         """The same settings with absolute paths (workers may run in another directory)."""
         def a(p):
             return None if p is None else Path(p).expanduser().resolve()
         return Settings(out=a(self.out), data_dir=a(self.data_dir), cache_dir=a(self.cache_dir),
-                        device=self.device, limit=self.limit, overrides=dict(self.overrides or {}))
+                        device=self.device, limit=self.limit, overrides=dict(self.overrides or {}),
+                        recipe=dict(self.recipe or {}))
 
 
 def _now() -> str:
@@ -279,6 +281,9 @@ class Runner:
     def config_for(self, cell: Cell) -> tuple[dict, str]:
         arch = self.registry.architecture(cell.arch)
         config = cfg.resolve(arch, cell.dataset, self.settings.overrides or {})
+        if self.settings.recipe:
+            # Stored with the run and part of its id: a model trained on another zoo is another variant.
+            config["inr_recipe"] = dict(self.settings.recipe)
         return config, cfg.run_id(cell.dataset, cell.arch, cell.seed, config, self.settings.limit)
 
     def validate(self, cells: list[Cell]) -> None:
@@ -297,6 +302,8 @@ class Runner:
     def task(self, dataset: str, progress=None) -> Task:
         if dataset not in self._tasks:
             spec = self.registry.dataset(dataset)
+            if self.settings.recipe:
+                spec = replace(spec, inr_recipe={**spec.inr_recipe, **self.settings.recipe})
             self._tasks[dataset] = make_task(spec, self.settings.data_dir, self.settings.cache_dir,
                                              self.settings.limit, str(self.device), progress=progress)
         return self._tasks[dataset]

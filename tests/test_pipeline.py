@@ -133,6 +133,8 @@ def test_grid_rerun_trains_nothing_and_reads_as_hive(tmp_path):
     (["similarity", "--metric", "nope"], "unknown metric 'nope'; known metrics:"),
     (["grid", "--arch", "mlp", "--seeds", "x"], "--seeds 'x'"),
     (["run", "--arch", "mlp", "--set", "bogus=1"], "unknown config key(s) bogus"),
+    (["run", "--arch", "mlp", "--recipe", "bogus=1"], "unknown INR recipe key 'bogus'; known keys:"),
+    (["grid", "--arch", "mlp", "--recipe", "steps=0"], "INR recipe needs steps >= 1"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     res = _wsbench(*args, "--out", str(tmp_path / "r"))
@@ -140,3 +142,23 @@ def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_recipe_override_fits_another_zoo_and_gives_runs_their_own_ids(tmp_path):
+    reg = load_registry()
+    cache = tmp_path / "cache"
+    plain = Runner(reg, Settings(out=tmp_path / "r", limit=30, cache_dir=cache, overrides={"epochs": 1}))
+    other = Runner(reg, Settings(out=tmp_path / "r", limit=30, cache_dir=cache, overrides={"epochs": 1},
+                                 recipe={"steps": 20}))
+    cell = Cell("shapes", "flat-mlp", 0)
+    (c1, id1), (c2, id2) = plain.config_for(cell), other.config_for(cell)
+    assert "inr_recipe" not in c1 and c2["inr_recipe"] == {"steps": 20} and id1 != id2
+    t1, t2 = plain.task("shapes"), other.task("shapes")
+    assert t1.zoo.path != t2.zoo.path and t2.zoo.manifest["recipe"]["steps"] == 20
+    assert t1.zoo.manifest["recipe"]["steps"] == reg.dataset("shapes").inr_recipe["steps"]
+    # Fewer fitting steps, same images: a worse fit of the very same samples.
+    assert np.array_equal(t1.ids, t2.ids) and t2.psnr.mean() < t1.psnr.mean() - 1
+    other.run(cell)
+    (row,) = Store(tmp_path / "r").runs()
+    assert row["run_id"] == id2 and json.loads(row["config"])["inr_recipe"] == {"steps": 20}
+    assert row["zoo_key"] == t2.zoo.manifest["key"] != t1.zoo.manifest["key"]
