@@ -38,7 +38,6 @@ from wsbench.errors import WsbenchError
 from wsbench.store import PARTITIONS, Store
 
 EXPORT_FORMAT = 1
-MAX_IMAGES = lb.MAX_IMAGES
 
 
 @dataclass
@@ -112,7 +111,7 @@ def image_of(data, sample_id: int) -> np.ndarray:
     return data.train_images[sample_id] if sample_id < n_train else data.test_images[sample_id - n_train]
 
 
-def wanted_images(board: lb.Board, per_group: int = MAX_IMAGES) -> dict[str, list[int]]:
+def wanted_images(board: lb.Board, per_group: int = lb.MAX_IMAGES) -> dict[str, list[int]]:
     """The sample ids shown, per dataset: the first ``per_group`` of each split group."""
     out: dict[str, list[int]] = {}
     for (ds, _, _), chosen in lb.sample_groups(board):

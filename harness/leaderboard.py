@@ -522,7 +522,8 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
         parts.append("_no predictions stored_")
     else:
         parts += ["Test samples that every seed of a weight-space model gets right and every seed of every "
-                  "image model gets wrong, and the reverse; each weight-space model is judged on its own.", "", _md_table(*samples_table(board)), ""]
+                  "image model gets wrong, and the reverse; each weight-space model is judged on its own.", "",
+                  _md_table(*samples_table(board)), ""]
         if board.agreement:
             parts += ["### Prediction agreement between architectures", "",
                       "How often two runs predict the same class (distinct seeds within an architecture).", "",
@@ -539,11 +540,11 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
 
 
 def _md_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per_row: int = 8,
-                per_group: int | None = None) -> list[str]:
+                per_group: int = MAX_IMAGES) -> list[str]:
     out = []
     for (ds, wa, group), every in sample_groups(board):
         # At most the first ``per_group`` (those the export picks): another group's images may be present too.
-        chosen = [s for s in every if (ds, s["sample_id"]) in image_ids][:per_group or MAX_IMAGES]
+        chosen = [s for s in every if (ds, s["sample_id"]) in image_ids][:per_group]
         total = len(every)
         if not chosen:
             continue
@@ -551,7 +552,8 @@ def _md_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per
 
         def name(k):
             return names[k] if k is not None and 0 <= k < len(names) else str(k)
-        out += [f"**{ds}, {wa}: {group}** ({total} samples{f', first {len(chosen)} shown' if len(chosen) < total else ''}; "
+        shown = f", first {len(chosen)} shown" if len(chosen) < total else ""
+        out += [f"**{ds}, {wa}: {group}** ({total} samples{shown}; "
                 "caption: id, true label → what the failing side predicts)", ""]
         for i in range(0, len(chosen), per_row):
             row = chosen[i:i + per_row]
