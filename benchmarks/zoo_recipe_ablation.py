@@ -1,6 +1,7 @@
 """Does the INR fitting recipe change how well a GMN classifies the zoo?
 
     python benchmarks/zoo_recipe_ablation.py [--dataset mnist] [--epochs 15] [--seed 0] [--limit N]
+                                             [--recipes default,shared,...] [--set key=value]
 
 Builds the dataset's zoo under several fitting recipes (same images, splits and init seed; only
 the optimiser schedule differs), trains the ``gmn`` at its defaults for ``--epochs`` on each, and
@@ -29,6 +30,13 @@ RECIPES = {
     "default": {},
     "lr1e-3-200steps": {"lr": 1e-3, "steps": 200, "decay_frac": 0.0},
     "lr1e-3-50steps": {"lr": 1e-3, "steps": 50, "decay_frac": 0.0},
+    # A shared initialisation: INRs then differ only by what their images put into the weights.
+    "shared": {"init": "shared"},
+    "shared-lr1e-3-200steps": {"init": "shared", "lr": 1e-3, "steps": 200, "decay_frac": 0.0},
+    "shared-lr1e-3-600steps-cos": {"init": "shared", "lr": 1e-3, "steps": 600, "decay_frac": 0.5},
+    "shared-lr3e-3-300steps-cos": {"init": "shared", "lr": 3e-3, "steps": 300, "decay_frac": 0.5},
+    "lr3e-3-300steps-cos": {"lr": 3e-3, "steps": 300, "decay_frac": 0.5},
+    "lr2e-3-400steps-cos": {"lr": 2e-3, "steps": 400, "decay_frac": 0.5},
 }
 
 
@@ -38,6 +46,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names of RECIPES to run")
     ap.add_argument("--set", action="append", default=[], help="gmn config override key=value")
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--cache-dir", type=Path, default=None)
@@ -50,7 +59,12 @@ def main() -> None:
     result = {"dataset": args.dataset, "epochs": args.epochs, "seed": args.seed, "limit": args.limit,
               "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "config": config, "recipes": {}}
-    for name, overrides in RECIPES.items():
+    names = [n for n in args.recipes.split(",") if n]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        ap.error(f"unknown recipe(s) {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+    for name in names:
+        overrides = RECIPES[name]
         spec = dataclasses.replace(base, inr_recipe={**base.inr_recipe, **overrides})
         t0 = time.perf_counter()
         task = make_task(spec, args.data_dir, args.cache_dir, args.limit, device=str(device))

@@ -52,6 +52,9 @@ DEFAULT_RECIPE = {
     # (0 keeps it constant). The last steps at a small rate polish the fit by several dB.
     "decay_frac": 0.0,
     "lr_final": 0.1,
+    # "independent": every INR starts from its own random draw; "shared": the whole zoo starts from one draw,
+    # so two INRs' weights differ only by what fitting their images put there (not by their init).
+    "init": "independent",
     "psnr_target": None,  # an INR stops (keeps its weights) once its PSNR reaches this (dB); checked every 25 steps
     "chunk_size": 2048,
 }
@@ -370,9 +373,14 @@ def adam_step(theta, grad, m, v, step: int, lr: float) -> None:
     theta.addcdiv_(m, denom, value=-lr / (1.0 - b1 ** step))
 
 
+INITS = ("independent", "shared")
+
+
 def _check_recipe(recipe: dict) -> None:
     if recipe.get("optimizer", "adam") != "adam":
         raise WsbenchError(f"unknown INR optimizer {recipe.get('optimizer')!r}; known optimizers: adam")
+    if recipe.get("init", "independent") not in INITS:
+        raise WsbenchError(f"unknown INR init {recipe.get('init')!r}; known inits: {', '.join(INITS)}")
     if int(recipe["steps"]) < 1 or float(recipe["lr"]) <= 0:
         raise WsbenchError(f"INR recipe needs steps >= 1 and lr > 0, got steps {recipe['steps']}, lr {recipe['lr']}")
 
@@ -493,7 +501,7 @@ def _process_pool(workers: int):
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                                                       initargs=(counter,))
         if not _POOL:
-            atexit.register(lambda: _POOL["pool"] and _POOL["pool"].shutdown(cancel_futures=True))
+            atexit.register(lambda: _POOL.get("pool") and _POOL["pool"].shutdown(cancel_futures=True))
         _POOL.update(pool=pool, workers=workers, counter=counter)
     return _POOL["pool"], _POOL["counter"]
 

@@ -26,7 +26,7 @@ import torch
 
 from wsbench import __version__
 from wsbench.errors import WsbenchError
-from wsbench.inr import DEFAULT_RECIPE, SirenSpec, fit_from, init_siren, to_internal
+from wsbench.inr import DEFAULT_RECIPE, SirenSpec, _check_recipe, fit_from, init_siren, to_internal
 
 ZOO_FORMAT = 1
 # INRs per GPU fit call (several chunks at once); memory ~ 12 bytes x parameters x this.
@@ -87,8 +87,11 @@ def _building(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _chunk_init(k: int, lo: int, hi: int, spec: SirenSpec, seed: int) -> torch.Tensor:
-    """Initial weights of chunk ``k`` (rows ``lo:hi``), internal layout, from its own seeded generator."""
+def _chunk_init(k: int, lo: int, hi: int, spec: SirenSpec, seed: int, init: str = "independent") -> torch.Tensor:
+    """Initial weights of chunk ``k`` (rows ``lo:hi``), internal layout, from its own seeded generator
+    (``init="shared"``: every row the one draw of the zoo's seed)."""
+    if init == "shared":
+        return to_internal(init_siren(1, spec, torch.Generator().manual_seed(seed))).expand(hi - lo, -1).clone()
     gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
     return to_internal(init_siren(hi - lo, spec, gen))
 
@@ -106,6 +109,7 @@ def build_zoo(root: Path, dataset: str, images: np.ndarray, ids: np.ndarray, spe
     on the same device.
     """
     recipe = {**DEFAULT_RECIPE, **(recipe or {})}
+    _check_recipe(recipe)  # before a folder exists
     key = zoo_key(dataset, spec, recipe, seed, ids, images)
     path = Path(root) / "zoos" / f"{dataset}-{key[:16]}"
     if (path / "manifest.json").exists():
@@ -152,7 +156,7 @@ def _build_locked(path, key, dataset, images, ids, spec, recipe, seed, device, e
 
     for group in groups:
         lo, hi = bounds[group[0]][0], bounds[group[-1]][1]
-        theta = torch.cat([_chunk_init(k, *bounds[k], spec, seed) for k in group])
+        theta = torch.cat([_chunk_init(k, *bounds[k], spec, seed, recipe["init"]) for k in group])
         on_step = None
         if progress is not None:
             base = sum(b - a for j, (a, b) in enumerate(bounds) if j in done)

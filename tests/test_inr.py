@@ -137,6 +137,24 @@ def test_bad_recipe_is_one_line_error():
         fit_batch(_images(1, 3, 4, 4), SPECS[0], {}, torch.Generator(), torch.device("cpu"))
 
 
+def test_shared_init_gives_equal_images_equal_inrs(tmp_path):
+    """init=shared: every INR, in every chunk, starts from one draw, so equal images give equal INRs;
+    independent inits give different weights for the same image."""
+    images = np.repeat(_images(1, 1, 6, 6), 5, axis=0)
+    images[2] = _images(1, 1, 6, 6, seed=1)[0]
+    spec = SirenSpec(hidden=(8, 8))
+    recipe = {"steps": 4, "lr": 5e-3, "chunk_size": 2}
+    shared = np.asarray(build_zoo(tmp_path, "t", images, np.arange(5), spec, {**recipe, "init": "shared"}).weights)
+    indep = np.asarray(build_zoo(tmp_path, "t", images, np.arange(5), spec, recipe).weights)
+    assert np.array_equal(shared[0], shared[1]) and np.array_equal(shared[0], shared[4])  # across chunks too
+    assert not np.allclose(shared[0], shared[2])
+    assert not np.allclose(indep[0], indep[1])
+    from wsbench.errors import WsbenchError
+    with pytest.raises(WsbenchError, match="known inits: independent, shared"):
+        build_zoo(tmp_path, "t", images, np.arange(5), spec, {**recipe, "init": "same"})
+    assert len(list((tmp_path / "zoos").iterdir())) == 2  # the bad recipe left no folder
+
+
 _CHILD = textwrap.dedent("""
     import sys, time, numpy as np, torch
     import wsbench.zoo as zoo
