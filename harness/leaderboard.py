@@ -266,7 +266,9 @@ def variant_labels(runs: list[dict]) -> dict[str, str]:
                 config = json.loads(r.get("config") or "{}")
             except ValueError:
                 config = {}
-            return {**config, "limit": r.get("limit")}
+            # Nested settings (the zoo's inr_recipe) flattened, so a label names only the keys that differ.
+            flat = {f"{k}.{sub}": v for k, d in config.items() if isinstance(d, dict) for sub, v in d.items()}
+            return {**{k: v for k, v in config.items() if not isinstance(v, dict)}, **flat, "limit": r.get("limit")}
         variants = {json.dumps(settings(r), sort_keys=True, default=str) for r in rs}
         if len(variants) == 1:
             labels.update({r["run_id"]: arch for r in rs})

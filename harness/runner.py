@@ -34,6 +34,7 @@ import torch
 
 from wsbench import __version__, config as cfg
 from wsbench.errors import WsbenchError
+from wsbench.inr import DEFAULT_RECIPE
 from wsbench.plugins import Registry
 from wsbench.store import Store, representation_table, run_rows
 from wsbench.task import Task, make_task
@@ -281,9 +282,10 @@ class Runner:
     def config_for(self, cell: Cell) -> tuple[dict, str]:
         arch = self.registry.architecture(cell.arch)
         config = cfg.resolve(arch, cell.dataset, self.settings.overrides or {})
-        if self.settings.recipe:
-            # Stored with the run and part of its id: a model trained on another zoo is another variant.
-            config["inr_recipe"] = dict(self.settings.recipe)
+        if arch.view == "weights":
+            # The zoo's whole recipe is stored with the run and is part of its id: a model trained on another
+            # zoo (a --recipe override, or a changed dataset default) is another variant, never a cached hit.
+            config["inr_recipe"] = self.recipe(cell.dataset)
         return config, cfg.run_id(cell.dataset, cell.arch, cell.seed, config, self.settings.limit)
 
     def validate(self, cells: list[Cell]) -> None:
@@ -299,11 +301,14 @@ class Runner:
     def is_done(self, cell: Cell) -> bool:
         return self.status(cell) == "finished"
 
+    def recipe(self, dataset: str) -> dict:
+        """The INR recipe the dataset's zoo is fitted with: defaults <- dataset's recipe <- ``--recipe``."""
+        return dict(sorted({**DEFAULT_RECIPE, **self.registry.dataset(dataset).inr_recipe,
+                            **(self.settings.recipe or {})}.items()))
+
     def task(self, dataset: str, progress=None) -> Task:
         if dataset not in self._tasks:
-            spec = self.registry.dataset(dataset)
-            if self.settings.recipe:
-                spec = replace(spec, inr_recipe={**spec.inr_recipe, **self.settings.recipe})
+            spec = replace(self.registry.dataset(dataset), inr_recipe=self.recipe(dataset))
             self._tasks[dataset] = make_task(spec, self.settings.data_dir, self.settings.cache_dir,
                                              self.settings.limit, str(self.device), progress=progress)
         return self._tasks[dataset]

@@ -294,6 +294,12 @@ def test_runs_of_one_arch_with_different_settings_are_never_pooled_as_seeds():
     rows = {r["arch"]: r for r in board.accuracy}
     assert rows["m (epochs=2)"]["seeds"] == 2 and rows["m (epochs=20)"]["seeds"] == 3
     assert board.stability[0]["arch"] == "m (epochs=2)"
+    # Runs on zoos of different recipes: the label names the recipe keys that differ, not the whole recipe.
+    zoo = [{**_run("g", s, 0.8, "weights"), "run_id": f"g-{k}-{s}", "limit": None,
+            "config": json.dumps({"lr": 0.003, "inr_recipe": {"lr": lr, "steps": 100, "w0": 30.0}})}
+           for k, lr in enumerate((0.01, 0.001)) for s in range(2)]
+    labels = lb.variant_labels(zoo)
+    assert labels["g-0-1"] == "g (inr_recipe.lr=0.01)" and labels["g-1-0"] == "g (inr_recipe.lr=0.001)"
 
 
 def test_markdown_gallery_shows_at_most_per_group_images():

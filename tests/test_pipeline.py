@@ -11,6 +11,7 @@ import torch
 
 from wsbench.config import parse_overrides, resolve, run_id
 from wsbench.errors import WsbenchError
+from wsbench.inr import DEFAULT_RECIPE
 from wsbench.inr import psnr, render
 from wsbench.plugins import load_registry
 from wsbench.runner import Cell, Runner, Settings
@@ -152,7 +153,10 @@ def test_recipe_override_fits_another_zoo_and_gives_runs_their_own_ids(tmp_path)
                                  recipe={"steps": 20}))
     cell = Cell("shapes", "flat-mlp", 0)
     (c1, id1), (c2, id2) = plain.config_for(cell), other.config_for(cell)
-    assert "inr_recipe" not in c1 and c2["inr_recipe"] == {"steps": 20} and id1 != id2
+    shapes_recipe = {**DEFAULT_RECIPE, **reg.dataset("shapes").inr_recipe}
+    assert c1["inr_recipe"] == shapes_recipe and c2["inr_recipe"] == {**shapes_recipe, "steps": 20} and id1 != id2
+    # Image models read no zoo: a recipe override neither changes their config nor their id.
+    assert plain.config_for(Cell("shapes", "mlp", 0)) == other.config_for(Cell("shapes", "mlp", 0))
     t1, t2 = plain.task("shapes"), other.task("shapes")
     assert t1.zoo.path != t2.zoo.path and t2.zoo.manifest["recipe"]["steps"] == 20
     assert t1.zoo.manifest["recipe"]["steps"] == reg.dataset("shapes").inr_recipe["steps"]
@@ -160,5 +164,5 @@ def test_recipe_override_fits_another_zoo_and_gives_runs_their_own_ids(tmp_path)
     assert np.array_equal(t1.ids, t2.ids) and t2.psnr.mean() < t1.psnr.mean() - 1
     other.run(cell)
     (row,) = Store(tmp_path / "r").runs()
-    assert row["run_id"] == id2 and json.loads(row["config"])["inr_recipe"] == {"steps": 20}
+    assert row["run_id"] == id2 and json.loads(row["config"])["inr_recipe"]["steps"] == 20
     assert row["zoo_key"] == t2.zoo.manifest["key"] != t1.zoo.manifest["key"]
