@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from wsbench.compiling import compile_fn
 from wsbench.errors import WsbenchError
 
 # Recipe defaults; a dataset's ``inr_recipe`` overrides them. w0 and the init
@@ -251,7 +252,7 @@ def _compiled(name: str, eager, *example):
             fn = _COMPILED.get(name)
             if fn is None:
                 try:
-                    fn = torch.compile(eager, dynamic=True, fullgraph=True)
+                    fn = compile_fn(eager, dynamic=True, fullgraph=True)
                     fn(*example)  # compile now, under the lock
                 except Exception:  # no C++ compiler or an unsupported platform: the eager ops
                     fn = eager

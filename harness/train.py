@@ -88,6 +88,10 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
     started = time.perf_counter()
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+    if device.type == "cuda":
+        # cuDNN may otherwise pick non-deterministic convolution kernels (the published CNNs' accuracies
+        # moved in the 4th digit between two runs of one config); the same seed must give the same numbers.
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     model = arch.build(task.info, config)
     if not isinstance(model, torch.nn.Module):
         raise WsbenchError(f"architecture {arch.name!r} built a {type(model).__name__}, not a torch.nn.Module")

@@ -49,6 +49,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
+from wsbench.compiling import compile_fn
 from wsbench.errors import WsbenchError
 from wsbench.hookspecs import hookimpl
 from wsbench.inr import SirenSpec, unflatten
@@ -262,15 +263,12 @@ class GMN(nn.Module):
                  precision: str = "fp32", compile: str = "none"):
         super().__init__()
         self.spec, self.impl, self.canon, self.precision = spec, impl, canon, precision
-        # On CUDA the dense message passing is memory-bound elementwise work between small matmuls:
-        # torch.compile fuses it (dynamic batch size, so the last and the evaluation batches reuse it).
-        self._stack_compiled = None
-        if compile == "cuda" and torch.cuda.is_available():
-            import torch._inductor.config as inductor_config
-            # Compile in this process: inductor's worker pool hung for its full 300 s shutdown timeout
-            # at interpreter exit after every grid on the H100 (torch 2.11).
-            inductor_config.compile_threads = 1
-            self._stack_compiled = torch.compile(self._dense_stack, dynamic=True)
+        # On CUDA the dense forward is memory-bound elementwise work between small matmuls (and the
+        # input canonicalisation is dozens of tiny ops): torch.compile fuses it, training steps only
+        # (dynamic batch size, so the last batch reuses it; evaluation is cheap and stays eager).
+        self._compiled = None
+        if compile == "cuda" and impl == "dense" and torch.cuda.is_available():
+            self._compiled = compile_fn(self._forward, dynamic=True)
         self.graph = ParamGraph(tuple(spec.dims))
         g = self.graph
         stats = stats or [(0.0, 1.0, 0.0, 1.0)] * len(g.layer_shapes)
@@ -386,8 +384,9 @@ class GMN(nn.Module):
     # --- forward --------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
         use_bf16 = self.precision == "bf16" and x.is_cuda
+        compiled = self._compiled is not None and x.is_cuda and torch.is_grad_enabled()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            logits, reps = self._forward(x)
+            logits, reps = (self._compiled if compiled else self._forward)(x)
         if use_bf16:
             reps = OrderedDict((k, v.float()) for k, v in reps.items())
             logits = reps["logits"]
@@ -398,10 +397,7 @@ class GMN(nn.Module):
         b = x.shape[0]
         reps = OrderedDict()
         if self.impl == "dense":
-            # Evaluation stays eager: it is cheap, and a second (no-grad) compilation would cost more.
-            compiled = self._stack_compiled is not None and x.is_cuda and torch.is_grad_enabled()
-            stack = self._stack_compiled if compiled else self._dense_stack
-            for k, pooled in enumerate(stack(nodes, edges)):
+            for k, pooled in enumerate(self._dense_stack(nodes, edges)):
                 reps[f"mp{k + 1}"] = pooled
         else:
             batch = self.to_batch(nodes, edges)
