@@ -18,7 +18,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "warmup_epochs": 0,
     "label_smoothing": 0.0,
     "grad_clip": 0.0,  # 0 disables clipping
-    "augment": "none",  # images view only: "none" or "crop-flip"
+    "augment": "none",  # per view (wsbench.augment): images "crop-flip"; weights "affine", "affine-flip"
     "eval_batch_size": 1024,
 }
 

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from wsbench import __version__, config as cfg
+from wsbench import __version__, augment, config as cfg
 from wsbench.errors import WsbenchError
 from wsbench.inr import DEFAULT_RECIPE
 from wsbench.plugins import Registry
@@ -282,6 +282,7 @@ class Runner:
     def config_for(self, cell: Cell) -> tuple[dict, str]:
         arch = self.registry.architecture(cell.arch)
         config = cfg.resolve(arch, cell.dataset, self.settings.overrides or {})
+        augment.check(config.get("augment", "none"), arch.view)
         if arch.view == "weights":
             # The zoo's whole recipe is stored with the run and is part of its id: a model trained on another
             # zoo (a --recipe override, or a changed dataset default) is another variant, never a cached hit.

@@ -1,7 +1,8 @@
 """The one training loop, for every architecture.
 
-AdamW with linear warm-up and cosine decay; model selection on validation
-accuracy; test evaluation, per-sample predictions and representations of every
+AdamW with linear warm-up and cosine decay; the config's augmentation of the
+model's view on training batches (:mod:`wsbench.augment`); model selection on
+validation accuracy; test evaluation, per-sample predictions and representations of every
 named layer at the selected epoch. Seeded: the same seed, config and device
 give the same numbers.
 """
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsbench.augment import augmenter
 from wsbench.errors import WsbenchError
 from wsbench.specs import ArchitectureSpec
 from wsbench.task import Task
@@ -50,20 +52,6 @@ def resolve_device(name: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise WsbenchError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
     return dev
-
-
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random 4-pixel-padded crop and horizontal flip, per sample (images view)."""
-    b, _, h, w = x.shape
-    pad = F.pad(x, (4, 4, 4, 4), mode="reflect")
-    dy = torch.randint(0, 9, (b,), generator=gen).to(x.device)
-    dx = torch.randint(0, 9, (b,), generator=gen).to(x.device)
-    rows = (dy.view(b, 1) + torch.arange(h, device=x.device)).view(b, 1, h, 1)
-    cols = (dx.view(b, 1) + torch.arange(w, device=x.device)).view(b, 1, 1, w)
-    out = pad.gather(2, rows.expand(b, pad.shape[1], h, pad.shape[3]))
-    out = out.gather(3, cols.expand(b, pad.shape[1], h, w))
-    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
-    return torch.where(flip.view(b, 1, 1, 1), out.flip(3), out)
 
 
 @torch.no_grad()
@@ -117,7 +105,7 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     gen = torch.Generator().manual_seed(seed)
-    augment = config.get("augment", "none") == "crop-flip" and arch.view == "images"
+    augment = augmenter(config.get("augment", "none"), arch.view, task.info.inr)
     best_acc, best_epoch, best_state, history = -1.0, -1, None, []
     eval_bs = int(config["eval_batch_size"])
     for epoch in range(epochs):
@@ -126,7 +114,7 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
         loss_sum = torch.zeros((), device=device)
         for i in range(0, len(order), bs):
             idx = order[i:i + bs]
-            xb = _augment(x[idx], gen) if augment else x[idx]
+            xb = augment(x[idx], gen) if augment else x[idx]
             logits, _ = model(xb)
             loss = F.cross_entropy(logits, y[idx], label_smoothing=float(config["label_smoothing"]))
             opt.zero_grad(set_to_none=True)

@@ -136,6 +136,9 @@ def test_grid_rerun_trains_nothing_and_reads_as_hive(tmp_path):
     (["run", "--arch", "mlp", "--set", "bogus=1"], "unknown config key(s) bogus"),
     (["run", "--arch", "mlp", "--recipe", "bogus=1"], "unknown INR recipe key 'bogus'; known keys:"),
     (["grid", "--arch", "mlp", "--recipe", "steps=0"], "INR recipe needs steps >= 1"),
+    (["run", "--arch", "flat-mlp", "--set", "augment=crop-flip"],
+     "augment 'crop-flip' does not apply to the weights view; known for weights: none, affine, affine-flip"),
+    (["grid", "--arch", "mlp", "--set", "augment=affine"], "known for images: none, crop-flip"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     res = _wsbench(*args, "--out", str(tmp_path / "r"))
