@@ -20,6 +20,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "grad_clip": 0.0,  # 0 disables clipping
     "augment": "none",  # per view (wsbench.augment): images "crop-flip"; weights "affine", "affine-flip"
     "eval_batch_size": 1024,
+    # Training samples whose batch statistics replace BatchNorm's running averages before every
+    # evaluation (0: keep the running averages); models without BatchNorm ignore it.
+    "bn_recalibrate": 4096,
 }
 
 

@@ -1,9 +1,10 @@
 """The one training loop, for every architecture.
 
 AdamW with linear warm-up and cosine decay; the config's augmentation of the
-model's view on training batches (:mod:`wsbench.augment`); model selection on
-validation accuracy; test evaluation, per-sample predictions and representations of every
-named layer at the selected epoch. Seeded: the same seed, config and device
+model's view on training batches (:mod:`wsbench.augment`); BatchNorm statistics
+recomputed before every evaluation; model selection on validation accuracy;
+test evaluation, per-sample predictions and representations of every named
+layer at the selected epoch. Seeded: the same seed, config and device
 give the same numbers.
 """
 from __future__ import annotations
@@ -52,6 +53,34 @@ def resolve_device(name: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise WsbenchError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
     return dev
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, x: torch.Tensor, rows: torch.Tensor, batch_size: int) -> bool:
+    """Recompute every BatchNorm layer's running statistics with the current weights.
+
+    A running average taken during training lags the weights: while the learning rate is high the
+    evaluation-mode statistics describe an older model (a width-32 GMN scored 9 % on validation in
+    evaluation mode and 32 % with batch statistics after its first epoch on 2,000 MNIST INRs).
+    Averaging fresh batch statistics over ``rows`` (training samples, unaugmented) in batches of the
+    training size removes the lag ("precise BN", Wu and Johnson 2021). Weights, gradients and random
+    draws are untouched, so training itself is the same. Returns whether the model has BatchNorm.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(rows) < 2:  # train-mode BatchNorm needs two samples a batch
+        return False
+    model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+        m.train()
+    for i in range(0, len(rows) - 1, batch_size):  # a last batch of one sample is left out
+        model(x[rows[i:i + batch_size]])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+        m.eval()
+    return True
 
 
 @torch.no_grad()
@@ -108,6 +137,10 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
     augment = augmenter(config.get("augment", "none"), arch.view, task.info.inr)
     best_acc, best_epoch, best_state, history = -1.0, -1, None, []
     eval_bs = int(config["eval_batch_size"])
+    # A fixed random subset of the training split for BatchNorm statistics (its own generator, so the
+    # training draws are the same with or without it).
+    calib_gen = torch.Generator().manual_seed(seed + 1)
+    calib = tr[torch.randperm(len(tr), generator=calib_gen)[:int(config["bn_recalibrate"])].to(device)]
     for epoch in range(epochs):
         model.train()
         order = tr[torch.randperm(len(tr), generator=gen).to(device)]
@@ -127,6 +160,7 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
         train_loss = float(loss_sum) / len(order)
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"loss became {train_loss} in epoch {epoch + 1}; lower lr or enable grad_clip")
+        recalibrate_batchnorm(model, x, calib, bs)
         val_logits, _ = _predict(model, x, va, eval_bs)
         val_acc = float((val_logits.argmax(1) == y[va].cpu()).float().mean())
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})

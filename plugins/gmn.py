@@ -260,7 +260,7 @@ class GMN(nn.Module):
 
     def __init__(self, spec: SirenSpec, num_classes: int, d: int = 64, layers: int = 4, head_hidden=(256,),
                  dropout: float = 0.0, stats=None, canon: str = "phase", impl: str = "dense", aggr: str = "mean",
-                 precision: str = "fp32", compile: str = "none"):
+                 precision: str = "fp32", compile: str = "none", probes: int = 0):
         super().__init__()
         self.spec, self.impl, self.canon, self.precision = spec, impl, canon, precision
         # On CUDA the dense message passing is memory-bound elementwise work between small matmuls:
@@ -278,7 +278,12 @@ class GMN(nn.Module):
         g = self.graph
         stats = stats or [(0.0, 1.0, 0.0, 1.0)] * len(g.layer_shapes)
         self.register_buffer("stats", torch.tensor(stats, dtype=torch.float32))  # (L, 4)
-        self.node_in = nn.Linear(1, d)
+        # Probe features (Kofinas et al. 2024): every neuron's value at ``probes`` input points, learned
+        # and shared by all INRs, joins its bias as node input; they permute with the neurons.
+        self.probes = int(probes)
+        if self.probes:
+            self.probe_coords = nn.Parameter(torch.rand(self.probes, g.dims[0]) * 2 - 1)
+        self.node_in = nn.Linear(1 + self.probes, d)
         self.edge_in = nn.Linear(1, d)
         # Encodings: one per input neuron, one per hidden layer, one per output neuron; one per edge layer.
         self.emb_in = nn.Parameter(torch.randn(g.dims[0], d) * 0.5)
@@ -298,10 +303,11 @@ class GMN(nn.Module):
 
     # --- inputs ---------------------------------------------------------------------------------------
     def graph_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, P)`` -> (node values ``(B, N)``: normalised biases, 0 for inputs; edge values ``(B, E)``).
+        """``(B, P)`` -> (node values ``(B, N, 1 + probes)``, edge values ``(B, E)``).
 
-        With ``canon=phase`` hidden biases are canonical phases in ``[0, pi/2]``, fed as
-        ``phase / (pi/4) - 1`` in ``[-1, 1]`` (their range is fixed by the symmetry, not the data).
+        A node's first value is its normalised bias (0 for inputs). With ``canon=phase`` hidden biases
+        are canonical phases in ``[0, pi/2]``, fed as ``phase / (pi/4) - 1`` in ``[-1, 1]`` (their range
+        is fixed by the symmetry, not the data). Then come its probe values (:meth:`probe_values`).
         """
         layers = unflatten(x, self.spec)
         if self.canon == "sign":
@@ -317,7 +323,28 @@ class GMN(nn.Module):
                 nodes.append(b * (self.spec.w0 / (math.pi / 4)) - 1.0)
             else:
                 nodes.append((b - bm) / bs)
-        return torch.cat(nodes, 1), torch.cat(edges, 1)
+        nodes = torch.cat(nodes, 1).unsqueeze(2)
+        if self.probes:
+            nodes = torch.cat([nodes, self.probe_values(layers).to(nodes.dtype)], 2)
+        return nodes, torch.cat(edges, 1)
+
+    def probe_values(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Every neuron's value at the probe points: ``(B, N, probes)``, layer by layer.
+
+        Inputs carry the probe coordinates, hidden neurons their sines, outputs the INR's values there
+        (the image at those points). Computed in the weights' precision even under autocast: a bf16
+        pre-activation, multiplied by ``w0``, would leave the sines meaningless.
+        """
+        w0 = layers[0][0]
+        with torch.autocast(device_type=w0.device.type, enabled=False):
+            h = self.probe_coords.to(w0.dtype).unsqueeze(0).expand(w0.shape[0], -1, -1)  # (B, K, in)
+            values = [h]
+            for k, (w, bias) in enumerate(layers):
+                h = torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))  # (B, K, out)
+                if k < len(layers) - 1:
+                    h = torch.sin(self.spec.w0 * h)
+                values.append(h)
+            return torch.cat(values, 2).transpose(1, 2)
 
     def node_encoding(self) -> torch.Tensor:
         """``(N, d)``, built by expand and cat (their backward is deterministic, unlike index_add)."""
@@ -333,8 +360,8 @@ class GMN(nn.Module):
 
     # --- dense path -----------------------------------------------------------------------------------
     def embed_dense(self, nodes: torch.Tensor, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Values ``(B, N)``, ``(B, E)`` -> features ``(N, B, d)``, ``(E, B, d)``."""
-        h = self.node_in(nodes.t().unsqueeze(-1)) + self.node_encoding().unsqueeze(1)
+        """Values ``(B, N, F)``, ``(B, E)`` -> features ``(N, B, d)``, ``(E, B, d)``."""
+        h = self.node_in(nodes.transpose(0, 1)) + self.node_encoding().unsqueeze(1)
         e = self.edge_in(edges.t().unsqueeze(-1)) + self.edge_encoding().unsqueeze(1)
         return h, e
 
@@ -358,13 +385,13 @@ class GMN(nn.Module):
 
     # --- PyG path -------------------------------------------------------------------------------------
     def to_batch(self, nodes: torch.Tensor, edges: torch.Tensor) -> Batch:
-        """``(B, N)``, ``(B, E)`` values -> a PyG ``Batch`` of B parameter graphs (vectorised; equals
+        """``(B, N, F)``, ``(B, E)`` values -> a PyG ``Batch`` of B parameter graphs (vectorised; equals
         ``Batch.from_data_list`` of the per-INR graphs)."""
-        b, n = nodes.shape
+        b, n, f = nodes.shape
         m = edges.shape[1]
         offsets = (torch.arange(b, device=nodes.device) * n).repeat_interleave(m)
         ei = self.edge_index.repeat(1, b) + offsets
-        batch = Batch(x=nodes.reshape(-1, 1), edge_index=ei, edge_attr=edges.reshape(-1, 1),
+        batch = Batch(x=nodes.reshape(-1, f), edge_index=ei, edge_attr=edges.reshape(-1, 1),
                       node_group=self.node_group.repeat(b), edge_group=self.edge_group.repeat(b),
                       batch=torch.arange(b, device=nodes.device).repeat_interleave(n))
         batch._num_graphs = b
@@ -373,7 +400,7 @@ class GMN(nn.Module):
     def graphs(self, x: torch.Tensor) -> list[Data]:
         """One ``Data`` per INR (for users who want the graphs themselves)."""
         nodes, edges = self.graph_values(x)
-        return [Data(x=nodes[k].unsqueeze(1), edge_index=self.edge_index, edge_attr=edges[k].unsqueeze(1),
+        return [Data(x=nodes[k], edge_index=self.edge_index, edge_attr=edges[k].unsqueeze(1),
                      node_group=self.node_group, edge_group=self.edge_group) for k in range(x.shape[0])]
 
     def pool_pyg(self, h: torch.Tensor, e: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -427,6 +454,8 @@ def build(info, config) -> GMN:
             raise WsbenchError(f"gmn: unknown {key} {config[key]!r}; known: {', '.join(known)}")
     if int(config["layers"]) < 1:
         raise WsbenchError(f"gmn: layers must be at least 1, got {config['layers']}; use --set layers=4")
+    if int(config["probes"]) < 0:
+        raise WsbenchError(f"gmn: probes must be 0 (off) or more, got {config['probes']}; use --set probes=64")
     stats = None
     if config["weight_norm"] == "per-layer":
         if info.weight_mean is None or info.weight_std is None:
@@ -436,7 +465,7 @@ def build(info, config) -> GMN:
     return GMN(info.inr, info.num_classes, d=int(config["hidden_dim"]), layers=int(config["layers"]),
                head_hidden=tuple(config["head_hidden"]), dropout=float(config["dropout"]), stats=stats,
                canon=config["canon"], impl=config["impl"], aggr=config["aggr"], precision=config["precision"],
-               compile=config["compile"])
+               compile=config["compile"], probes=int(config["probes"]))
 
 
 # Tuned on the full MNIST zoo (H100, 6-epoch probes: sum beat mean aggregation, lr 3e-3 beat 1e-3,
@@ -448,7 +477,7 @@ def build(info, config) -> GMN:
 # about a minute once per process.
 DEFAULTS = {
     "hidden_dim": 128, "layers": 4, "head_hidden": [256], "dropout": 0.1, "aggr": "sum",
-    "weight_norm": "per-layer", "canon": "phase", "impl": "dense", "precision": "bf16", "compile": "cuda",
+    "weight_norm": "per-layer", "canon": "phase", "impl": "dense", "precision": "bf16", "compile": "cuda", "probes": 0,
     "epochs": 30, "batch_size": 512, "lr": 3e-3, "weight_decay": 1e-2, "warmup_epochs": 1, "grad_clip": 1.0,
 }
 

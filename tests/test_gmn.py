@@ -5,7 +5,7 @@ import torch
 from torch_geometric.data import Batch
 
 from wsbench.errors import WsbenchError
-from wsbench.inr import SirenSpec, flatten, unflatten
+from wsbench.inr import SirenSpec, flatten, siren_forward, unflatten
 from wsbench.plugins import load_registry
 from wsbench.task import TaskInfo
 from wsbench_plugins.gmn import GMN, ParamGraph, build, canonical_phases, canonical_signs, layer_statistics
@@ -41,23 +41,25 @@ def _permute_hidden(x, spec, seed=0):
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: "-".join(map(str, s.dims)))
-@pytest.mark.parametrize("impl", ["dense", "pyg"])
-def test_hidden_permutation_leaves_logits_unchanged(spec, impl):
-    m = _model(spec, impl=impl)
-    x = _weights(spec)
+@pytest.mark.parametrize("impl, probes", [("dense", 0), ("pyg", 0), ("dense", 3), ("pyg", 3)])
+def test_hidden_permutation_leaves_logits_unchanged(spec, impl, probes):
+    # float64: probe values are sines of w0-scaled sums, where float32 rounding of a reordered sum shows.
+    m = _model(spec, impl=impl, probes=probes).double()
+    x = _weights(spec).double()
     xp = _permute_hidden(x, spec)
     assert not torch.allclose(x, xp)
     with torch.no_grad():
         a, ra = m(x)
         b, rb = m(xp)
-    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    assert torch.allclose(a, b, atol=1e-9), (a - b).abs().max()
     for k in ra:  # every pooled representation is invariant too
-        assert torch.allclose(ra[k], rb[k], atol=1e-5), k
+        assert torch.allclose(ra[k], rb[k], atol=1e-9), k
 
 
-def test_permuting_input_coordinates_changes_logits():
+@pytest.mark.parametrize("probes", [0, 3])
+def test_permuting_input_coordinates_changes_logits(probes):
     spec = SPECS[0]
-    m = _model(spec)
+    m = _model(spec, probes=probes)
     x = _weights(spec)
     layers = unflatten(x, spec)
     swapped = flatten([(layers[0][0].flip(2), layers[0][1]), *layers[1:]])  # swap the x and y inputs
@@ -134,9 +136,9 @@ def test_canonical_signs_make_hidden_biases_nonnegative_and_keep_the_function():
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: "-".join(map(str, s.dims)))
-@pytest.mark.parametrize("aggr", ["mean", "sum"])
-def test_dense_and_pyg_paths_agree(spec, aggr):
-    m = _model(spec, impl="dense", aggr=aggr)
+@pytest.mark.parametrize("aggr, probes", [("mean", 0), ("sum", 0), ("sum", 4)])
+def test_dense_and_pyg_paths_agree(spec, aggr, probes):
+    m = _model(spec, impl="dense", aggr=aggr, probes=probes)
     x = _weights(spec, n=3)
     a, ra = m(x)
     ga = torch.autograd.grad(a.square().sum(), list(m.parameters()))
@@ -146,13 +148,35 @@ def test_dense_and_pyg_paths_agree(spec, aggr):
     assert list(ra) == list(rb)
     for k in ra:
         assert torch.allclose(ra[k], rb[k], atol=1e-5), k
-    for u, v in zip(ga, gb):
-        assert torch.allclose(u, v, atol=1e-4)
+    for u, v in zip(ga, gb):  # relative: probe gradients pass through sines of w0-scaled inputs (up to 1e6)
+        assert (u - v).abs().max() <= 1e-4 + 1e-5 * v.abs().max()
+
+
+def test_probe_values_are_the_inr_at_the_probe_points():
+    """Outputs carry the INR's values there (the rendered image), inputs the coordinates, hidden neurons
+    their sines; with canonicalisation off they are those of the weights as given."""
+    spec = SPECS[1]
+    m = _model(spec, probes=5, canon="none")
+    x = _weights(spec, n=3) * 0.3
+    nodes, _ = m.graph_values(x)
+    assert nodes.shape == (3, m.graph.num_nodes, 6)
+    params = []
+    for w, b in unflatten(x, spec):
+        params += [w.transpose(1, 2), b.unsqueeze(1)]
+    coords = m.probe_coords.detach().expand(3, -1, -1)
+    out = siren_forward(params, coords, spec.w0)  # (B, K, out)
+    assert torch.allclose(nodes[:, -spec.out_dim:, 1:], out.transpose(1, 2), atol=1e-5)
+    assert torch.allclose(nodes[:, :spec.in_dim, 1:], coords.transpose(1, 2))
+    first = torch.sin(spec.w0 * siren_forward(params[:2], coords, spec.w0))
+    assert torch.allclose(nodes[:, spec.in_dim:spec.in_dim + spec.hidden[0], 1:], first.transpose(1, 2), atol=1e-5)
+    # Canonicalisation keeps the function, so the output neurons' probe values do not move.
+    canon = _model(spec, probes=5, canon="phase")
+    assert torch.allclose(canon.graph_values(x)[0][:, -spec.out_dim:, 1:], out.transpose(1, 2), atol=1e-4)
 
 
 def test_vectorised_batch_equals_from_data_list():
     spec = SPECS[1]
-    m = _model(spec)
+    m = _model(spec, probes=2)
     x = _weights(spec, n=3)
     ref = Batch.from_data_list(m.graphs(x))
     nodes, edges = m.graph_values(x)
@@ -199,6 +223,9 @@ def test_build_uses_defaults_and_rejects_bad_options():
         build(_info(SPECS[0]), {**config, "canon": "scale"})
     with pytest.raises(WsbenchError, match="known: per-layer, none"):
         build(_info(SPECS[0]), {**config, "weight_norm": "global"})
+    with pytest.raises(WsbenchError, match="probes must be 0 .off. or more, got -1"):
+        build(_info(SPECS[0]), {**config, "probes": -1})
+    assert build(_info(SPECS[0]), {**config, "probes": 7}).probe_coords.shape == (7, 2)
 
 
 def test_no_hidden_layer_spec_works():
