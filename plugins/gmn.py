@@ -16,7 +16,9 @@ representations of neural networks")::
     e_ij <- e_ij + Z z_ij
 
 with ``agg`` a sum (``aggr=sum``, the default) or mean over the edges into or out of a neuron,
-so a node hears both the layer before it (forward) and the layer after it (backward). The
+so a node hears both the layer before it (forward) and the layer after it (backward). With
+``probes=K`` a node also starts from its neuron's values at K learned input points, shared by all
+INRs (NG-GNN's probe features): hidden neurons bring their sines there, output neurons the image. The
 readout pools per symmetry orbit: each input and output neuron is kept, hidden neurons are
 averaged per layer and edges per layer; the pooled vector after every layer is a representation.
 
