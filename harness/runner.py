@@ -139,9 +139,9 @@ class Claim:
 class Claims:
     """Exclusive claims on run ids: one file ``<root>/.claims/<run_id>.json`` each.
 
-    A claim is created with ``O_CREAT | O_EXCL`` (atomic on local and NFSv3+ file
-    systems) and holds the owner's host, pid, process start time and a random
-    token. While held, a background thread touches it every ``heartbeat_s``.
+    A claim is written whole to a private file and hard-linked into place (an
+    atomic no-clobber create on local and NFS file systems); it holds the owner's
+    host, pid, process start time and a random token. While held, a background thread touches it every ``heartbeat_s``.
     A claim is stale when its owner is on this host and no longer alive, or when
     it has not been touched for ``stale_after_s`` (owners on other hosts). A stale
     claim is taken over by renaming it aside (atomic: only one taker succeeds)
@@ -169,7 +169,7 @@ class Claims:
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
-            # Half-written by an owner killed between create and write: judge by age alone.
+            # Unreadable (written by another tool or damaged): judge by age alone.
             try:
                 return {"token": None, "age_s": time.time() - p.stat().st_mtime}
             except FileNotFoundError:
@@ -190,10 +190,17 @@ class Claims:
     def acquire(self, run_id: str) -> Claim | None:
         """Claim ``run_id``; None when a live owner holds it."""
         token = uuid.uuid4().hex
+        record = {"run_id": run_id, "host": _host_key(), "hostname": platform.node(), "pid": os.getpid(),
+                  "start": _proc_start(os.getpid()), "token": token, "claimed_at": _now()}
         for _ in range(5):
+            # The claim is written whole under a private name and hard-linked into place (no-clobber),
+            # so no reader ever sees an empty claim: a process killed right after claiming leaves a
+            # claim naming its dead pid, which the next grid takes over at once.
+            tmp = self.dir / f".{run_id}.{token}.tmp"
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path(run_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                tmp.write_text(json.dumps(record))
+                os.link(tmp, self.path(run_id))
             except FileNotFoundError:
                 continue  # another process removed the empty claims folder meanwhile
             except FileExistsError:
@@ -204,9 +211,8 @@ class Claims:
                     return None
                 self._break(run_id, info)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"run_id": run_id, "host": _host_key(), "hostname": platform.node(), "pid": os.getpid(),
-                           "start": _proc_start(os.getpid()), "token": token, "claimed_at": _now()}, f)
+            finally:
+                tmp.unlink(missing_ok=True)
             claim = Claim(run_id, self.path(run_id), token)
             with self._lock:
                 self._held[run_id] = claim

@@ -173,6 +173,26 @@ def test_claim_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
     assert [p.name for p in c.dir.iterdir()] == ["r1.json"]  # the stale file was moved aside and removed
 
 
+def test_a_claim_is_whole_the_moment_it_appears(tmp_path, monkeypatch):
+    # A grid killed right after claiming must leave a claim naming its pid (taken over at once),
+    # never an empty file (judged by age alone, which stalled the next grid for minutes).
+    import wsbench.runner as runner_mod
+    seen = []
+    real_link = os.link
+
+    def spy(src, dst):
+        seen.append(json.loads(open(src).read()))
+        return real_link(src, dst)
+    monkeypatch.setattr(runner_mod.os, "link", spy)
+    c = Claims(tmp_path)
+    claim = c.acquire("r1")
+    assert seen and seen[0]["pid"] == os.getpid() and seen[0]["token"] == claim.token
+    assert Claims(tmp_path).acquire("r1") is None  # the no-clobber link refuses a second owner
+    assert [p.name for p in c.dir.iterdir()] == ["r1.json"]  # no private files left behind
+    c.release(claim)
+    assert not (tmp_path / ".claims").exists()
+
+
 def test_claim_from_another_host_goes_stale_only_after_silence(tmp_path):
     c = Claims(tmp_path, stale_after_s=60)
     _write_claim(c, "r1", host="elsewhere:boot", pid=1, start=None)
