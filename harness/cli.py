@@ -493,6 +493,7 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
     seed_list = parse_seeds(seeds if seeds is not None else str(study.seeds))
     metrics = [reg.metric(m) for m in study.metrics]
     settings = _settings(out, data_dir, cache_dir, device, limit, epochs, [], None, recipe)
+    settings.overrides = {**study.overrides(), **settings.overrides}
     runner = Runner(reg, settings)
     runner.validate([Cell(d, a, 0) for d in datasets for a in study.architectures])
     common = []

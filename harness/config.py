@@ -1,4 +1,8 @@
-"""Run configuration: plain values with defaults, overridable with ``--set key=value``."""
+"""Run configuration: plain values with defaults, overridable with ``--set key=value``.
+
+An override ``ARCH.key=value`` (``--set gmn.probes=0``, or a ``[gmn]`` table in a TOML config
+file) applies to that architecture alone, so one grid can set keys only some of its models have.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -47,17 +51,37 @@ def parse_overrides(items: Iterable[str], config_file: Path | None = None) -> di
         try:
             if path.suffix == ".toml":
                 import tomllib
-                out.update(tomllib.loads(path.read_text()))
+                loaded = tomllib.loads(path.read_text())
             else:
-                out.update(json.loads(path.read_text()))
+                loaded = json.loads(path.read_text())
         except Exception as exc:
             raise WsbenchError(f"config file {path} could not be parsed ({exc}); fix its syntax") from None
+        if not isinstance(loaded, dict):
+            raise WsbenchError(f"config file {path} must hold a table of key = value; got {type(loaded).__name__}")
+        out.update(scoped(loaded))
     for item in items:
         if "=" not in item:
             raise WsbenchError(f"--set {item!r} is not key=value; write e.g. --set lr=0.001")
         key, value = item.split("=", 1)
         out[key.strip()] = parse_value(value)
     return out
+
+
+def scoped(tables: Mapping[str, Any]) -> dict:
+    """``{"lr": 1e-3, "gmn": {"probes": 0}}`` -> ``{"lr": 1e-3, "gmn.probes": 0}``: a nested table
+    holds the overrides of the architecture it is named after."""
+    out: dict = {}
+    for key, value in tables.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def scopes(overrides: Mapping[str, Any]) -> set[str]:
+    """The architecture names that ``ARCH.key`` overrides refer to."""
+    return {k.split(".", 1)[0] for k in overrides if "." in k}
 
 
 def parse_recipe(items: Iterable[str]) -> dict:
@@ -79,13 +103,16 @@ def parse_recipe(items: Iterable[str]) -> dict:
 
 
 def resolve(arch: ArchitectureSpec, dataset: str, overrides: Mapping[str, Any]) -> dict:
-    """Training defaults <- architecture defaults <- per-dataset defaults <- overrides."""
+    """Training defaults <- architecture defaults <- per-dataset defaults <- overrides, where
+    ``ARCH.key`` overrides apply to architecture ARCH only and win over plain ``key`` ones."""
     config = {**TRAIN_DEFAULTS, **dict(arch.defaults), **dict(arch.dataset_defaults.get(dataset, {}))}
-    unknown = sorted(set(overrides) - set(config))
+    mine = {k: v for k, v in overrides.items() if "." not in k}
+    mine.update({k.split(".", 1)[1]: v for k, v in overrides.items() if k.split(".", 1)[0] == arch.name and "." in k})
+    unknown = sorted(set(mine) - set(config))
     if unknown:
         raise WsbenchError(f"unknown config key(s) {', '.join(unknown)} for architecture {arch.name!r}; "
                            f"known keys: {', '.join(sorted(config))}")
-    config.update(overrides)
+    config.update(mine)
     return dict(sorted(config.items()))
 
 

@@ -287,6 +287,11 @@ class Runner:
 
     def config_for(self, cell: Cell) -> tuple[dict, str]:
         arch = self.registry.architecture(cell.arch)
+        for name in sorted(cfg.scopes(self.settings.overrides or {})):
+            try:
+                self.registry.architecture(name)
+            except WsbenchError as exc:
+                raise WsbenchError(f"config override {name}.<key>: {exc}") from None
         config = cfg.resolve(arch, cell.dataset, self.settings.overrides or {})
         augment.check(config.get("augment", "none"), arch.view)
         if arch.view == "weights":

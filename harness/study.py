@@ -33,7 +33,17 @@ class Study:
     permutations: int = 100
     export: str = ""
     published: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # per-architecture overrides: {"gmn": {"probes": 0}}
     path: str = ""
+
+    def overrides(self) -> dict:
+        """The study's config as ``ARCH.key`` overrides (wsbench.config.scoped)."""
+        from wsbench.config import scoped
+        bad = sorted(k for k, v in self.config.items() if not isinstance(v, dict))
+        if bad:
+            raise WsbenchError(f"study {self.name!r}: config.{bad[0]} must be a table of one architecture's "
+                               f"keys, e.g. [config.gmn] probes = 0")
+        return scoped(self.config)
 
 
 def known_studies() -> list[str]:
@@ -60,7 +70,9 @@ def load_study(name_or_path: str) -> Study:
     missing = [k for k in ("name", "title", "datasets", "architectures", "seeds", "metrics") if k not in raw]
     if missing:
         raise WsbenchError(f"study file {path}: missing key(s) {', '.join(missing)}")
-    return Study(**raw, path=str(path))
+    study = Study(**raw, path=str(path))
+    study.overrides()  # a malformed [config] table is an error now, not when the grid starts
+    return study
 
 
 def _log_stage(out: Path, study: Study, record: dict) -> None:
@@ -78,6 +90,8 @@ def grid_command(study: Study, dataset: str, seeds: list[int], out: Path, common
     seed_list = ",".join(map(str, seeds)) + ","
     cmd = [sys.executable, "-m", "wsbench", "grid", "--dataset", dataset, "--seeds", seed_list,
            "--out", str(out), *common]
+    for key, value in study.overrides().items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
     for a in study.architectures:
         cmd += ["--arch", a]
     return cmd

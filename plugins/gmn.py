@@ -494,8 +494,11 @@ def register_architectures(register):
         dataset_defaults={
             # On the shared-init zoos the GMN fits the training set (loss 0.01 by epoch 30) and overfits:
             # label smoothing and more dropout gave 95.1 % on MNIST against 94.4 % (H100, seed 0).
-            "mnist": {"epochs": 30, "dropout": 0.2, "label_smoothing": 0.1},
-            "fmnist": {"epochs": 30, "dropout": 0.2, "label_smoothing": 0.1},
+            # Probe features and affine weight-space augmentation then lift MNIST from 94.95 % to
+            # 97.04 % (probes), 95.20 % (affine), 98.24 % (both), seed 0; both over 3 seeds: MNIST
+            # 98.23 +- 0.02 %, FMNIST 85.84 +- 0.33 % (H200; benchmarks/results/gmn_accuracy_h200.json).
+            "mnist": {"epochs": 30, "dropout": 0.2, "label_smoothing": 0.1, "probes": 64, "augment": "affine"},
+            "fmnist": {"epochs": 30, "dropout": 0.2, "label_smoothing": 0.1, "probes": 64, "augment": "affine"},
             # Three output channels triple the output neurons; the zoo is smaller per class signal.
             "cifar10": {"epochs": 30, "dropout": 0.2},
         },

@@ -77,6 +77,21 @@ def test_config_resolution_and_errors():
     assert run_id("shapes", "mlp", 0, cfg, None) != run_id("shapes", "mlp", 0, cfg, 10)
 
 
+def test_overrides_scoped_to_one_architecture(tmp_path):
+    reg = load_registry()
+    mlp, flat = reg.architecture("mlp"), reg.architecture("flat-mlp")
+    sets = parse_overrides(["lr=0.01", "mlp.lr=0.02", "mlp.hidden=[8]"])
+    assert resolve(mlp, "shapes", sets)["lr"] == 0.02 and resolve(mlp, "shapes", sets)["hidden"] == [8]
+    assert resolve(flat, "shapes", sets)["lr"] == 0.01  # mlp's keys do not reach flat-mlp
+    with pytest.raises(WsbenchError, match="unknown config key.*bogus.*'mlp'"):
+        resolve(mlp, "shapes", {"mlp.bogus": 1})
+    # A TOML config file's [ARCH] table is that architecture's overrides.
+    f = tmp_path / "c.toml"
+    f.write_text('lr = 0.01\n[mlp]\nlr = 0.03\n')
+    assert parse_overrides([], f) == {"lr": 0.01, "mlp.lr": 0.03}
+    assert resolve(mlp, "shapes", parse_overrides([], f))["lr"] == 0.03
+
+
 def test_store_representations_round_trip(tmp_path, shapes_task):
     settings = Settings(out=tmp_path / "r", limit=120, overrides={"epochs": 1})
     runner = Runner(load_registry(), settings)
@@ -139,6 +154,7 @@ def test_grid_rerun_trains_nothing_and_reads_as_hive(tmp_path):
     (["run", "--arch", "flat-mlp", "--set", "augment=crop-flip"],
      "augment 'crop-flip' does not apply to the weights view; known for weights: none, affine, affine-flip"),
     (["grid", "--arch", "mlp", "--set", "augment=affine"], "known for images: none, crop-flip"),
+    (["grid", "--arch", "mlp", "--set", "gnm.probes=0"], "config override gnm.<key>: unknown architecture 'gnm'"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
     res = _wsbench(*args, "--out", str(tmp_path / "r"))

@@ -35,6 +35,9 @@ def test_bad_study_files_are_one_line_errors(tmp_path):
     bad.write_text(STUDY + "colour = 'red'\n")
     with pytest.raises(WsbenchError, match="unknown key.*colour"):
         load_study(str(bad))
+    bad.write_text(STUDY + "[config]\nlr = 0.1\n")
+    with pytest.raises(WsbenchError, match="config.lr must be a table of one architecture's keys"):
+        load_study(str(bad))
 
 
 def _wsbench(*args):
@@ -42,9 +45,19 @@ def _wsbench(*args):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def test_study_config_is_per_architecture():
+    s = load_study("yeom2025")
+    # The paper's GMN reads parameters alone, whatever the gmn's dataset defaults become.
+    assert s.overrides() == {"gmn.probes": 0, "gmn.augment": "none"}
+    from pathlib import Path
+    from wsbench.study import grid_command
+    cmd = grid_command(s, "mnist", [0, 1], Path("R"), [])
+    assert cmd[cmd.index("gmn.probes=0") - 1] == "--set" and "gmn.augment=\"none\"" in cmd
+
+
 def test_study_runs_end_to_end_with_workers_and_resumes(tmp_path):
     study = tmp_path / "tiny.toml"
-    study.write_text(STUDY)
+    study.write_text(STUDY + "[config.mlp]\nlabel_smoothing = 0.05\n")
     out, lb = tmp_path / "R", tmp_path / "lb"
     args = ["study", "run", str(study), "--out", str(out), "--export", str(lb), "--limit", "60", "--epochs", "1",
             "--workers", "2"]
@@ -54,6 +67,9 @@ def test_study_runs_end_to_end_with_workers_and_resumes(tmp_path):
     assert [s["stage"] for s in log["stages"]] == ["zoo", "grid", "similarity", "export"]
     runs = list((out / "runs").rglob("*.parquet"))
     assert len(runs) == 4
+    import pyarrow.parquet as pq
+    smoothing = {p.parent.name: json.loads(pq.read_table(p).column("config")[0].as_py())["label_smoothing"] for p in runs}
+    assert smoothing == {"arch=mlp": 0.05, "arch=flat-mlp": 0.0}  # the study's [config.mlp] reached mlp only
     assert (lb / "leaderboard.md").exists() and (lb / "index.html").exists() and (lb / "tables" / "runs.parquet").exists()
     sim_files = sorted(p.name for p in (out / "similarity").rglob("*.parquet"))
     assert len(sim_files) == 6  # 4 runs -> 6 unordered pairs, one metric
