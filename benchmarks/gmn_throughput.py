@@ -1,11 +1,12 @@
 """Training throughput of the GMN: the dense batched path against the plain PyG reference path.
 
-    python benchmarks/gmn_throughput.py [--devices cpu,cuda] [--batch-size 256] [--epoch]
+    python benchmarks/gmn_throughput.py [--devices cpu,cuda] [--batch-size 256] [--epoch] [--profile]
 
 A training step is what the training loop does per batch: forward, cross-entropy, backward,
 AdamW step. Random weights of the MNIST SIREN spec (2-32-32-1) stand in for a zoo: the cost does
 not depend on the values. ``--epoch`` also times one full epoch of the training loop
-(``wsbench.train.train``) over 55,000 training INRs with its 5,000-INR validation pass.
+(``wsbench.train.train``) over 55,000 training INRs with its 5,000-INR validation pass;
+``--profile`` records the dense path's most expensive operators per step (where to optimise next).
 Prints and writes JSON to benchmarks/results/gmn_throughput.json.
 """
 from __future__ import annotations
@@ -69,6 +70,38 @@ def samples_per_second(impl: str, device: torch.device, batch_size: int, steps: 
     return batch_size * steps / (time.perf_counter() - t)
 
 
+def profile_steps(device: torch.device, batch_size: int, config: dict, spec: SirenSpec, steps: int = 5,
+                  top: int = 25) -> list[dict]:
+    """The dense path's most expensive operators over ``steps`` training steps (torch.profiler), to
+    show where a step's time goes: ``[{"op", "calls_per_step", "self_ms_per_step"}]``, device time on CUDA."""
+    from torch.profiler import ProfilerActivity, profile
+    arch = load_registry().architecture("gmn")
+    torch.manual_seed(0)
+    model = arch.build(_info(spec), {**config, "impl": "dense"}).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(batch_size, spec.num_params, device=device) * 0.1
+    y = torch.randint(0, 10, (batch_size,), device=device)
+
+    def step():
+        loss = F.cross_entropy(model(x)[0], y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for _ in range(3):
+        step()
+    _sync(device)
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        _sync(device)
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    rows = sorted(prof.key_averages(), key=lambda ev: getattr(ev, key), reverse=True)[:top]
+    return [{"op": ev.key[:120], "calls_per_step": round(ev.count / steps, 1), "self_ms_per_step": round(getattr(ev, key) / 1e3 / steps, 3)}
+            for ev in rows]
+
+
 def epoch_seconds(device: torch.device, config: dict, spec: SirenSpec, n_train: int = 55_000,
                   n_val: int = 5_000) -> dict:
     """Wall time of training-loop epochs over ``n_train`` INRs (each with its validation pass)."""
@@ -97,6 +130,7 @@ def main() -> None:
     ap.add_argument("--cpu-steps", type=int, default=3)
     ap.add_argument("--cpu-batch-size", type=int, default=32)
     ap.add_argument("--epoch", action="store_true", help="also time full training-loop epochs (GPU only)")
+    ap.add_argument("--profile", action="store_true", help="also record the dense path's top operators per step")
     ap.add_argument("--set", action="append", default=[], help="gmn config override key=value")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -124,6 +158,10 @@ def main() -> None:
             row["training_loop_epochs"] = epoch_seconds(device, config, spec)
             print(f"{name}: training-loop epoch over 55,000 INRs (+5,000 val): "
                   f"{row['training_loop_epochs']['epoch_seconds_steady']:.2f} s", flush=True)
+        if args.profile:
+            row["dense_profile"] = profile_steps(device, batch, config, spec)
+            for r in row["dense_profile"][:10]:
+                print(f"  {r['self_ms_per_step']:8.3f} ms/step  {r['calls_per_step']:7.1f} calls  {r['op']}", flush=True)
         result["results"][name] = row
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
