@@ -1,5 +1,7 @@
 # GMN variants on one dataset's full zoo on the GPU machine, one process per cell, all at once
 # (one GMN leaves most of the GPU idle), as run for benchmarks/results/gmn_accuracy_h200.json.
+# On the H200, 3 cells at once (30 epochs, MNIST) took about 200 s each; 7 at once had not finished
+# after 8 minutes, so give it at most 3 or 4 cells per 10-minute call.
 #   bash scripts/device-gmn-variants.sh DATASET SECONDS "SEED[:key=value key=value]" ...
 # Data in /tmp/wsdata (../shared/tools/stage-data-for-device); the zoo is fitted first unless
 # cached in /tmp/wscache. Cells still running at SECONDS are stopped and lost (no checkpoints);
