@@ -497,6 +497,7 @@ def register_architectures(register):
             # Probe features and affine weight-space augmentation then lift MNIST from 94.95 % to
             # 97.04 % (probes), 95.20 % (affine), 98.24 % (both), seed 0; both over 3 seeds: MNIST
             # 98.23 +- 0.02 %, FMNIST 85.84 +- 0.33 % (H200; benchmarks/results/gmn_accuracy_h200.json).
+            # On 2,000 MNIST INRs on CPU (seed 0) they take the GMN from 56.8 % to 87.7 %, past flat-mlp's 79.9 %.
             "mnist": {"epochs": 30, "dropout": 0.2, "label_smoothing": 0.1, "probes": 64, "augment": "affine"},
             "fmnist": {"epochs": 30, "dropout": 0.2, "label_smoothing": 0.1, "probes": 64, "augment": "affine"},
             # Three output channels triple the output neurons; the zoo is smaller per class signal.
