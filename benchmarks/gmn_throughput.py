@@ -42,9 +42,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def samples_per_second(impl: str, device: torch.device, batch_size: int, steps: int, config: dict,
-                       spec: SirenSpec) -> float:
-    """Training samples/s of ``steps`` timed steps after 3 warm-up steps."""
+def training_step(impl: str, device: torch.device, batch_size: int, config: dict, spec: SirenSpec):
+    """One GMN training step (forward, cross-entropy, backward, AdamW) on a fixed random batch."""
     arch = load_registry().architecture("gmn")
     torch.manual_seed(0)
     model = arch.build(_info(spec), {**config, "impl": impl}).to(device).train()
@@ -53,11 +52,17 @@ def samples_per_second(impl: str, device: torch.device, batch_size: int, steps: 
     y = torch.randint(0, 10, (batch_size,), device=device)
 
     def step():
-        logits, _ = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(model(x)[0], y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return step
+
+
+def samples_per_second(impl: str, device: torch.device, batch_size: int, steps: int, config: dict,
+                       spec: SirenSpec) -> float:
+    """Training samples/s of ``steps`` timed steps after 3 warm-up steps."""
+    step = training_step(impl, device, batch_size, config, spec)
     t = time.perf_counter()
     for _ in range(3):
         step()
@@ -75,18 +80,7 @@ def profile_steps(device: torch.device, batch_size: int, config: dict, spec: Sir
     """The dense path's most expensive operators over ``steps`` training steps (torch.profiler), to
     show where a step's time goes: ``[{"op", "calls_per_step", "self_ms_per_step"}]``, device time on CUDA."""
     from torch.profiler import ProfilerActivity, profile
-    arch = load_registry().architecture("gmn")
-    torch.manual_seed(0)
-    model = arch.build(_info(spec), {**config, "impl": "dense"}).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.randn(batch_size, spec.num_params, device=device) * 0.1
-    y = torch.randint(0, 10, (batch_size,), device=device)
-
-    def step():
-        loss = F.cross_entropy(model(x)[0], y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = training_step("dense", device, batch_size, config, spec)
     for _ in range(3):
         step()
     _sync(device)
@@ -98,8 +92,8 @@ def profile_steps(device: torch.device, batch_size: int, config: dict, spec: Sir
         _sync(device)
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
     rows = sorted(prof.key_averages(), key=lambda ev: getattr(ev, key), reverse=True)[:top]
-    return [{"op": ev.key[:120], "calls_per_step": round(ev.count / steps, 1), "self_ms_per_step": round(getattr(ev, key) / 1e3 / steps, 3)}
-            for ev in rows]
+    return [{"op": ev.key[:120], "calls_per_step": round(ev.count / steps, 1),
+             "self_ms_per_step": round(getattr(ev, key) / 1e3 / steps, 3)} for ev in rows]
 
 
 def epoch_seconds(device: torch.device, config: dict, spec: SirenSpec, n_train: int = 55_000,

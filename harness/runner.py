@@ -141,7 +141,8 @@ class Claims:
 
     A claim is written whole to a private file and hard-linked into place (an
     atomic no-clobber create on local and NFS file systems); it holds the owner's
-    host, pid, process start time and a random token. While held, a background thread touches it every ``heartbeat_s``.
+    host, pid, process start time and a random token. While held, a background
+    thread touches it every ``heartbeat_s``.
     A claim is stale when its owner is on this host and no longer alive, or when
     it has not been touched for ``stale_after_s`` (owners on other hosts). A stale
     claim is taken over by renaming it aside (atomic: only one taker succeeds)

@@ -3,11 +3,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from wsbench.errors import WsbenchError
-from wsbench.study import known_studies, load_study
+from wsbench.study import grid_command, known_studies, load_study
 
 STUDY = """
 name = "tiny"
@@ -49,8 +50,6 @@ def test_study_config_is_per_architecture():
     s = load_study("yeom2025")
     # The paper's GMN reads parameters alone, whatever the gmn's dataset defaults become.
     assert s.overrides() == {"gmn.probes": 0, "gmn.augment": "none"}
-    from pathlib import Path
-    from wsbench.study import grid_command
     cmd = grid_command(s, "mnist", [0, 1], Path("R"), [])
     assert cmd[cmd.index("gmn.probes=0") - 1] == "--set" and "gmn.augment=\"none\"" in cmd
 
