@@ -3,8 +3,8 @@
 #   source scripts/device-env.sh
 _wsb_site=/tmp/wsbench-site
 rm -rf "$_wsb_site" && mkdir -p "$_wsb_site"
-ln -s "$PWD/harness" "$_wsb_site/wsbench"
-ln -s "$PWD/plugins" "$_wsb_site/wsbench_plugins"
+ln -s "$PWD/harness/wsbench" "$_wsb_site/wsbench"
+ln -s "$PWD/plugins/wsbench_plugins" "$_wsb_site/wsbench_plugins"
 python3 - "$_wsb_site" <<'PY'
 import sys, tomllib, pathlib
 site = pathlib.Path(sys.argv[1])
