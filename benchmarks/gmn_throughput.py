@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from wsbench import config as cfg
-from wsbench.inr import SirenSpec
 from wsbench.plugins import load_registry
-from wsbench.task import Task, TaskInfo
+from wsbench.specs import SirenSpec, TaskInfo
+from wsbench.task import Task
 from wsbench.train import train
 
 OUT = Path(__file__).parent / "results" / "gmn_throughput.json"

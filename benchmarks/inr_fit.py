@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from wsbench.inr import SirenSpec, fit_batch, fit_from, init_siren, to_internal
+from wsbench.inr import fit_batch, init_siren, to_internal
+from wsbench.specs import SirenSpec
 
 SIZES = {"mnist-size": ("mnist", (1, 28, 28)), "cifar-size": ("cifar10", (3, 32, 32))}
 VARIANTS = [(w, p, f) for p in ("ieee", "tf32x3", "tf32") for f in (False, True) for w in (2, 4, 8)]

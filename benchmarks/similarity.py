@@ -25,7 +25,6 @@ import argparse
 import glob
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -35,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from wsbench import similarity as sim
 from wsbench.plugins import load_registry
 from wsbench.specs import GridRequest

@@ -18,7 +18,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
 from wsbench import export
 from wsbench import leaderboard as lb
 

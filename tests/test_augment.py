@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-
 from wsbench.augment import MAX_ROTATION, MAX_SCALE, MAX_SHIFT, augmenter, crop_flip, random_affine, warp_inrs
 from wsbench.errors import WsbenchError
-from wsbench.inr import SirenSpec, coordinates, flatten, init_siren, siren_forward, unflatten
+from wsbench.inr import init_siren
+from wsbench.specs import SirenSpec
+from wsbench.weights import coordinates, flatten, siren_forward, unflatten
 
 SPEC = SirenSpec(hidden=(16, 16), out_dim=3)
 

@@ -3,11 +3,10 @@ import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch
-
 from wsbench.errors import WsbenchError
-from wsbench.inr import SirenSpec, flatten, siren_forward, unflatten
 from wsbench.plugins import load_registry
-from wsbench.task import TaskInfo
+from wsbench.specs import SirenSpec, TaskInfo
+from wsbench.weights import flatten, siren_forward, unflatten
 from wsbench_plugins.gmn import GMN, ParamGraph, build, canonical_phases, canonical_signs, layer_statistics
 
 SPECS = [SirenSpec(2, (6, 5), 1), SirenSpec(2, (4, 3, 4), 3), SirenSpec(3, (5,), 2)]
@@ -117,7 +116,7 @@ def test_phase_shifts_are_invariant_only_with_phase_canon(turns):
 
 
 def test_canonical_phases_lie_in_range_and_keep_the_function():
-    from wsbench.inr import render
+    from wsbench.weights import render
     spec = SirenSpec(2, (6, 5), 1, w0=30.0)
     x = _weights(spec) * 0.2
     canon = canonical_phases(unflatten(x, spec), spec.w0)
@@ -127,7 +126,7 @@ def test_canonical_phases_lie_in_range_and_keep_the_function():
 
 
 def test_canonical_signs_make_hidden_biases_nonnegative_and_keep_the_function():
-    from wsbench.inr import render
+    from wsbench.weights import render
     spec = SirenSpec(2, (6, 5), 1, w0=3.0)
     x = _weights(spec) * 0.5
     canon = canonical_signs(unflatten(x, spec))

@@ -13,10 +13,9 @@ import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
-
 from wsbench import plugins as plugin_mod
-from wsbench.executors import LocalExecutor, make_executor
 from wsbench.errors import WsbenchError
+from wsbench.executors import LocalExecutor, make_executor
 from wsbench.hookspecs import hookimpl
 from wsbench.plugins import load_registry
 from wsbench.runner import Cell, Claims, Runner, Settings, failure_status, run_grid, summarize

@@ -9,8 +9,8 @@ import zlib
 import numpy as np
 import pytest
 from typer.testing import CliRunner
-
-from wsbench import html as H, leaderboard as lb
+from wsbench import html as H
+from wsbench import leaderboard as lb
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(

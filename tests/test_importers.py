@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
-
 from wsbench.cli import app
 from wsbench.errors import WsbenchError
 from wsbench.importers import import_zoo
-from wsbench.inr import SirenSpec, unflatten
+from wsbench.specs import SirenSpec
+from wsbench.weights import unflatten
 
 
 def _state(seed: int, dims=(2, 4, 4, 1), label=None) -> dict:

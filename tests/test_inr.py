@@ -7,16 +7,29 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from wsbench import inr
-from wsbench.inr import (DEFAULT_RECIPE, Grid, SirenSpec, adam_step, coordinates, fit_batch, fit_from, init_siren,
-                         internal_to_public, lr_at, psnr, public_to_internal, render, siren_eval, siren_forward,
-                         siren_grads, targets_from_images, to_internal)
+from wsbench.inr import (
+    DEFAULT_RECIPE,
+    Grid,
+    adam_step,
+    fit_batch,
+    fit_from,
+    init_siren,
+    internal_to_public,
+    lr_at,
+    psnr,
+    public_to_internal,
+    siren_eval,
+    siren_grads,
+    targets_from_images,
+    to_internal,
+)
+from wsbench.specs import SirenSpec
+from wsbench.weights import coordinates, render, siren_forward
 from wsbench.zoo import build_zoo
 
 SPECS = [SirenSpec(hidden=(32, 32), out_dim=1), SirenSpec(hidden=(32, 32), out_dim=3), SirenSpec(hidden=(16,), out_dim=2),
@@ -158,7 +171,7 @@ def test_shared_init_gives_equal_images_equal_inrs(tmp_path):
 _CHILD = textwrap.dedent("""
     import sys, time, numpy as np, torch
     import wsbench.zoo as zoo
-    from wsbench.inr import SirenSpec
+    from wsbench.specs import SirenSpec
     real = zoo.fit_from
     calls = []
     def fit_from(*a, **kw):

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
-
-from wsbench import export, leaderboard as lb
+from wsbench import export
+from wsbench import leaderboard as lb
 from wsbench.html import png_bytes
 from wsbench.store import Store, run_rows
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from wsbench.plugins import load_registry
 from wsbench.similarity import TRANSFORMS, bootstrap_weights, permutations
 from wsbench.specs import GridRequest

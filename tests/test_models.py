@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 import torch
-
 from wsbench.config import resolve
-from wsbench.inr import SirenSpec, flatten, unflatten
 from wsbench.plugins import load_registry
-from wsbench.task import TaskInfo
+from wsbench.specs import SirenSpec, TaskInfo
+from wsbench.weights import flatten, unflatten
 from wsbench_plugins.cnn import CNN
 from wsbench_plugins.nfn import NFNNP, NPLinear
 

@@ -8,16 +8,15 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 import torch
-
 from wsbench.config import parse_overrides, resolve, run_id
 from wsbench.errors import WsbenchError
-from wsbench.inr import DEFAULT_RECIPE
-from wsbench.inr import psnr, render
+from wsbench.inr import DEFAULT_RECIPE, psnr
 from wsbench.plugins import load_registry
 from wsbench.runner import Cell, Runner, Settings
 from wsbench.store import Store
 from wsbench.task import split_ids
 from wsbench.train import train
+from wsbench.weights import render
 
 
 def test_splits_are_disjoint_seeded_and_cover_train():

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from wsbench.errors import WsbenchError
 from wsbench.study import grid_command, known_studies, load_study
 

@@ -2,7 +2,6 @@
 import numpy as np
 import torch
 from torch import nn
-
 from wsbench.config import resolve
 from wsbench.plugins import load_registry
 from wsbench.train import recalibrate_batchnorm, train

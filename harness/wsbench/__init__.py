@@ -1,5 +1,6 @@
 """wsbench: a benchmark harness for weight-space learning."""
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("wsbench")

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from wsbench.errors import WsbenchError
-from wsbench.inr import SirenSpec
+from wsbench.specs import SirenSpec
 
 MAX_ROTATION = math.radians(15.0)
 MAX_SCALE = 1.1

@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from wsbench import config as cfg
-from wsbench.inr import SirenSpec, flatten, init_siren
-from wsbench.specs import ArchitectureSpec
-from wsbench.task import Task, TaskInfo
+from wsbench.inr import init_siren
+from wsbench.specs import ArchitectureSpec, SirenSpec, TaskInfo
+from wsbench.task import Task
 from wsbench.train import train
+from wsbench.weights import flatten
 
 CHECK_DATASET = "conformance"  # matches no dataset_defaults, so the architecture's own defaults apply
 

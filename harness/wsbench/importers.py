@@ -36,7 +36,7 @@ import torch
 
 from wsbench import __version__
 from wsbench.errors import WsbenchError
-from wsbench.inr import SirenSpec
+from wsbench.specs import SirenSpec
 from wsbench.task import SPLITS
 from wsbench.zoo import ZOO_FORMAT, Zoo, atomic_write_text, open_zoo
 

@@ -1,8 +1,6 @@
 """SIREN INR zoos: one SIREN per image, all fitted together as stacked tensors.
 
-Weights of one INR are flattened layer by layer as ``W (out, in)`` row-major then
-``b (out,)``, the order of a ``seq.{k}.weight, seq.{k}.bias`` state dict, so
-zoos imported from other projects and zoos fitted here share one layout.
+The public flat weight layout is :mod:`wsbench.weights`; this module is the fitter.
 
 The fit does not use autograd. A SIREN is a short chain of affine maps and sines,
 so its gradient has a closed form (:func:`siren_grads`); computing it directly
@@ -32,7 +30,7 @@ import multiprocessing
 import os
 import threading
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -40,6 +38,8 @@ import torch
 
 from wsbench.compiling import compile_fn
 from wsbench.errors import WsbenchError
+from wsbench.specs import SirenSpec
+from wsbench.weights import coordinates, flatten, unflatten
 
 # Recipe defaults; a dataset's ``inr_recipe`` overrides them. w0 and the init
 # follow Sitzmann et al. 2020 (SIREN): first layer U(-1/in, 1/in), later layers
@@ -71,63 +71,6 @@ CPU_PROCESS_MIN = 100_000
 _COMPILE_LOCK = threading.Lock()
 
 
-@dataclass(frozen=True)
-class SirenSpec:
-    """An MLP-shaped SIREN ``in_dim -> hidden... -> out_dim`` with sine activations."""
-
-    in_dim: int = 2
-    hidden: tuple = (32, 32)
-    out_dim: int = 1
-    w0: float = 30.0
-
-    @property
-    def dims(self) -> list[int]:
-        return [self.in_dim, *self.hidden, self.out_dim]
-
-    @property
-    def layer_shapes(self) -> list[tuple[int, int]]:
-        """``(out, in)`` of every linear layer."""
-        d = self.dims
-        return [(d[i + 1], d[i]) for i in range(len(d) - 1)]
-
-    @property
-    def num_params(self) -> int:
-        return sum(o * i + o for o, i in self.layer_shapes)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["hidden"] = list(self.hidden)
-        return out
-
-
-def unflatten(weights: torch.Tensor, spec: SirenSpec) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(B, P)`` -> ``[(W (B, out, in), b (B, out)), ...]`` per layer."""
-    out, k = [], 0
-    for o, i in spec.layer_shapes:
-        w = weights[:, k:k + o * i].reshape(-1, o, i)
-        k += o * i
-        b = weights[:, k:k + o]
-        k += o
-        out.append((w, b))
-    return out
-
-
-def flatten(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Inverse of :func:`unflatten`."""
-    parts = []
-    for w, b in layers:
-        parts += [w.reshape(w.shape[0], -1), b]
-    return torch.cat(parts, dim=1)
-
-
-def coordinates(height: int, width: int) -> torch.Tensor:
-    """Pixel-centre coordinates in ``[-1, 1]^2``, ``(H*W, 2)``, row-major (y, x)."""
-    ys = torch.linspace(-1, 1, height)
-    xs = torch.linspace(-1, 1, width)
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1)
-    return grid.reshape(-1, 2)
-
-
 def targets_from_images(images: np.ndarray) -> torch.Tensor:
     """``(B, C, H, W)`` uint8 -> ``(B, H*W, C)`` float32 in ``[-1, 1]``."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0)
@@ -144,20 +87,6 @@ def init_siren(batch: int, spec: SirenSpec, generator: torch.Generator) -> list[
         b = (torch.rand(batch, 1, o, generator=generator) * 2 - 1) / math.sqrt(i)
         params += [w, b]
     return params
-
-
-def siren_forward(params: Sequence[torch.Tensor], coords: torch.Tensor, w0: float) -> torch.Tensor:
-    """``coords (B, M, in)`` -> ``(B, M, out)``; sine after every layer but the last.
-
-    The reference implementation (autograd-friendly); :func:`fit_batch` uses the closed form.
-    """
-    h = coords
-    n = len(params) // 2
-    for k in range(n):
-        h = torch.baddbmm(params[2 * k + 1], h, params[2 * k])
-        if k < n - 1:
-            h = torch.sin(w0 * h)
-    return h
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -571,14 +500,3 @@ def _fit_processes(images, theta, spec, recipe, block, parts, on_step):
     results = [f.result() for f in futures]
     out = torch.cat([r[0] for r in results])
     return internal_to_public(out, spec).numpy(), torch.cat([r[1] for r in results]).numpy()
-
-
-def render(weights: torch.Tensor, spec: SirenSpec, height: int, width: int) -> torch.Tensor:
-    """Evaluate INRs on the pixel grid: ``(B, P)`` -> ``(B, C, H, W)`` in ``[-1, 1]``."""
-    layers = unflatten(weights, spec)
-    params = []
-    for w, b in layers:
-        params += [w.transpose(1, 2), b.unsqueeze(1)]
-    coords = coordinates(height, width).to(weights).expand(weights.shape[0], -1, -1)
-    out = siren_forward(params, coords, spec.w0)
-    return out.reshape(weights.shape[0], height, width, -1).permute(0, 3, 1, 2)

@@ -25,8 +25,19 @@ from typing import Callable
 import numpy as np
 import torch
 
-from wsbench.inr import (ADAM_BETAS, ADAM_EPS, CHECK_EVERY, Grid, SirenSpec, fit_internal, internal_to_public, lr_at,
-                         psnr, siren_eval, targets_cm)
+from wsbench.inr import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    CHECK_EVERY,
+    Grid,
+    fit_internal,
+    internal_to_public,
+    lr_at,
+    psnr,
+    siren_eval,
+    targets_cm,
+)
+from wsbench.specs import SirenSpec
 
 try:  # Triton ships with CUDA builds of torch; CPU-only installs never reach this module's kernel.
     import triton

@@ -32,7 +32,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from wsbench import __version__, augment, config as cfg
+from wsbench import __version__, augment
+from wsbench import config as cfg
 from wsbench.errors import WsbenchError
 from wsbench.inr import DEFAULT_RECIPE
 from wsbench.plugins import Registry

@@ -5,12 +5,60 @@ registered the spec, so plugin authors never set them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 VIEWS = ("weights", "images")
+
+
+@dataclass(frozen=True)
+class SirenSpec:
+    """An MLP-shaped SIREN ``in_dim -> hidden... -> out_dim`` with sine activations."""
+
+    in_dim: int = 2
+    hidden: tuple = (32, 32)
+    out_dim: int = 1
+    w0: float = 30.0
+
+    @property
+    def dims(self) -> list[int]:
+        return [self.in_dim, *self.hidden, self.out_dim]
+
+    @property
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """``(out, in)`` of every linear layer."""
+        d = self.dims
+        return [(d[i + 1], d[i]) for i in range(len(d) - 1)]
+
+    @property
+    def num_params(self) -> int:
+        return sum(o * i + o for o, i in self.layer_shapes)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+
+@dataclass
+class TaskInfo:
+    """What an architecture's builder sees about the task."""
+
+    dataset: str
+    num_classes: int
+    image_shape: tuple  # (C, H, W)
+    inr: SirenSpec
+    # Training-split statistics, so models can normalise their inputs.
+    image_mean: np.ndarray = field(repr=False, default=None)  # (C,)
+    image_std: np.ndarray = field(repr=False, default=None)  # (C,)
+    weight_mean: np.ndarray = field(repr=False, default=None)  # (P,)
+    weight_std: np.ndarray = field(repr=False, default=None)  # (P,)
+
+    @property
+    def weight_dim(self) -> int:
+        return self.inr.num_params
 
 
 @dataclass

@@ -12,9 +12,10 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from wsbench.errors import WsbenchError
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from wsbench.errors import WsbenchError
-from wsbench.inr import SirenSpec
-from wsbench.specs import DatasetSpec
+from wsbench.specs import DatasetSpec, SirenSpec, TaskInfo
 from wsbench.zoo import Zoo, atomic_write_text, build_zoo
 
 SPLITS = ("train", "val", "test")
@@ -35,25 +34,6 @@ def default_data_dir() -> Path:
     if os.environ.get("WSBENCH_DATA"):
         return Path(os.environ["WSBENCH_DATA"])
     return default_cache_dir() / "data"
-
-
-@dataclass
-class TaskInfo:
-    """What an architecture's builder sees about the task."""
-
-    dataset: str
-    num_classes: int
-    image_shape: tuple  # (C, H, W)
-    inr: SirenSpec
-    # Training-split statistics, so models can normalise their inputs.
-    image_mean: np.ndarray = field(repr=False, default=None)  # (C,)
-    image_std: np.ndarray = field(repr=False, default=None)  # (C,)
-    weight_mean: np.ndarray = field(repr=False, default=None)  # (P,)
-    weight_std: np.ndarray = field(repr=False, default=None)  # (P,)
-
-    @property
-    def weight_dim(self) -> int:
-        return self.inr.num_params
 
 
 @dataclass

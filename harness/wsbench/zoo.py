@@ -26,7 +26,8 @@ import torch
 
 from wsbench import __version__
 from wsbench.errors import WsbenchError
-from wsbench.inr import DEFAULT_RECIPE, SirenSpec, _check_recipe, fit_from, init_siren, to_internal
+from wsbench.inr import DEFAULT_RECIPE, _check_recipe, fit_from, init_siren, to_internal
+from wsbench.specs import SirenSpec
 
 ZOO_FORMAT = 1
 # INRs per GPU fit call (several chunks at once); memory ~ 12 bytes x parameters x this.

@@ -27,11 +27,9 @@ fewer flops: the Gram form ``(K o L) W`` in row chunks of the upper triangle
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
-
 from wsbench.hookspecs import hookimpl
 from wsbench.specs import GridRequest, GridResult, MetricSpec
 

@@ -10,9 +10,9 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-
 from wsbench.hookspecs import hookimpl
 from wsbench.specs import ArchitectureSpec
+
 from wsbench_plugins.head import Head
 
 

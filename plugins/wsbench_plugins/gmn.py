@@ -50,12 +50,12 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
-
 from wsbench.compiling import compile_fn
 from wsbench.errors import WsbenchError
 from wsbench.hookspecs import hookimpl
-from wsbench.inr import SirenSpec, unflatten
-from wsbench.specs import ArchitectureSpec
+from wsbench.specs import ArchitectureSpec, SirenSpec
+from wsbench.weights import unflatten
+
 from wsbench_plugins.head import Head
 
 

@@ -25,7 +25,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-
 from wsbench.download import download, ensure, md5_file
 from wsbench.errors import WsbenchError
 from wsbench.hookspecs import hookimpl

@@ -25,9 +25,9 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-
 from wsbench.hookspecs import hookimpl
 from wsbench.specs import GridRequest, GridResult, MetricSpec
+
 from wsbench_plugins.cka import F64, KernelStack, _center, _row_chunk, kernel_grid, pad_stack
 
 MEDIAN_SAMPLES = 4096

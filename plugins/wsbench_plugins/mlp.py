@@ -5,7 +5,6 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-
 from wsbench.hookspecs import hookimpl
 from wsbench.specs import ArchitectureSpec
 

@@ -17,11 +17,11 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-
 from wsbench.errors import WsbenchError
 from wsbench.hookspecs import hookimpl
-from wsbench.inr import SirenSpec, unflatten
-from wsbench.specs import ArchitectureSpec
+from wsbench.specs import ArchitectureSpec, SirenSpec
+from wsbench.weights import unflatten
+
 from wsbench_plugins.gmn import layer_statistics
 from wsbench_plugins.head import Head
 

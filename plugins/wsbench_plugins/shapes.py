@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-
 from wsbench.hookspecs import hookimpl
 from wsbench.specs import DatasetSpec, ImageData
 

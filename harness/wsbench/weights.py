@@ -1,0 +1,72 @@
+"""The flat weight layout of an INR zoo, and evaluating INRs from it.
+
+One INR of a :class:`~wsbench.specs.SirenSpec` ``in_dim -> hidden... -> out_dim`` is one row of
+``spec.num_params`` float32 numbers: for every linear layer ``k`` in order, its weight
+``W_k (out, in)`` row-major, then its bias ``b_k (out,)``. That is the order of a
+``seq.{k}.weight, seq.{k}.bias`` state dict, so zoos imported from other projects and zoos fitted
+here share one layout. A zoo is ``(N, P)``; ``unflatten`` turns a batch ``(B, P)`` into per-layer
+tensors. The SIREN computes ``h_0 = x`` (coordinates in ``[-1, 1]^2``, row-major ``(y, x)``),
+``h_{k+1} = sin(w0 (W_k h_k + b_k))`` for hidden layers and ``W_L h_L + b_L`` for the output,
+whose values are pixel intensities scaled to ``[-1, 1]``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from wsbench.specs import SirenSpec
+
+
+def unflatten(weights: torch.Tensor, spec: SirenSpec) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(B, P)`` -> ``[(W (B, out, in), b (B, out)), ...]`` per layer."""
+    out, k = [], 0
+    for o, i in spec.layer_shapes:
+        w = weights[:, k:k + o * i].reshape(-1, o, i)
+        k += o * i
+        b = weights[:, k:k + o]
+        k += o
+        out.append((w, b))
+    return out
+
+
+def flatten(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Inverse of :func:`unflatten`."""
+    parts = []
+    for w, b in layers:
+        parts += [w.reshape(w.shape[0], -1), b]
+    return torch.cat(parts, dim=1)
+
+
+def coordinates(height: int, width: int) -> torch.Tensor:
+    """Pixel-centre coordinates in ``[-1, 1]^2``, ``(H*W, 2)``, row-major (y, x)."""
+    ys = torch.linspace(-1, 1, height)
+    xs = torch.linspace(-1, 1, width)
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1)
+    return grid.reshape(-1, 2)
+
+
+def siren_forward(params: Sequence[torch.Tensor], coords: torch.Tensor, w0: float) -> torch.Tensor:
+    """``coords (B, M, in)`` -> ``(B, M, out)``; sine after every layer but the last.
+
+    The reference implementation (autograd-friendly); :func:`wsbench.inr.fit_batch` uses the closed form.
+    """
+    h = coords
+    n = len(params) // 2
+    for k in range(n):
+        h = torch.baddbmm(params[2 * k + 1], h, params[2 * k])
+        if k < n - 1:
+            h = torch.sin(w0 * h)
+    return h
+
+
+
+def render(weights: torch.Tensor, spec: SirenSpec, height: int, width: int) -> torch.Tensor:
+    """Evaluate INRs on the pixel grid: ``(B, P)`` -> ``(B, C, H, W)`` in ``[-1, 1]``."""
+    layers = unflatten(weights, spec)
+    params = []
+    for w, b in layers:
+        params += [w.transpose(1, 2), b.unsqueeze(1)]
+    coords = coordinates(height, width).to(weights).expand(weights.shape[0], -1, -1)
+    out = siren_forward(params, coords, spec.w0)
+    return out.reshape(weights.shape[0], height, width, -1).permute(0, 3, 1, 2)
