@@ -14,11 +14,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 from wsbench import plugins as plugin_mod
+from wsbench.claims import Claims
 from wsbench.errors import WsbenchError
 from wsbench.executors import LocalExecutor, make_executor
+from wsbench.grid import run_grid, summarize
 from wsbench.hookspecs import hookimpl
 from wsbench.plugins import load_registry
-from wsbench.runner import Cell, Claims, Runner, Settings, failure_status, run_grid, summarize
+from wsbench.runner import Cell, Runner, Settings, failure_status
 from wsbench.specs import ArchitectureSpec
 from wsbench.store import Store, run_rows
 from wsbench.train import NonFiniteLoss
@@ -164,9 +166,9 @@ def test_claim_is_exclusive_while_its_owner_lives(tmp_path):
 
 
 def test_claim_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
-    from wsbench.runner import _host_key
+    from wsbench.claims import host_key
     c = Claims(tmp_path)
-    _write_claim(c, "r1", host=_host_key(), pid=_dead_pid(), start=None)
+    _write_claim(c, "r1", host=host_key(), pid=_dead_pid(), start=None)
     claim = c.acquire("r1")
     assert claim is not None and c.still_mine(claim)
     assert [p.name for p in c.dir.iterdir()] == ["r1.json"]  # the stale file was moved aside and removed
@@ -175,14 +177,14 @@ def test_claim_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
 def test_a_claim_is_whole_the_moment_it_appears(tmp_path, monkeypatch):
     # A grid killed right after claiming must leave a claim naming its pid (taken over at once),
     # never an empty file (judged by age alone, which stalled the next grid for minutes).
-    import wsbench.runner as runner_mod
+    import wsbench.claims as claims_mod
     seen = []
     real_link = os.link
 
     def spy(src, dst):
         seen.append(json.loads(open(src).read()))
         return real_link(src, dst)
-    monkeypatch.setattr(runner_mod.os, "link", spy)
+    monkeypatch.setattr(claims_mod.os, "link", spy)
     c = Claims(tmp_path)
     claim = c.acquire("r1")
     assert seen and seen[0]["pid"] == os.getpid() and seen[0]["token"] == claim.token

@@ -99,8 +99,9 @@ def shapes_page(tmp_path_factory, shapes_task):
     from wsbench import similarity
     from wsbench.cli import app
     from wsbench.executors import LocalExecutor
+    from wsbench.grid import run_grid
     from wsbench.plugins import load_registry
-    from wsbench.runner import Cell, Runner, Settings, run_grid
+    from wsbench.runner import Cell, Runner, Settings
     from wsbench.store import Store
     base = tmp_path_factory.mktemp("page")
     reg = load_registry()

@@ -32,8 +32,9 @@ def test_ray_executor_runs_cells_in_workers_and_isolates_failures(tmp_path, shap
     """In-process: a NaN cell is stored as diverged by its worker and the others finish."""
     import ray
     from wsbench.executors import RayExecutor
+    from wsbench.grid import run_grid
     from wsbench.plugins import load_registry
-    from wsbench.runner import Cell, Runner, Settings, run_grid
+    from wsbench.runner import Cell, Runner, Settings
     from wsbench.store import Store
     settings = Settings(out=tmp_path / "R", limit=120, cache_dir=shapes_task.zoo.path.parent.parent,
                         overrides={"epochs": 2, "lr": 1e30})

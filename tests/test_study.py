@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from wsbench.errors import WsbenchError
-from wsbench.study import grid_command, known_studies, load_study
+from wsbench.runner import Settings
+from wsbench.study import known_studies, load_study, study_settings
 
 STUDY = """
 name = "tiny"
@@ -49,8 +50,9 @@ def test_study_config_is_per_architecture():
     s = load_study("yeom2025")
     # The paper's GMN reads parameters alone, whatever the gmn's dataset defaults become.
     assert s.overrides() == {"gmn.probes": 0, "gmn.augment": "none"}
-    cmd = grid_command(s, "mnist", [0, 1], Path("R"), [])
-    assert cmd[cmd.index("gmn.probes=0") - 1] == "--set" and "gmn.augment=\"none\"" in cmd
+    # The grid's workers are built from these settings: the study's config reaches them as overrides.
+    overrides = study_settings(s, Settings(out=Path("R"))).overrides
+    assert overrides["gmn.probes"] == 0 and overrides["gmn.augment"] == "none"
 
 
 def test_study_runs_end_to_end_with_workers_and_resumes(tmp_path):

@@ -3,21 +3,19 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from wsbench import __version__
 from wsbench.config import parse_overrides, parse_recipe
 from wsbench.errors import WsbenchError
+from wsbench.progress import bars, zoo_bar
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark harness for weight-space learning.")
@@ -57,9 +55,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=err_console, transient=False)
+    return bars(err_console)
 
 
 def _settings(out, data_dir, cache_dir, device, limit, epochs, sets, config_file, recipe=()):
@@ -88,35 +84,17 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _zoo_progress(progress: Progress, dataset: str):
-    state = {"t0": time.perf_counter()}
-
-    def cb(done, total, mean_psnr):
-        if "id" not in state:
-            state["id"] = progress.add_task(f"INR zoo {dataset}", total=total, info="")
-            state["base"] = done  # a resumed build starts with finished chunks: not part of the rate
-        rate = (done - state["base"]) / max(1e-9, time.perf_counter() - state["t0"])
-        db = "" if mean_psnr != mean_psnr else f"  PSNR {mean_psnr:.1f} dB"
-        progress.update(state["id"], completed=done, info=f"{rate:,.0f} INRs/s{db}")
-    return cb
-
-
-def _run_cells(cells, settings, keep_going: bool, executor: str = "local", ray_address: str | None = None):
+def _run_cells(cells, settings, keep_going: bool, executor: str = "local", ray_address: str | None = None,
+               workers: int = 1):
     """Run cells through an executor with the grid display; returns one CellOutcome per cell.
 
     Failures are stored; without ``keep_going`` the first one stops with its error.
     """
-    from wsbench.executors import make_executor
+    from wsbench.grid import run_cells
     from wsbench.progress import GridDisplay
-    from wsbench.runner import Runner, run_grid
-    runner = Runner(_registry(), settings)
-    runner.validate(cells)
-    ex = make_executor(executor, runner, ray_address, isolate=keep_going or not _state["debug"])
-    try:
-        with GridDisplay(err_console) as display:
-            outcomes = run_grid(cells, runner, ex, on_event=display)
-    finally:
-        ex.close()
+    with GridDisplay(err_console) as display:
+        outcomes = run_cells(cells, settings, _registry(), executor, workers, ray_address,
+                             isolate=keep_going or not _state["debug"], on_event=display)
     if not keep_going:
         for o in outcomes:
             if o.failed:
@@ -150,8 +128,11 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
          out: Path = OutOpt, data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt,
          device: str = DeviceOpt, limit: Optional[int] = LimitOpt, epochs: Optional[int] = EpochsOpt,
          set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt, recipe: List[str] = RecipeOpt,
-         executor: str = typer.Option("local", "--executor", help="local (this process) or ray (one task per "
-                                      "cell; pip install 'wsbench[ray]')."),
+         executor: str = typer.Option("local", "--executor", help="local (this machine: this process, or "
+                                      "--workers N processes) or ray (one task per cell; pip install "
+                                      "'wsbench[ray]')."),
+         workers: int = typer.Option(1, "--workers", help="With --executor local: 1 runs the cells in this "
+                                     "process, N > 1 in N worker processes sharing the results root (and GPU)."),
          ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. "
                                                    "ray://head:10001 or auto); default: start a local cluster.")):
     """Run the seed x architecture grid; cells already stored are skipped, so rerunning resumes.
@@ -160,10 +141,11 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
     summary lists the failures and the exit code is 1 if there are any. Grids
     sharing a results root split the cells between them.
     """
-    from wsbench.runner import Cell, summarize
+    from wsbench.grid import grid_cells, summarize
     settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config, recipe)
-    cells = [Cell(d, a, s) for d in dataset for a in arch for s in parse_seeds(seeds)]
-    outcomes = _run_cells(cells, settings, keep_going=True, executor=executor, ray_address=ray_address)
+    cells = grid_cells(dataset, arch, parse_seeds(seeds))
+    outcomes = _run_cells(cells, settings, keep_going=True, executor=executor, ray_address=ray_address,
+                          workers=workers)
     out_console.print("grid: " + ", ".join(f"{v} {k}" for k, v in summarize(outcomes).items()))
     failed = [o for o in outcomes if o.failed]
     for o in failed:
@@ -220,11 +202,10 @@ app.add_typer(leaderboard_app, name="leaderboard")
 FORMATS = ("html", "md", "rich")
 
 
-def _write_text(path: Path, text: str) -> None:
+def _write_page(path: Path, text: str) -> None:
+    from wsbench.zoo import atomic_write_text
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     err_console.print(f"wrote {path}")
 
 
@@ -278,10 +259,10 @@ def leaderboard(ctx: typer.Context,
     if output is not None:
         path = Path(output)
         if path.suffix == ".html":
-            _write_text(path, render_html(board, title=title, images=tables.images, classes=tables.classes,
+            _write_page(path, render_html(board, title=title, images=tables.images, classes=tables.classes,
                                           source=tables.source))
         else:
-            _write_text(path, lb.render_markdown(board, title=title))
+            _write_page(path, lb.render_markdown(board, title=title))
     if format == "md":
         sys.stdout.write(lb.render_markdown(board, title=title))
     elif format == "html":
@@ -313,7 +294,7 @@ def leaderboard_compare(a: Path = typer.Argument(..., help="Results root or expo
         names = [str(a), str(b)]
     comparison = lb.compare(boards[0], boards[1], names[0], names[1])
     if output is not None:
-        _write_text(output, lb.render_comparison_markdown(comparison))
+        _write_page(output, lb.render_comparison_markdown(comparison))
     if format == "md":
         sys.stdout.write(lb.render_comparison_markdown(comparison))
     elif output is None:
@@ -388,7 +369,7 @@ def inrs_build(dataset: str = typer.Option(..., "--dataset"), data_dir: Optional
     from wsbench.runner import Runner
     settings = _settings(Path("results"), data_dir, cache_dir, device, limit, None, [], None, recipe)
     with _progress() as progress:
-        task = Runner(_registry(), settings).task(dataset, progress=_zoo_progress(progress, dataset))
+        task = Runner(_registry(), settings).task(dataset, progress=zoo_bar(progress, dataset))
     m = task.zoo.manifest
     p = m["psnr"]
     out_console.print(f"{dataset}: {m['count']} INRs ({m['num_params']} parameters each) at {task.zoo.path}\n"
@@ -474,97 +455,31 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
               device: str = DeviceOpt, limit: Optional[int] = LimitOpt, epochs: Optional[int] = EpochsOpt,
               seeds: Optional[str] = typer.Option(None, "--seeds", help="Override the study's seeds (count or list)."),
               resamples: Optional[int] = typer.Option(None, "--resamples", help="Override bootstrap resamples."),
-              workers: int = typer.Option(1, "--workers", help="Grid processes sharing the results root (and GPU)."),
+              workers: int = typer.Option(1, "--workers", help="1 runs the grid's cells in this process, N > 1 "
+                                          "in N worker processes sharing the results root (and GPU)."),
               recipe: List[str] = RecipeOpt,
               export_to: Optional[str] = typer.Option(None, "--export", help="Leaderboard export folder "
                                                       "(default: the study's); 'none' to skip.")):
     """Run a study end to end, resuming where it stopped: per dataset the INR zoo, the seed x
     architecture grid and the similarity; then the leaderboard export."""
-    from wsbench import export
     from wsbench import leaderboard as lb
-    from wsbench import similarity as sim
-    from wsbench.runner import Cell, Runner
-    from wsbench.store import Store
-    from wsbench.study import _log_stage, grid_command, load_study, run_grid_workers
-    from wsbench.train import resolve_device
+    from wsbench.progress import StudyDisplay
+    from wsbench.study import load_study, run_study
     study = load_study(name)
     reg = _registry()
-    unknown = sorted(set(dataset) - set(study.datasets))
-    if unknown:
-        raise WsbenchError(f"--dataset {', '.join(unknown)} is not in study {study.name!r}; its datasets: "
-                           f"{', '.join(study.datasets)}")
-    datasets = [d for d in study.datasets if not dataset or d in dataset]
     seed_list = parse_seeds(seeds if seeds is not None else str(study.seeds))
-    metrics = [reg.metric(m) for m in study.metrics]
     settings = _settings(out, data_dir, cache_dir, device, limit, epochs, [], None, recipe)
-    settings.overrides = {**study.overrides(), **settings.overrides}
-    runner = Runner(reg, settings)
-    runner.validate([Cell(d, a, 0) for d in datasets for a in study.architectures])
-    common = []
-    for flag, value in (("--data-dir", data_dir), ("--cache-dir", cache_dir), ("--device", device),
-                        ("--limit", limit), ("--epochs", epochs)):
-        if value is not None:
-            common += [flag, str(value)]
-    for key, value in (settings.recipe or {}).items():
-        common += ["--recipe", f"{key}={json.dumps(value)}"]
-    dev = str(resolve_device(device))
-    store = Store(out)
-    failed_cells = 0
-    for ds in datasets:
-        cells = [Cell(ds, a, s) for a in study.architectures for s in seed_list]
-        t0 = time.perf_counter()
-        with _progress() as progress:
-            task = runner.task(ds, progress=_zoo_progress(progress, ds))
-        _log_stage(out, study, {"dataset": ds, "stage": "zoo", "seconds": round(time.perf_counter() - t0, 2),
-                                "inrs": int(len(task.ids)), "psnr": task.zoo.manifest["psnr"] if task.zoo else None,
-                                "device": dev, "host": platform.node(), "at": _utcnow()})
-        t0 = time.perf_counter()
-        if workers <= 1:
-            outcomes = _run_cells(cells, settings, keep_going=True)
-            failed_cells += sum(o.failed for o in outcomes)
-        else:
-            study_cmd = grid_command(study, ds, seed_list, out, common)
-            ids = {runner.config_for(c)[1] for c in cells}
-            with _progress() as progress:
-                bar = progress.add_task(f"grid {ds} ({workers} workers)", total=len(cells), info="")
-
-                def poll():
-                    done = sum(1 for r in store.runs() if r["run_id"] in ids and r["status"] == "finished")
-                    progress.update(bar, completed=done)
-                codes = run_grid_workers(study_cmd, workers, out / "logs" / ds, on_poll=poll)
-                poll()
-            failed_cells += sum(1 for c in codes if c != 0)
-        _log_stage(out, study, {"dataset": ds, "stage": "grid", "seconds": round(time.perf_counter() - t0, 2),
-                                "cells": len(cells), "workers": workers, "device": dev, "at": _utcnow()})
-        t0 = time.perf_counter()
-        with _progress() as progress:
-            bar = progress.add_task(f"similarity {ds}", total=None, info="")
-            sim.compute(store, metrics, [ds], device=dev,
-                        resamples=study.resamples if resamples is None else resamples,
-                        permutations=study.permutations,
-                        progress=lambda k, n: progress.update(bar, total=n, completed=k))
-        _log_stage(out, study, {"dataset": ds, "stage": "similarity", "seconds": round(time.perf_counter() - t0, 2),
-                                "metrics": study.metrics, "device": dev, "at": _utcnow()})
-    target = export_to if export_to is not None else study.export
-    if target and target != "none":
-        t0 = time.perf_counter()
-        tables = export.load(out)
-        board = lb.build(tables.runs, tables.similarity, metric=study.metrics[0], predictions=tables.predictions)
-        export.attach_images(tables, board, _dataset_loader(data_dir),
-                             warn=lambda m: err_console.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
-        written = export.write_export(tables, board, Path(target), study.title)
-        _log_stage(out, study, {"stage": "export", "seconds": round(time.perf_counter() - t0, 2), "to": target,
-                                "files": len(written), "at": _utcnow()})
-        err_console.print(f"exported {len(written)} files to {target}")
-        for item in lb.render_rich(board):
+    with StudyDisplay(err_console) as display:
+        report = run_study(study, settings, datasets=dataset or None, seeds=seed_list, workers=workers,
+                           resamples=resamples, export_to=export_to, registry=reg,
+                           images=_dataset_loader(data_dir), on_event=display)
+    if report.exported is not None:
+        err_console.print(f"exported {len(report.exported)} files to {report.export_to}")
+        for item in lb.render_rich(report.board):
             out_console.print(item)
-    if failed_cells:
-        err_console.print(f"{failed_cells} grid cells or workers failed; see `wsbench leaderboard --out {out}`")
+    if report.failed_cells:
+        err_console.print(f"{report.failed_cells} grid cells failed; see `wsbench leaderboard --out {out}`")
         raise typer.Exit(1)
-
-
-def _utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def main() -> None:

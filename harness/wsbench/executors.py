@@ -1,8 +1,13 @@
-"""Executors: where grid cells run. ``local`` (default, one cell after another in this
-process) or ``ray`` (one cell per Ray task, a GPU per task when the cluster has GPUs).
+"""Executors: where grid cells run.
 
-Both go through :class:`wsbench.runner.Runner`, so claims, failure isolation and the
-store layout are the same; workers write straight to the shared results root.
+- ``local`` with one worker (:class:`LocalExecutor`): one cell after another in this process;
+- ``local`` with N workers (:class:`ProcessExecutor`): N worker processes of this machine,
+  a cell to each idle one (several small models share one GPU well);
+- ``ray`` (:class:`RayExecutor`): one cell per Ray task, a GPU per task when the cluster has GPUs.
+
+All go through :class:`wsbench.runner.Runner`, so claims, failure isolation and the
+store layout are the same; workers build their Runner from the command's
+:class:`~wsbench.runner.Settings` and write straight to the shared results root.
 
 An executor has ``prepare(datasets, emit)`` (build each dataset's task and INR zoo
 once, before any cell), ``run(cells, emit)`` (yield ``(cell, row)`` as cells end;
@@ -12,15 +17,24 @@ events: ``zoo``, ``start``, ``epoch``, ``end``.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import signal
 import socket
 import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing import util
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import Callable, Iterator
+
+import torch
 
 from wsbench.errors import WsbenchError
 from wsbench.runner import Cell, Runner, Settings
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray")  # local runs in this process, or in worker processes with workers > 1
 Emit = Callable[[dict], None]
 
 
@@ -59,6 +73,169 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
+
+
+# Worker processes --------------------------------------------------------------------------
+
+class WorkerDied(RuntimeError):
+    """A worker process ended (killed, crashed in native code, ``os._exit``) while running a cell."""
+
+
+def process_worker(settings: Settings, conn: Connection, threads: int) -> None:
+    """Body of one worker process: run the cells sent on ``conn`` until it sends None.
+
+    Sends ``start`` and ``epoch`` events, then ``done`` with the cell's row; an
+    invalid cell (a :class:`WsbenchError`) is sent back as ``error`` and ends the worker.
+    """
+    torch.set_num_threads(threads)
+    try:
+        runner = _worker_runner(settings)
+        where = f"{socket.gethostname()}:{os.getpid()}"
+        while True:
+            cell = conn.recv()
+            if cell is None:
+                return
+            conn.send({"type": "start", "cell": cell, "where": where, "device": str(runner.device)})
+            row = runner.run(cell, isolate=True,
+                             on_epoch=lambda e, n, h, _c=cell: conn.send(_epoch_event(_c, e, n, h)))
+            conn.send({"type": "done", "cell": cell, "row": row})
+    except WsbenchError as exc:
+        conn.send({"type": "error", "message": str(exc)})
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        pass  # interrupted, or the driver has gone: stored runs are kept, claims go stale
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    cell: Cell | None = None  # the cell it is running
+    started: float = 0.0
+
+
+class ProcessExecutor:
+    """Cells in ``workers`` spawned processes of this machine, one cell to each idle worker.
+
+    The driver fits each dataset's INR zoo before any cell, so workers load it from the
+    cache. Each worker builds its own Runner from the settings (as a Ray worker does) and
+    sends its events back through a pipe of its own. A worker that dies while running a
+    cell has that cell stored as ``failed`` (under the run's claim, which the dead worker
+    left behind) and is replaced; the other workers go on. Torch threads are shared out:
+    ``OMP_NUM_THREADS`` if set, else the CPU count over the workers.
+    """
+
+    name = "local"
+
+    def __init__(self, runner: Runner, workers: int, threads: int | None = None, poll_s: float = 0.5):
+        if workers < 2:
+            raise WsbenchError(f"ProcessExecutor needs 2 or more workers, not {workers}; use LocalExecutor for one")
+        self.runner = runner
+        self.settings = runner.settings.absolute()
+        self.workers = workers
+        env_threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+        self.threads = threads or (int(env_threads) if env_threads.isdigit() and int(env_threads) > 0
+                                   else max(1, (os.cpu_count() or 1) // workers))
+        self.poll_s = poll_s
+        self._ctx = multiprocessing.get_context("spawn")  # fork after torch has started threads can hang
+        self._pool: list[_Worker] = []
+        # Stop the workers before multiprocessing joins its children at interpreter exit.
+        util.Finalize(self, ProcessExecutor._stop, args=(self._pool,), exitpriority=10)
+
+    @property
+    def slots(self) -> int:
+        return self.workers
+
+    def prepare(self, datasets: list[str], emit: Emit) -> None:
+        for ds in datasets:
+            self.runner.task(ds, progress=_zoo_events(emit, ds))
+
+    def _spawn(self) -> _Worker:
+        ours, theirs = self._ctx.Pipe()
+        proc = self._ctx.Process(target=process_worker, args=(self.settings, theirs, self.threads),
+                                 name="wsbench-worker")
+        proc.start()
+        theirs.close()  # the worker's end lives in the worker only: its death reads as EOF here
+        worker = _Worker(proc, ours)
+        self._pool.append(worker)
+        return worker
+
+    def run(self, cells: list[Cell], emit: Emit) -> Iterator[tuple[Cell, dict]]:
+        pending = deque(cells)
+        while pending or any(w.cell is not None for w in self._pool):
+            while pending and len(self._pool) < self.workers:
+                self._spawn()
+            for w in self._pool:
+                if w.cell is None and pending:
+                    w.cell, w.started = pending.popleft(), time.perf_counter()
+                    w.conn.send(w.cell)
+            busy = [w for w in self._pool if w.cell is not None]
+            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=self.poll_s)
+            for w in busy:
+                for cell, row in self._drain(w, emit):
+                    if row["status"] != "busy":
+                        emit({"type": "end", "cell": cell, "status": row["status"], "row": row})
+                    yield cell, row
+
+    def _drain(self, w: _Worker, emit: Emit) -> list[tuple[Cell, dict]]:
+        """Handle what worker ``w`` has sent; a dead worker's cell is stored as failed."""
+        ended = []
+        alive = w.process.is_alive()  # looked at first: what a dead worker sent is all in the pipe
+        try:
+            while w.conn.poll():
+                msg = w.conn.recv()
+                if msg["type"] == "done":
+                    ended.append((w.cell, msg["row"]))
+                    w.cell = None
+                elif msg["type"] == "error":
+                    raise WsbenchError(msg["message"])
+                else:
+                    emit(msg)
+        except (EOFError, OSError):
+            alive = False  # the pipe closed: the worker has ended
+        if alive:
+            return ended
+        w.process.join(timeout=5)
+        w.conn.close()
+        self._pool.remove(w)
+        if w.cell is not None:
+            ended.append((w.cell, self._died(w)))
+        return ended
+
+    def _died(self, w: _Worker) -> dict:
+        """The row of a cell whose worker died: stored as failed under the run's claim."""
+        cell, code = w.cell, w.process.exitcode
+        how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
+               and -code in signal.valid_signals() else f"exited with code {code}")
+        _, rid = self.runner.config_for(cell)
+        claim = self.runner.claims.acquire(rid)  # the dead worker's claim is stale: taken over at once
+        if claim is None:
+            return {"run_id": rid, "status": "busy", "owner": self.runner.claims.owner(rid)}
+        try:
+            stored = self.runner.stored_row(cell)
+            if stored is not None and stored["status"] == "finished":
+                return stored  # it died after storing the run
+            exc = WorkerDied(f"worker process {w.process.pid} {how} while running {cell.label}")
+            return self.runner.record_failure(cell, exc, w.started, status="failed")
+        finally:
+            self.runner.claims.release(claim)
+
+    @staticmethod
+    def _stop(pool: list) -> None:
+        for w in pool:
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        for w in pool:
+            w.process.join(timeout=5)
+            if w.process.is_alive():
+                w.process.terminate()
+                w.process.join(timeout=5)
+            w.conn.close()
+        pool.clear()
+
+    def close(self) -> None:
+        self._stop(self._pool)
 
 
 # Ray -------------------------------------------------------------------------------------
@@ -210,12 +387,25 @@ class RayExecutor:
             self.ray.shutdown()
 
 
-def make_executor(name: str, runner: Runner, ray_address: str | None = None, isolate: bool = True):
-    """The executor called ``name`` (one of :data:`EXECUTORS`)."""
+def make_executor(name: str, runner: Runner, ray_address: str | None = None, isolate: bool = True,
+                  workers: int = 1):
+    """The executor called ``name`` (one of :data:`EXECUTORS`).
+
+    ``local`` with ``workers`` 1 runs cells in this process (``isolate``: store a failure
+    and go on, else re-raise it); with more, in that many worker processes, which always
+    isolate failures (as Ray workers do).
+    """
     if name == "local":
         if ray_address:
             raise WsbenchError("--ray-address needs --executor ray")
+        if workers < 1:
+            raise WsbenchError(f"--workers {workers}: use 1 (this process) or more (worker processes)")
+        if workers > 1:
+            return ProcessExecutor(runner, workers)
         return LocalExecutor(runner, isolate=isolate)
     if name == "ray":
+        if workers != 1:
+            raise WsbenchError("--workers is for --executor local; Ray runs as many cells at once as the cluster "
+                               "has GPUs (or CPUs)")
         return RayExecutor(runner, address=ray_address)
     raise WsbenchError(f"unknown executor {name!r}; known executors: {', '.join(EXECUTORS)}")

@@ -1,15 +1,38 @@
-"""The grid's one rich display: an overall bar (cells done / failed / remaining, ETA),
-a bar per running cell (epoch, loss, validation accuracy) and a bar per INR zoo being
-fitted; a line per ended cell is printed above the bars and stays in the log."""
+"""The rich displays of long commands.
+
+:class:`GridDisplay`, the grid's one display: an overall bar (cells done / failed /
+remaining, ETA), a bar per running cell (epoch, loss, validation accuracy) and a bar per
+INR zoo being fitted; a line per ended cell is printed above the bars and stays in the log.
+:class:`StudyDisplay` shows a study's stages (zoo, grid, similarity) one after another.
+"""
 from __future__ import annotations
 
 import math
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from wsbench.runner import FAILED_STATUSES
+
+def bars(console: Console) -> Progress:
+    """Progress bars with a count, an info field, elapsed and remaining time."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+def zoo_bar(progress: Progress, dataset: str):
+    """A ``progress(done, total, mean_psnr)`` callback for an INR zoo fit: one bar with INRs/s and PSNR."""
+    state = {"t0": time.perf_counter()}
+
+    def cb(done, total, mean_psnr):
+        if "id" not in state:
+            state["id"] = progress.add_task(f"INR zoo {dataset}", total=total, info="")
+            state["base"] = done  # a resumed build starts with finished chunks: not part of the rate
+        rate = (done - state["base"]) / max(1e-9, time.perf_counter() - state["t0"])
+        db = "" if mean_psnr != mean_psnr else f"  PSNR {mean_psnr:.1f} dB"
+        progress.update(state["id"], completed=done, info=f"{rate:,.0f} INRs/s{db}")
+    return cb
 
 
 def _clock(seconds: float | None) -> str:
@@ -22,7 +45,8 @@ def _clock(seconds: float | None) -> str:
 
 
 class GridDisplay:
-    """Feed it the grid's events (``display(event)``); use it as a context manager.
+    """Feed it the grid's events (``display(event)``, see :func:`wsbench.grid.run_grid`);
+    use it as a context manager.
 
     ``slots`` is how many cells run at once (for the ETA).
     """
@@ -128,7 +152,7 @@ class GridDisplay:
             self.progress.remove_task(r["task"])
             if status == "finished":
                 self.durations.append(time.perf_counter() - r["t0"])
-        if status in FAILED_STATUSES:
+        if event.get("failed"):
             self.counts["failed"] += 1
             self._print(f"[red]✗ {cell.label}: {status}[/red] {(row.get('error') or '')[:160]}",
                                highlight=False)
@@ -139,3 +163,48 @@ class GridDisplay:
             acc_text = f"test {100 * acc:.2f}%" if isinstance(acc, float) else ""
             wall = f" in {row['wall_time_s']:.1f} s" if isinstance(row.get("wall_time_s"), float) else ""
             self._print(f"[green]✓[/green] {cell.label}: {acc_text}{wall}{extra}", highlight=False)
+
+
+class StudyDisplay:
+    """Feed it a study's events (``display(event)``, see :func:`wsbench.study.run_study`);
+    use it as a context manager. Each stage gets its own display while it runs: a zoo bar,
+    the :class:`GridDisplay`, a similarity bar."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.current = None  # the display of the stage under way
+        self.update = None  # its progress callback (zoo, similarity)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._close(*exc)
+        return False
+
+    def _close(self, *exc) -> None:
+        if self.current is not None:
+            self.current.__exit__(*(exc or (None, None, None)))
+        self.current = self.update = None
+
+    def __call__(self, event: dict) -> None:
+        kind = event["type"]
+        if kind == "stage":
+            self._close()
+            if event["phase"] == "start" and event["stage"] == "grid":
+                self.current = GridDisplay(self.console).__enter__()
+            elif event["phase"] == "start" and event["stage"] in ("zoo", "similarity"):
+                self.current = bars(self.console).__enter__()
+                ds = event["dataset"]
+                if event["stage"] == "zoo":
+                    cb = zoo_bar(self.current, ds)
+                    self.update = lambda e: cb(e["done"], e["total"], e["psnr"])
+                else:
+                    bar = self.current.add_task(f"similarity {ds}", total=None, info="")
+                    self.update = lambda e: self.current.update(bar, total=e["total"], completed=e["done"])
+        elif kind == "warning":
+            self.console.print(f"[yellow]warning:[/yellow] {event['message']}", highlight=False)
+        elif isinstance(self.current, GridDisplay):
+            self.current(event)
+        elif kind in ("zoo", "similarity") and self.update is not None:
+            self.update(event)

@@ -2,22 +2,31 @@
 measures and leaderboard export, run with one command and resumed where it stopped.
 
 A study is a TOML file: the built-in ones live in ``wsbench/studies/``; any path works too.
-Stages per dataset: INR zoo, training grid, similarity; then one leaderboard export for all.
-Wall times of every stage are appended to ``<out>/study-<name>.json``.
+:func:`run_study` drives it: per dataset the INR zoo, the seed x architecture grid and the
+similarity; then one leaderboard export for all. Wall times of every stage are appended to
+``<out>/study-<name>.json``.
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import tomllib
 
+from wsbench import export, leaderboard, plugins, similarity
+from wsbench.claims import utc_now
 from wsbench.errors import WsbenchError
+from wsbench.executors import make_executor
+from wsbench.grid import grid_cells, run_grid
+from wsbench.plugins import Registry
+from wsbench.runner import Runner, Settings
+from wsbench.store import Store
+from wsbench.train import resolve_device
+from wsbench.zoo import atomic_write_text
 
 STUDY_DIR = Path(__file__).parent / "studies"
 
@@ -76,48 +85,109 @@ def load_study(name_or_path: str) -> Study:
     return study
 
 
-def _log_stage(out: Path, study: Study, record: dict) -> None:
+def log_stage(out: Path, study: Study, record: dict) -> None:
+    """Append one stage's record (wall time and what it did) to ``<out>/study-<name>.json``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"study-{study.name}.json"
     log = json.loads(path.read_text()) if path.exists() else {"study": study.name, "stages": []}
     log["stages"].append(record)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(log, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(log, indent=2) + "\n")
 
 
-def grid_command(study: Study, dataset: str, seeds: list[int], out: Path, common: list[str]) -> list[str]:
-    # A trailing comma makes a single seed a list, not a count.
-    seed_list = ",".join(map(str, seeds)) + ","
-    cmd = [sys.executable, "-m", "wsbench", "grid", "--dataset", dataset, "--seeds", seed_list,
-           "--out", str(out), *common]
-    for key, value in study.overrides().items():
-        cmd += ["--set", f"{key}={json.dumps(value)}"]
-    for a in study.architectures:
-        cmd += ["--arch", a]
-    return cmd
+def study_settings(study: Study, settings: Settings) -> Settings:
+    """The command's settings with the study's per-architecture config added (the command's
+    own overrides win)."""
+    return replace(settings, overrides={**study.overrides(), **(settings.overrides or {})})
 
 
-def run_grid_workers(cmd: list[str], workers: int, log_dir: Path, on_poll=None) -> list[int]:
-    """Run ``workers`` copies of one grid command on one results root; the store's run
-    claims split the cells between them (several small models share one GPU well)."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    # Share the CPU cores between workers: oversubscribed BLAS threads slow every worker down.
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
-                                                           str(max(1, (os.cpu_count() or 1) // workers)))}
-    procs = []
-    for k in range(workers):
-        log = open(log_dir / f"grid-worker-{k}.log", "w")
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
-        time.sleep(0.5 if k == 0 else 0.1)
+@dataclass
+class StudyReport:
+    """What :func:`run_study` did: failed cells, and the leaderboard when it exported one."""
+
+    failed_cells: int = 0
+    board: Any = None  # wsbench.leaderboard's board of the export
+    exported: list | None = None  # files written by the export, None when it was skipped
+    export_to: str | None = None
+
+
+def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = None, seeds: list[int] | None = None,
+              workers: int = 1, resamples: int | None = None, export_to: str | None = None,
+              registry: Registry | None = None, images: Callable[[str], Any] | None = None,
+              on_event: Callable[[dict], None] | None = None) -> StudyReport:
+    """Run ``study`` end to end, resuming where it stopped.
+
+    Per dataset (``datasets``: a subset of the study's, default all): the INR zoo, the
+    seed x architecture grid (``seeds``, default ``range(study.seeds)``; ``workers`` > 1
+    runs cells in that many worker processes) and the similarity (``resamples`` overrides
+    the study's); then the leaderboard export to ``export_to`` (default the study's;
+    ``"none"`` or empty skips it), with sample images from ``images(dataset)`` when given.
+    Each stage's wall time is appended to ``<out>/study-<name>.json`` (:func:`log_stage`).
+
+    Events passed to ``on_event``: ``stage`` (``phase`` start with ``stage`` and
+    ``dataset``; ``phase`` end with the logged ``record``), ``zoo`` (dataset, done,
+    total, psnr), the grid's events (:func:`wsbench.grid.run_grid`), ``similarity``
+    (dataset, done, total) and ``warning`` (message).
+    """
+    emit = on_event or (lambda e: None)
+    reg = registry or plugins.registry()
+    unknown = sorted(set(datasets or ()) - set(study.datasets))
+    if unknown:
+        raise WsbenchError(f"--dataset {', '.join(unknown)} is not in study {study.name!r}; its datasets: "
+                           f"{', '.join(study.datasets)}")
+    datasets = [d for d in study.datasets if not datasets or d in datasets]
+    seeds = list(range(study.seeds)) if seeds is None else list(seeds)
+    metrics = [reg.metric(m) for m in study.metrics]
+    settings = study_settings(study, settings)
+    out = Path(settings.out)
+    runner = Runner(reg, settings)
+    runner.validate(grid_cells(datasets, study.architectures, [0]))
+    dev = str(resolve_device(settings.device))
+    store = Store(out)
+    report = StudyReport()
+
+    def stage(name: str, dataset: str | None = None) -> float:
+        emit({"type": "stage", "phase": "start", "stage": name, "dataset": dataset})
+        return time.perf_counter()
+
+    def done(record: dict, t0: float) -> None:
+        head = {k: record[k] for k in ("dataset", "stage") if k in record}
+        record = {**head, "seconds": round(time.perf_counter() - t0, 2), **record, "at": utc_now()}
+        log_stage(out, study, record)
+        emit({"type": "stage", "phase": "end", "stage": record["stage"], "dataset": record.get("dataset"),
+              "record": record})
+
+    executor = make_executor("local", runner, workers=workers)
     try:
-        while any(p.poll() is None for p, _ in procs):
-            if on_poll is not None:
-                on_poll()
-            time.sleep(2)
+        for ds in datasets:
+            t0 = stage("zoo", ds)
+            task = runner.task(ds, progress=lambda k, n, psnr, _ds=ds: emit(
+                {"type": "zoo", "dataset": _ds, "done": k, "total": n, "psnr": psnr}))
+            done({"dataset": ds, "stage": "zoo", "inrs": int(len(task.ids)),
+                  "psnr": task.zoo.manifest["psnr"] if task.zoo else None, "device": dev, "host": platform.node()},
+                 t0)
+            t0 = stage("grid", ds)
+            cells = grid_cells([ds], study.architectures, seeds)
+            outcomes = run_grid(cells, runner, executor, on_event=emit)
+            report.failed_cells += sum(o.failed for o in outcomes)
+            done({"dataset": ds, "stage": "grid", "cells": len(cells), "workers": workers, "device": dev}, t0)
+            t0 = stage("similarity", ds)
+            similarity.compute(store, metrics, [ds], device=dev,
+                               resamples=study.resamples if resamples is None else resamples,
+                               permutations=study.permutations,
+                               progress=lambda k, n, _ds=ds: emit(
+                                   {"type": "similarity", "dataset": _ds, "done": k, "total": n}))
+            done({"dataset": ds, "stage": "similarity", "metrics": study.metrics, "device": dev}, t0)
     finally:
-        for p, log in procs:
-            if p.poll() is None:
-                p.terminate()
-            log.close()
-    return [p.returncode for p, _ in procs]
+        executor.close()
+    target = export_to if export_to is not None else study.export
+    if target and target != "none":
+        t0 = stage("export")
+        tables = export.load(out)
+        board = leaderboard.build(tables.runs, tables.similarity, metric=study.metrics[0],
+                                  predictions=tables.predictions)
+        if images is not None:
+            export.attach_images(tables, board, images, warn=lambda m: emit({"type": "warning", "message": m}))
+        written = export.write_export(tables, board, Path(target), study.title)
+        done({"stage": "export", "to": target, "files": len(written)}, t0)
+        report.board, report.exported, report.export_to = board, written, target
+    return report
