@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from wsbench import plugins as plugin_mod
 from wsbench.claims import Claims
 from wsbench.errors import WsbenchError
-from wsbench.executors import LocalExecutor, make_executor
-from wsbench.grid import run_grid, summarize
+from wsbench.executors import LocalExecutor, ProcessExecutor, make_executor
+from wsbench.grid import grid_cells, run_grid, summarize
 from wsbench.hookspecs import hookimpl
 from wsbench.plugins import load_registry
 from wsbench.runner import Cell, Runner, Settings, failure_status
@@ -253,6 +253,18 @@ def test_unknown_executor_lists_the_known_ones(registry, tmp_path):
         make_executor("local", runner, ray_address="auto")
 
 
+def test_workers_choose_the_local_executor_kind(registry, tmp_path):
+    runner = Runner(registry, Settings(out=tmp_path))
+    assert isinstance(make_executor("local", runner), LocalExecutor)
+    ex = make_executor("local", runner, workers=3)
+    assert isinstance(ex, ProcessExecutor) and ex.slots == 3
+    ex.close()
+    with pytest.raises(WsbenchError, match="--workers 0: use 1"):
+        make_executor("local", runner, workers=0)
+    with pytest.raises(WsbenchError, match="--workers is for --executor local"):
+        make_executor("ray", runner, workers=2)
+
+
 # Processes -------------------------------------------------------------------------------
 
 GRID = ["grid", "--arch", "flat-mlp", "--arch", "mlp", "--seeds", "2", "--limit", str(LIMIT)]
@@ -337,3 +349,82 @@ def test_two_concurrent_grids_on_one_root_never_duplicate_a_run(tmp_path, task):
     # Every cell was trained by exactly one of the two processes.
     assert sum(_finished_count(so) for so, _ in results) == 4
     assert not (out / ".claims").exists()
+
+
+# Worker processes (the local executor with --workers N) --------------------------------------
+
+def _worker_grid(runner, cells):
+    """Run ``cells`` in 2 worker processes; outcomes and events."""
+    ex = make_executor("local", runner, workers=2)
+    events = []
+    try:
+        return run_grid(cells, runner, ex, on_event=events.append), events
+    finally:
+        ex.close()
+
+
+def test_worker_processes_store_each_cell_once_and_a_rerun_trains_nothing(tmp_path, task):
+    out = tmp_path / "R"
+    runner = _runner(load_registry(), out, task, epochs=2)
+    cells = grid_cells(["shapes"], ["flat-mlp", "mlp"], [0, 1, 2])
+    outcomes, events = _worker_grid(runner, cells)
+    assert [o.status for o in outcomes] == ["finished"] * 6
+    where = {e["where"] for e in events if e["type"] == "start"}
+    assert len(where) == 2 and not any(w.endswith(f":{os.getpid()}") for w in where)  # two workers, not us
+    assert any(e["type"] == "epoch" for e in events)  # progress comes back from the workers
+    assert [e["type"] for e in events if e["type"] in ("plan", "ready")] == ["plan", "ready"]
+    assert next(e for e in events if e["type"] == "ready")["slots"] == 2
+    _check_store(out, {runner.config_for(c)[1] for c in cells})
+    assert not (out / ".claims").exists()
+    again, events = _worker_grid(_runner(load_registry(), out, task, epochs=2), cells)
+    assert [o.status for o in again] == ["skipped"] * 6
+    assert not [e for e in events if e["type"] in ("start", "epoch")]
+
+
+CRASHING_PLUGIN = """
+import os
+from wsbench.hookspecs import hookimpl
+from wsbench.specs import ArchitectureSpec
+
+def build(info, config):
+    os._exit(3)  # the whole worker process ends, as a segfault or the OOM killer would end it
+
+@hookimpl
+def register_architectures(register):
+    register(ArchitectureSpec(name="crash", view="images", build=build, description="ends its process"))
+"""
+
+
+@pytest.fixture
+def crashing_plugin(tmp_path, monkeypatch):
+    """An installed distribution (a dist-info on sys.path, which spawned workers inherit) whose
+    architecture ``crash`` ends the process that builds it."""
+    root = tmp_path / "site"
+    info = root / "wsbench_crash-0.1.dist-info"
+    info.mkdir(parents=True)
+    (root / "wsbench_crash.py").write_text(CRASHING_PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wsbench-crash\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[wsbench]\ncrash = wsbench_crash\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("WSBENCH_PLUGINS", "wsbench,wsbench-crash")
+    return load_registry(strict=True)
+
+
+def test_a_dying_worker_leaves_its_cell_failed_and_the_others_finish(tmp_path, task, crashing_plugin):
+    out = tmp_path / "R"
+    runner = _runner(crashing_plugin, out, task, epochs=2)
+    cells = [Cell("shapes", "crash", 0), *grid_cells(["shapes"], ["flat-mlp", "mlp"], [0, 1])]
+    outcomes, events = _worker_grid(runner, cells)
+    assert [o.status for o in outcomes] == ["failed"] + ["finished"] * 4
+    error = outcomes[0].row["error"]
+    assert error.startswith("WorkerDied: worker process") and "exited with code 3 while running shapes/crash/seed 0" \
+        in error
+    ends = {e["cell"]: e for e in events if e["type"] == "end"}
+    assert ends[cells[0]]["failed"] and not any(ends[c]["failed"] for c in cells[1:])
+    rows = {r["arch"] + str(r["seed"]): r for r in Store(out).runs()}
+    assert len(rows) == 5 and rows["crash0"]["status"] == "failed" and "WorkerDied" in rows["crash0"]["error"]
+    assert not (out / ".claims").exists()  # the dead worker's claim was taken over and released
+    # A rerun retries the failed cell only.
+    again, _ = _worker_grid(_runner(crashing_plugin, out, task, epochs=2), cells)
+    assert [o.status for o in again] == ["failed"] + ["skipped"] * 4
+

@@ -130,7 +130,7 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
          set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt, recipe: List[str] = RecipeOpt,
          executor: str = typer.Option("local", "--executor", help="local (this machine: this process, or "
                                       "--workers N processes) or ray (one task per cell; pip install "
-                                      "'wsbench[ray]')."),
+                                      "'wsbench\\[ray]')."),
          workers: int = typer.Option(1, "--workers", help="With --executor local: 1 runs the cells in this "
                                      "process, N > 1 in N worker processes sharing the results root (and GPU)."),
          ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. "
