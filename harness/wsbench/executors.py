@@ -184,7 +184,7 @@ class ProcessExecutor:
             while w.conn.poll():
                 msg = w.conn.recv()
                 if msg["type"] == "done":
-                    ended.append((w.cell, msg["row"]))
+                    ended.append((msg["cell"], msg["row"]))
                     w.cell = None
                 elif msg["type"] == "error":
                     raise WsbenchError(msg["message"])
@@ -198,12 +198,12 @@ class ProcessExecutor:
         w.conn.close()
         self._pool.remove(w)
         if w.cell is not None:
-            ended.append((w.cell, self._died(w)))
+            ended.append((w.cell, self._died(w, w.cell)))
         return ended
 
-    def _died(self, w: _Worker) -> dict:
-        """The row of a cell whose worker died: stored as failed under the run's claim."""
-        cell, code = w.cell, w.process.exitcode
+    def _died(self, w: _Worker, cell: Cell) -> dict:
+        """The row of ``cell``, whose worker ``w`` died: stored as failed under the run's claim."""
+        code = w.process.exitcode
         how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
                and -code in signal.valid_signals() else f"exited with code {code}")
         _, rid = self.runner.config_for(cell)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -172,8 +173,8 @@ class StudyDisplay:
 
     def __init__(self, console: Console):
         self.console = console
-        self.current = None  # the display of the stage under way
-        self.update = None  # its progress callback (zoo, similarity)
+        self.current: Any = None  # the display of the stage under way
+        self.update: Callable[[dict], None] | None = None  # its progress callback (zoo, similarity)
 
     def __enter__(self):
         return self

@@ -89,7 +89,7 @@ def log_stage(out: Path, study: Study, record: dict) -> None:
     """Append one stage's record (wall time and what it did) to ``<out>/study-<name>.json``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"study-{study.name}.json"
-    log = json.loads(path.read_text()) if path.exists() else {"study": study.name, "stages": []}
+    log: dict = json.loads(path.read_text()) if path.exists() else {"study": study.name, "stages": []}
     log["stages"].append(record)
     atomic_write_text(path, json.dumps(log, indent=2) + "\n")
 
@@ -157,26 +157,28 @@ def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = 
               "record": record})
 
     executor = make_executor("local", runner, workers=workers)
+
+    def one_dataset(ds: str) -> None:
+        t0 = stage("zoo", ds)
+        task = runner.task(ds, progress=lambda k, n, psnr: emit(
+            {"type": "zoo", "dataset": ds, "done": k, "total": n, "psnr": psnr}))
+        done({"dataset": ds, "stage": "zoo", "inrs": len(task.ids),
+              "psnr": task.zoo.manifest["psnr"] if task.zoo else None, "device": dev, "host": platform.node()}, t0)
+        t0 = stage("grid", ds)
+        cells = grid_cells([ds], study.architectures, seeds)
+        outcomes = run_grid(cells, runner, executor, on_event=emit)
+        report.failed_cells += sum(o.failed for o in outcomes)
+        done({"dataset": ds, "stage": "grid", "cells": len(cells), "workers": workers, "device": dev}, t0)
+        t0 = stage("similarity", ds)
+        similarity.compute(store, metrics, [ds], device=dev,
+                           resamples=study.resamples if resamples is None else resamples,
+                           permutations=study.permutations,
+                           progress=lambda k, n: emit({"type": "similarity", "dataset": ds, "done": k, "total": n}))
+        done({"dataset": ds, "stage": "similarity", "metrics": study.metrics, "device": dev}, t0)
+
     try:
         for ds in datasets:
-            t0 = stage("zoo", ds)
-            task = runner.task(ds, progress=lambda k, n, psnr, _ds=ds: emit(
-                {"type": "zoo", "dataset": _ds, "done": k, "total": n, "psnr": psnr}))
-            done({"dataset": ds, "stage": "zoo", "inrs": int(len(task.ids)),
-                  "psnr": task.zoo.manifest["psnr"] if task.zoo else None, "device": dev, "host": platform.node()},
-                 t0)
-            t0 = stage("grid", ds)
-            cells = grid_cells([ds], study.architectures, seeds)
-            outcomes = run_grid(cells, runner, executor, on_event=emit)
-            report.failed_cells += sum(o.failed for o in outcomes)
-            done({"dataset": ds, "stage": "grid", "cells": len(cells), "workers": workers, "device": dev}, t0)
-            t0 = stage("similarity", ds)
-            similarity.compute(store, metrics, [ds], device=dev,
-                               resamples=study.resamples if resamples is None else resamples,
-                               permutations=study.permutations,
-                               progress=lambda k, n, _ds=ds: emit(
-                                   {"type": "similarity", "dataset": _ds, "done": k, "total": n}))
-            done({"dataset": ds, "stage": "similarity", "metrics": study.metrics, "device": dev}, t0)
+            one_dataset(ds)
     finally:
         executor.close()
     target = export_to if export_to is not None else study.export
