@@ -6,9 +6,10 @@
 ds=$1; secs=$2; workers=${3:-3}
 source scripts/device-env.sh
 export WSBENCH_DATA=/tmp/wsdata WSBENCH_CACHE=/tmp/wscache
-timeout -s INT "$secs" python3 -m wsbench study run yeom2025 --dataset "$ds" --out /tmp/study --workers "$workers" --export none 2>&1 | grep -v "━" | tail -5
+# The worker processes are the study's own: an interrupted study stops them itself.
+mkdir -p /tmp/study/logs
+timeout -s INT "$secs" python3 -m wsbench study run yeom2025 --dataset "$ds" --out /tmp/study --workers "$workers" --export none 2>&1 | tee -a "/tmp/study/logs/$ds.log" | grep -v "━" | tail -5
 echo "study rc=${PIPESTATUS[0]}"
-pkill -INT -f "[w]sbench grid"; sleep 2; pkill -9 -f "[w]sbench grid"
-for f in /tmp/study/logs/$ds/*.log; do grep "✓\|✗\|grid:" "$f" | tail -3; done
+grep "✓\|✗\|grid:" "/tmp/study/logs/$ds.log" | tail -3
 tar -C /tmp/study -czf "$OUT/study-$ds.tgz" --exclude='*/.*' runs predictions similarity logs study-yeom2025.json
 ls -la "$OUT"
