@@ -77,6 +77,18 @@ class LocalExecutor:
 
 # Worker processes --------------------------------------------------------------------------
 
+# One Runner per worker process (local or Ray) and settings, so a reused worker keeps its Tasks in memory.
+_worker_runners: dict = {}
+
+
+def _worker_runner(settings: Settings) -> Runner:
+    from wsbench.plugins import registry
+    key = repr(settings)
+    if key not in _worker_runners:
+        _worker_runners[key] = Runner(registry(), settings)
+    return _worker_runners[key]
+
+
 class WorkerDied(RuntimeError):
     """A worker process ended (killed, crashed in native code, ``os._exit``) while running a cell."""
 
@@ -164,8 +176,10 @@ class ProcessExecutor:
         while pending or any(w.cell is not None for w in self._pool):
             while pending and len(self._pool) < self.workers:
                 self._spawn()
-            for w in self._pool:
-                if w.cell is None and pending:
+            for w in list(self._pool):
+                if w.cell is None and not w.process.is_alive():
+                    self._reap(w)  # ended while idle (killed from outside): replaced next round
+                elif w.cell is None and pending:
                     w.cell, w.started = pending.popleft(), time.perf_counter()
                     w.conn.send(w.cell)
             busy = [w for w in self._pool if w.cell is not None]
@@ -194,12 +208,15 @@ class ProcessExecutor:
             alive = False  # the pipe closed: the worker has ended
         if alive:
             return ended
-        w.process.join(timeout=5)
-        w.conn.close()
-        self._pool.remove(w)
+        self._reap(w)
         if w.cell is not None:
             ended.append((w.cell, self._died(w, w.cell)))
         return ended
+
+    def _reap(self, w: _Worker) -> None:
+        w.process.join(timeout=5)
+        w.conn.close()
+        self._pool.remove(w)
 
     def _died(self, w: _Worker, cell: Cell) -> dict:
         """The row of ``cell``, whose worker ``w`` died: stored as failed under the run's claim."""
@@ -242,18 +259,6 @@ class ProcessExecutor:
 
 # Environment a worker needs to see the same plugins, caches and data as the driver.
 _FORWARDED_ENV = ("WSBENCH_PLUGINS", "WSBENCH_STRICT", "WSBENCH_CACHE", "WSBENCH_DATA", "WSBENCH_CLAIM_STALE_S")
-
-# One Runner per worker process and settings, so a reused worker keeps its Tasks in memory.
-_worker_runners: dict = {}
-
-
-def _worker_runner(settings: Settings) -> Runner:
-    from wsbench.plugins import registry
-    key = repr(settings)
-    if key not in _worker_runners:
-        _worker_runners[key] = Runner(registry(), settings)
-    return _worker_runners[key]
-
 
 def ray_cell(settings: Settings, cell: Cell, sink) -> dict:
     """Body of one Ray task: run one cell on this worker, streaming epochs to ``sink``."""
