@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from wsbench.inr import fit_batch, init_siren, to_internal
 from wsbench.specs import SirenSpec
+from wsbench.tables import write_text
 
 SIZES = {"mnist-size": ("mnist", (1, 28, 28)), "cifar-size": ("cifar10", (3, 32, 32))}
 VARIANTS = [(w, p, f) for p in ("ieee", "tf32x3", "tf32") for f in (False, True) for w in (2, 4, 8)]
@@ -352,9 +353,7 @@ def main(argv=None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     merged = json.loads(args.out.read_text()) if args.out.exists() else {}
     merged.setdefault(kind, {}).update(result)  # a partial run (--skip-speed) keeps the other parts
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_text(args.out, json.dumps(merged, indent=2) + "\n")
     print(f"wrote {args.out}")
     return result
 

@@ -221,10 +221,8 @@ FORMATS = ("html", "md", "rich")
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from wsbench.tables import write_text
+    write_text(path, text)
     err_console.print(f"wrote {path}")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import tomllib
 
 from wsbench.errors import WsbenchError
+from wsbench.tables import write_text
 
 STUDY_DIR = Path(__file__).parent / "studies"
 
@@ -81,9 +82,7 @@ def _log_stage(out: Path, study: Study, record: dict) -> None:
     path = out / f"study-{study.name}.json"
     log = json.loads(path.read_text()) if path.exists() else {"study": study.name, "stages": []}
     log["stages"].append(record)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(log, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(log, indent=2) + "\n")
 
 
 def grid_command(study: Study, dataset: str, seeds: list[int], out: Path, common: list[str]) -> list[str]:
