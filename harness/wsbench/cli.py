@@ -255,9 +255,9 @@ def leaderboard(ctx: typer.Context,
     """Ranked accuracy, cross-seed stability, cross-architecture similarity and the sample analysis."""
     if ctx.invoked_subcommand is not None:
         return
-    from wsbench import export
-    from wsbench import leaderboard as lb
-    from wsbench.html import render_html
+    from wsbench import reporting as lb
+    from wsbench.reporting import export
+    from wsbench.reporting.html import render_html
     if format not in FORMATS:
         raise WsbenchError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
     tables = export.load(out)
@@ -298,8 +298,8 @@ def leaderboard_compare(a: Path = typer.Argument(..., help="Results root or expo
                         metric: str = typer.Option("cka", "--metric", help="Similarity metric."),
                         output: Optional[Path] = typer.Option(None, "--output", help="Write Markdown to this file.")):
     """Two result sets side by side per dataset and architecture: differences B - A with 95 % intervals."""
-    from wsbench import export
-    from wsbench import leaderboard as lb
+    from wsbench import reporting as lb
+    from wsbench.reporting import export
     if format not in ("md", "rich"):
         raise WsbenchError(f"unknown format {format!r}; known formats: md, rich")
     boards = []
@@ -478,8 +478,8 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
                                                       "(default: the study's); 'none' to skip.")):
     """Run a study end to end, resuming where it stopped: per dataset the INR zoo, the seed x
     architecture grid and the similarity; then the leaderboard export."""
-    from wsbench import export
-    from wsbench import leaderboard as lb
+    from wsbench import reporting as lb
+    from wsbench.reporting import export
     from wsbench import similarity as sim
     from wsbench.runner import Cell, Runner
     from wsbench.store import Store
