@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from wsbench.inr import fit_batch, init_siren, to_internal
+from wsbench.inr import fit_batch, init_siren
+from wsbench.siren import to_internal
 from wsbench.specs import SirenSpec
 from wsbench.tables import write_text
 
@@ -203,13 +204,13 @@ def sweep(n: int, steps: int, data_dir, psnr_n: int) -> list[dict]:
 
 def torch_closed_form(n: int, steps: int) -> dict:
     """The same closed-form step in PyTorch ops on the GPU (what runs without Triton), for comparison."""
-    from wsbench.inr import DEFAULT_RECIPE, Grid, fit_internal, targets_cm
+    from wsbench.siren import DEFAULT_RECIPE, PixelGrid, fit_internal, targets_cm
     out = {}
     for size, (_, (c, h, w)) in SIZES.items():
         spec = SirenSpec(hidden=(32, 32), out_dim=c)
         target = targets_cm(np.random.default_rng(0).integers(0, 256, (n, c, h, w), dtype=np.uint8)).cuda()
         theta = to_internal(init_siren(n, spec, torch.Generator().manual_seed(0))).cuda()
-        grid = Grid.make(h, w, "cuda")
+        grid = PixelGrid.make(h, w, "cuda")
         recipe = {**DEFAULT_RECIPE, "steps": steps, "lr": 1e-2}
         fit_internal(theta.clone(), target, spec, {**recipe, "steps": 2}, grid)
         torch.cuda.synchronize()

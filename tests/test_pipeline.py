@@ -10,7 +10,7 @@ import pytest
 import torch
 from wsbench.config import parse_overrides, resolve, run_id
 from wsbench.errors import WsbenchError
-from wsbench.inr import DEFAULT_RECIPE, psnr
+from wsbench.siren import DEFAULT_RECIPE, psnr
 from wsbench.plugins import load_registry
 from wsbench.runner import Cell, Runner, Settings
 from wsbench.store import Store

@@ -34,7 +34,7 @@ import torch
 from wsbench import __version__, augment
 from wsbench import config as cfg
 from wsbench.errors import WsbenchError
-from wsbench.inr import DEFAULT_RECIPE
+from wsbench.siren import DEFAULT_RECIPE
 from wsbench.plugins import Registry
 from wsbench.store import Store
 from wsbench.tables import prediction_table, representation_table, run_rows

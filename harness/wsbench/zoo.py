@@ -25,7 +25,8 @@ import torch
 
 from wsbench import __version__
 from wsbench.errors import WsbenchError
-from wsbench.inr import DEFAULT_RECIPE, _check_recipe, fit_from, init_siren, to_internal
+from wsbench.inr import fit_from, init_siren
+from wsbench.siren import DEFAULT_RECIPE, check_recipe, to_internal
 from wsbench.specs import SirenSpec
 from wsbench.tables import save_npy, write_text
 
@@ -104,7 +105,7 @@ def build_zoo(root: Path, dataset: str, images: np.ndarray, ids: np.ndarray, spe
     on the same device.
     """
     recipe = {**DEFAULT_RECIPE, **(recipe or {})}
-    _check_recipe(recipe)  # before a folder exists
+    check_recipe(recipe)  # before a folder exists
     key = zoo_key(dataset, spec, recipe, seed, ids, images)
     path = Path(root) / "zoos" / f"{dataset}-{key[:16]}"
     if (path / "manifest.json").exists():
