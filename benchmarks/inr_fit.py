@@ -52,7 +52,8 @@ def hardware(device: str) -> dict:
     else:
         model = ""
         try:
-            model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+            with open("/proc/cpuinfo") as f:
+                model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
         except (OSError, StopIteration):
             pass
         info.update(cpu=model or platform.processor(), cores=len(os.sched_getaffinity(0)),
@@ -71,7 +72,7 @@ def real_images(dataset: str, data_dir: Path | None, n: int, seed: int = 0) -> n
         return None
     try:
         data = _registry().dataset(dataset).load(Path(data_dir))
-    except Exception as exc:  # no data here: speed falls back to random pixels
+    except Exception as exc:  # noqa: BLE001 - no data here: speed falls back to random pixels
         print(f"  ({dataset}: no real images: {exc})", file=sys.stderr)
         return None
     idx = np.random.default_rng(seed).choice(len(data.train_images), size=min(n, len(data.train_images)),
@@ -160,7 +161,7 @@ def sweep(n: int, steps: int, data_dir, psnr_n: int) -> list[dict]:
         for f in cf.as_completed(futures):
             try:
                 variants.append(f.result())
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a variant that does not build is reported, not fatal
                 failed.append({"variant": futures[f], "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
     variants = [v for v in VARIANTS if v in variants]
     print(f"  compiled {len(variants)} variants in {time.perf_counter() - t:.1f} s; failed: {failed}")
@@ -230,7 +231,8 @@ def pick_variant(rows: list[dict]) -> dict:
         return (exact is None or "mnist_psnr_mean" not in r
                 or (r["mnist_psnr_mean"] >= exact["mnist_psnr_mean"] - 0.5
                     and r["mnist_psnr_p5"] >= exact["mnist_psnr_p5"] - 0.5))
-    cost = lambda r: 1 / r["mnist-size_image_steps_per_s"] + 1 / r["cifar-size_image_steps_per_s"]  # noqa: E731
+    def cost(r):
+        return 1 / r["mnist-size_image_steps_per_s"] + 1 / r["cifar-size_image_steps_per_s"]
     return min((r for r in rows if ok(r)), key=cost)
 
 
@@ -318,7 +320,7 @@ def main(argv=None) -> dict:
             best = pick_variant(rows)
             inr_cuda.WARPS, inr_cuda.PRECISION, inr_cuda.FAST_SIN = best["warps"], best["precision"], best["fast_sin"]
             result["sweep"] = rows
-        except Exception as exc:  # keep the rest of the benchmark
+        except Exception as exc:  # noqa: BLE001 - keep the rest of the benchmark
             result["sweep_error"] = f"{type(exc).__name__}: {exc}"
             print(f"sweep failed: {result['sweep_error']}")
     if kind == "cuda":

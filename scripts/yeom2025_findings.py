@@ -77,8 +77,8 @@ def claim_b(board_by_metric, runs, datasets) -> list[str]:
 
 def claim_c(predictions, runs, datasets) -> list[str]:
     finished = {r["run_id"]: r for r in runs if r["status"] == "finished"}
-    out = ["| dataset | test samples | gmn: all 5 seeds right | images: all 10 runs wrong | "
-           "gmn right & images wrong (observed) | expected if independent |", "|---|---|---|---|---|---|"]
+    out = [("| dataset | test samples | gmn: all 5 seeds right | images: all 10 runs wrong | "
+            "gmn right & images wrong (observed) | expected if independent |"), "|---|---|---|---|---|---|"]
     for ds in datasets:
         right = defaultdict(dict)
         for p in predictions:

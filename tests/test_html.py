@@ -127,7 +127,7 @@ def test_exported_page_is_self_contained_with_tables_figures_and_images(shapes_p
 
 def _chromium(*args, tmp):
     return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--user-data-dir={tmp}", *args], capture_output=True, timeout=120)
+                           f"--user-data-dir={tmp}", *args], check=False, capture_output=True, timeout=120)
 
 
 @needs_chromium

@@ -56,7 +56,7 @@ def test_ranks_tie_where_intervals_overlap_and_failed_runs_do_not_count():
     assert rows["b"]["rank"] == rows["c"]["rank"] == 2 and rows["b"]["tie"] and rows["c"]["tie"]
     assert rows["c"]["seeds"] == 3
     assert [r["arch"] for r in accuracy_rows(runs)] == ["top", "b", "c"]  # by mean within a tie
-    head, body = accuracy_table(build(runs, []))
+    _, body = accuracy_table(build(runs, []))
     assert [row[1] for row in body] == ["1", "2=", "2="]
 
 
@@ -82,7 +82,7 @@ def test_stability_averages_seed_pairs_and_carries_bootstrap_and_null():
             _sim("m", 0, "w", 0, "fc1", "fc1", 0.5),  # other arch: not stability
             {**_sim("m", 0, "m", 1, "fc1", "fc1", 0.0), "metric": "other"}]
     (r,) = stability_rows(sims, "cka")
-    m, s, lo, hi = mean_ci([0.9, 0.8, 0.7])
+    _, s, lo, hi = mean_ci([0.9, 0.8, 0.7])
     assert (r["mean"], r["std"], r["ci_low"], r["ci_high"], r["pairs"]) == (pytest.approx(0.8), pytest.approx(s),
                                                                             lo, hi, 3)
     assert r["boot_low"] == pytest.approx(0.75) and r["boot_high"] == pytest.approx(0.85)

@@ -479,8 +479,8 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
     """Run a study end to end, resuming where it stopped: per dataset the INR zoo, the seed x
     architecture grid and the similarity; then the leaderboard export."""
     from wsbench import reporting as lb
-    from wsbench.reporting import export
     from wsbench import similarity as sim
+    from wsbench.reporting import export
     from wsbench.runner import Cell, Runner
     from wsbench.store import Store
     from wsbench.study import _log_stage, grid_command, load_study, run_grid_workers

@@ -13,8 +13,8 @@ import http.client
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from wsbench.errors import WsbenchError
 from wsbench.tables import atomic_write

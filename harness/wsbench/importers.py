@@ -25,9 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -35,8 +35,8 @@ import torch
 from wsbench import __version__
 from wsbench.errors import WsbenchError
 from wsbench.specs import SirenSpec
-from wsbench.task import SPLITS
 from wsbench.tables import atomic_write
+from wsbench.task import SPLITS
 from wsbench.zoo import ZOO_FORMAT, Zoo, open_zoo
 
 LAYOUTS = ("dwsnets", "nfn")
@@ -60,7 +60,7 @@ def load_state(path: Path) -> dict:
     """A state dict read without running code; a one-line error names a file that is not one."""
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to load it safely is the same user error
         raise WsbenchError(f"{path} could not be loaded as a plain state dict ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200]}); it is not a weights-only .pth file") from None
     if not isinstance(sd, dict):
@@ -208,7 +208,7 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
     if (path / "manifest.json").exists():
         return open_zoo(path)
     manifest = {
-        "format": ZOO_FORMAT, "key": key, "dataset": label, "count": int(len(ids)),
+        "format": ZOO_FORMAT, "key": key, "dataset": label, "count": len(ids),
         "num_params": int(weights.shape[1]), "spec": spec.to_dict(),
         "recipe": {"imported": layout, "steps": None}, "seed": None,
         "psnr": None, "wsbench_version": __version__, "source": {"layout": layout, "root": str(root.resolve())},

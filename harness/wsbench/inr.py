@@ -76,7 +76,7 @@ def fit_from(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: d
     recipe = {**DEFAULT_RECIPE, **recipe}
     check_recipe(recipe)
     device = torch.device(device)
-    b, c, h, w = images.shape
+    b, c = images.shape[:2]
     if theta.shape != (b, spec.num_params):
         raise WsbenchError(f"initial weights have shape {tuple(theta.shape)}, expected {(b, spec.num_params)}")
     if c != spec.out_dim:
@@ -177,7 +177,7 @@ def _fit_cpu(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: d
     steps = int(recipe["steps"])
     workers = max(1, min(torch.get_num_threads(), -(-b // block)))
     # Contiguous parts of whole blocks, one per worker.
-    per = -(-(-(-b // block)) // workers) * block
+    per = -((-b // block) // workers) * block
     parts = [(lo, min(b, lo + per)) for lo in range(0, b, per)]
     if workers > 1 and b * steps >= CPU_PROCESS_MIN and os.environ.get("WSBENCH_INR_PROCESSES", "1") != "0":
         try:

@@ -16,12 +16,13 @@ ops on the GPU. Deterministic: no atomics, fixed order.
 ``tests/test_inr.py`` runs the kernel in Triton's CPU interpreter against the CPU fit;
 ``benchmarks/inr_fit.py`` compares it with the CPU fit on the GPU (about 2e-6 after 5 steps).
 """
+# ruff: noqa: PIE808 - the kernel source stays as benchmarked (range(0, H))
 from __future__ import annotations
 
 import math
 import os
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -214,7 +215,7 @@ def fit_triton(images: torch.Tensor, theta: torch.Tensor, spec: SirenSpec, recip
     mse = torch.empty(n, device=theta.device)
     active = torch.ones(n, dtype=torch.int8, device=theta.device)
     target_db = recipe.get("psnr_target")
-    args = dict(warps=warps, precision=precision, fast=fast)
+    args = {"warps": warps, "precision": precision, "fast": fast}
     for step in range(1, int(recipe["steps"]) + 1):
         if target_db is not None and step > 1 and (step - 1) % CHECK_EVERY == 0:
             _launch(theta, m, v, images, grid, mse, active, spec, step, 0.0, False, **args)
@@ -246,7 +247,7 @@ def fit(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, 
     imgs = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     try:
         mse = fit_triton(imgs, theta, spec, recipe, cb)
-    except Exception as exc:  # a Triton/driver combination that cannot build the kernel: slower, same math
+    except Exception as exc:  # noqa: BLE001 - a Triton/driver combination that cannot build the kernel
         warnings.warn(f"fused INR kernel unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
                       "fitting with PyTorch ops instead")
         return None

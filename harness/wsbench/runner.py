@@ -34,8 +34,8 @@ import torch
 from wsbench import __version__, augment
 from wsbench import config as cfg
 from wsbench.errors import WsbenchError
-from wsbench.siren import DEFAULT_RECIPE
 from wsbench.plugins import Registry
+from wsbench.siren import DEFAULT_RECIPE
 from wsbench.store import Store
 from wsbench.tables import prediction_table, representation_table, run_rows
 from wsbench.task import Task, make_task

@@ -148,7 +148,7 @@ class PixelGrid:
     basis: torch.Tensor
 
     @staticmethod
-    def make(height: int, width: int, device=None, dtype=torch.float32) -> "PixelGrid":
+    def make(height: int, width: int, device=None, dtype=torch.float32) -> PixelGrid:
         c = coordinates(height, width).to(device=device, dtype=dtype)
         basis = torch.cat([c, torch.ones(len(c), 1, device=device, dtype=dtype)], 1).t().contiguous()
         return PixelGrid(height, width, c[::width, 0].contiguous(), c[:width, 1].contiguous(), basis)
@@ -183,7 +183,7 @@ def _compiled(name: str, eager, *example):
                 try:
                     fn = compile_fn(eager, dynamic=True, fullgraph=True)
                     fn(*example)  # compile now, under the lock
-                except Exception:  # no C++ compiler or an unsupported platform: the eager ops
+                except Exception:  # noqa: BLE001 - no C++ compiler or an unsupported platform: the eager ops
                     fn = eager
                 _COMPILED[name] = fn
     return fn
@@ -284,7 +284,7 @@ def lr_at(step: int, recipe: dict) -> float:
     """Learning rate of 0-based ``step``: constant, then cosine decay over the last ``decay_frac``."""
     lr, steps = float(recipe["lr"]), int(recipe["steps"])
     frac = float(recipe.get("decay_frac") or 0.0)
-    start = steps - int(round(frac * steps))
+    start = steps - round(frac * steps)
     if frac <= 0 or step < start:
         return lr
     t = (step - start + 1) / max(1, steps - start)

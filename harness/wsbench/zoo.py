@@ -16,9 +16,9 @@ import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -158,7 +158,7 @@ def _build_locked(path, key, dataset, images, ids, spec, recipe, seed, device, e
             base = sum(b - a for j, (a, b) in enumerate(bounds) if j in done)
             db = finished_mean()
 
-            def on_step(frac, _base=base, _size=hi - lo, _db=db, _last=[-1.0]):
+            def on_step(frac, _base=base, _size=hi - lo, _db=db, _last=[-1.0]):  # noqa: B006 - _last: its own state
                 if frac - _last[0] >= 0.02 or frac >= 1.0:
                     _last[0] = frac
                     progress(_base + int(_size * frac), n, _db)

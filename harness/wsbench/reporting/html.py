@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import math
 import struct
 import zlib
@@ -22,6 +23,7 @@ from wsbench.reporting.stats import is_missing
 from wsbench.reporting.text import (
     accuracy_table,
     agreement_table,
+    class_name,
     failures_table,
     fmt_interval,
     fmt_num,
@@ -63,11 +65,16 @@ def colour(t: float) -> str:
     if t is None or math.isnan(t):
         return "#e5e7eb"
     t = min(1.0, max(0.0, t))
-    for (t0, c0), (t1, c1) in zip(_RAMP, _RAMP[1:]):
+    for (t0, c0), (t1, c1) in itertools.pairwise(_RAMP):
         if t <= t1:
             f = (t - t0) / (t1 - t0)
-            return "#%02x%02x%02x" % tuple(round(a + f * (b - a)) for a, b in zip(c0, c1))
-    return "#%02x%02x%02x" % _RAMP[-1][1]
+            return _hex(round(a + f * (b - a)) for a, b in zip(c0, c1))
+    return _hex(_RAMP[-1][1])
+
+
+def _hex(rgb) -> str:
+    r, g, b = rgb
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _ink(t: float) -> str:
@@ -87,13 +94,13 @@ def _f(x, d=3) -> str:
 
 def heatmap_svg(matrix: dict, cell: int = 44, label_w: int = 90, vmin: float = 0.0, vmax: float = 1.0,
                 title: str = "", extra_tip=None) -> str:
-    """A layer x layer heatmap (a :func:`~wsbench.reporting.board.layer_matrices` item) as SVG with values and tooltips."""
+    """A layer x layer heatmap (a ``board.layer_matrices`` item) as SVG with values and tooltips."""
     rows, cols, values = matrix["rows"], matrix["cols"], matrix["values"]
     top = 16 + int(4.6 * max([len(str(c)) for c in cols] + [4]))  # room for the 45-degree column labels
     w = label_w + cell * len(cols) + 10
     h = top + cell * len(rows) + 40
-    parts = [f'<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'viewBox="0 0 {w} {h}" role="img" aria-label="{_e(title)}">']
+    parts = [(f'<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+              f'viewBox="0 0 {w} {h}" role="img" aria-label="{_e(title)}">')]
     for j, name in enumerate(cols):
         x = label_w + j * cell + cell / 2
         parts.append(f'<text x="{x}" y="{top - 6}" transform="rotate(-45 {x} {top - 6})" class="tick">'
@@ -101,12 +108,12 @@ def heatmap_svg(matrix: dict, cell: int = 44, label_w: int = 90, vmin: float = 0
     for i, name in enumerate(rows):
         y = top + i * cell + cell / 2 + 4
         parts.append(f'<text x="{label_w - 6}" y="{y}" text-anchor="end" class="tick">{_e(name)}</text>')
-        for j, _ in enumerate(cols):
+        for j, col in enumerate(cols):
             v = values[i][j]
             t = (v - vmin) / (vmax - vmin) if vmax > vmin and not (v is None or math.isnan(v)) else float("nan")
             x, y0 = label_w + j * cell, top + i * cell
-            tip = f"{rows[i]} × {cols[j]}: {_f(v)}"
-            c = matrix.get("cells", {}).get((rows[i], cols[j]))
+            tip = f"{name} × {col}: {_f(v)}"
+            c = matrix.get("cells", {}).get((name, col))
             if c is not None:
                 tip += f"; 95 % CI {fmt_interval(c['ci_low'], c['ci_high'])}; {c['pairs']} pairs"
                 if not is_missing(c.get("null_mean")):
@@ -142,8 +149,8 @@ def accuracy_svg(rows: list[dict], width: int = 560) -> str:
 
     def x(v):
         return label_w + (v - lo) / (hi - lo) * plot_w
-    parts = [f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
-             f'viewBox="0 0 {width} {h}" role="img" aria-label="test accuracy with 95 % intervals">']
+    parts = [(f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
+              f'viewBox="0 0 {width} {h}" role="img" aria-label="test accuracy with 95 % intervals">')]
     for k in range(6):
         v = lo + k * (hi - lo) / 5
         parts.append(f'<line x1="{x(v)}" x2="{x(v)}" y1="{top - 4}" y2="{h - 24}" stroke="#e5e7eb"/>'
@@ -181,8 +188,8 @@ def stability_svg(rows: list[dict], metric: str, panel_w: int = 220, height: int
 
     def y(v):
         return top + (hi - v) / (hi - lo) * plot_h
-    parts = [f'<svg class="stability" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" '
-             f'viewBox="0 0 {w} {height}" role="img" aria-label="cross-seed {_e(metric)} per layer">']
+    parts = [(f'<svg class="stability" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" '
+              f'viewBox="0 0 {w} {height}" role="img" aria-label="cross-seed {_e(metric)} per layer">')]
     for k in range(5):
         v = lo + k * (hi - lo) / 4
         parts.append(f'<text x="{left - 4}" y="{y(v) + 4}" text-anchor="end" class="tick">{v:.2f}</text>')
@@ -374,9 +381,6 @@ def _gallery(board: Board, images: dict, classes: dict, max_images: int) -> str:
     out = []
     for (ds, wa, group), chosen in sample_groups(board):
         names = classes.get(ds) or []
-
-        def name(k):
-            return names[k] if k is not None and 0 <= k < len(names) else str(k)
         what = (f"right in every {wa} run, wrong in every image run" if group == "weights-only"
                 else f"right in every image run, wrong in every {wa} run")
         shown = chosen[:max_images]
@@ -388,8 +392,8 @@ def _gallery(board: Board, images: dict, classes: dict, max_images: int) -> str:
             tip = "; ".join(f"{a}: {100 * f:.0f}% of seeds right" for a, f in sorted(s["right_fraction"].items()))
             img = (f'<img alt="sample {s["sample_id"]}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
                    if png else '<div style="width:72px;height:72px;background:#f3f4f6;margin:0 auto 3px"></div>')
-            out.append(f'<figure title="{_e(tip)}">{img}<figcaption>#{s["sample_id"]}<br>{_e(name(s["label"]))} → '
-                       f'{_e(name(s["wrong_pred"]))}</figcaption></figure>')
+            out.append(f'<figure title="{_e(tip)}">{img}<figcaption>#{s["sample_id"]}<br>{_e(class_name(names, s["label"]))} → '
+                       f'{_e(class_name(names, s["wrong_pred"]))}</figcaption></figure>')
         out.append("</div>")
     if not out:
         out.append("<p><i>no sample splits the two kinds of model</i></p>")

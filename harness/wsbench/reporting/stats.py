@@ -15,7 +15,7 @@ NAN = float("nan")
 
 def t95(df: float) -> float:
     """Two-sided 95 % t critical value; fractional df (Welch) round down, to stay conservative."""
-    df = int(math.floor(df))
+    df = math.floor(df)
     return _T95[df - 1] if 1 <= df <= len(_T95) else 1.96
 
 

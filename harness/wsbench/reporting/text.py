@@ -26,6 +26,11 @@ def fmt_interval(lo, hi, fmt=fmt_num) -> str:
     return "–" if is_missing(lo) or is_missing(hi) else f"[{fmt(lo)}, {fmt(hi)}]"
 
 
+def class_name(names: list, k) -> str:
+    """Class ``k``'s name from a dataset's class names, or ``k`` itself when there is none."""
+    return names[k] if k is not None and 0 <= k < len(names) else str(k)
+
+
 # Tables ---------------------------------------------------------------------------------
 
 def accuracy_table(board: Board) -> tuple[list[str], list[list[str]]]:
@@ -149,8 +154,8 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
     if not board.samples:
         parts.append("_no predictions stored_")
     else:
-        parts += ["Test samples that every seed of a weight-space model gets right and every seed of every "
-                  "image model gets wrong, and the reverse; each weight-space model is judged on its own.", "",
+        parts += [("Test samples that every seed of a weight-space model gets right and every seed of every "
+                   "image model gets wrong, and the reverse; each weight-space model is judged on its own."), "",
                   _md_table(*samples_table(board)), ""]
         if board.agreement:
             parts += ["### Prediction agreement between architectures", "",
@@ -168,7 +173,9 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
 
 
 def markdown_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per_row: int = 8,
-                per_group: int = MAX_IMAGES) -> list[str]:
+                     per_group: int = MAX_IMAGES) -> list[str]:
+    """Markdown lines showing the split samples whose ``(dataset, sample_id)`` is in ``image_ids``
+    as ``image_dir/<dataset>/<sample_id>.png``, ``per_row`` to a row, at most ``per_group`` a group."""
     out = []
     for (ds, wa, group), every in sample_groups(board):
         # At most the first ``per_group`` (those the export picks): another group's images may be present too.
@@ -177,12 +184,9 @@ def markdown_gallery(board: Board, image_dir: str, image_ids: set, classes: dict
         if not chosen:
             continue
         names = classes.get(ds) or []
-
-        def name(k):
-            return names[k] if k is not None and 0 <= k < len(names) else str(k)
         shown = f", first {len(chosen)} shown" if len(chosen) < total else ""
-        out += [f"**{ds}, {wa}: {group}** ({total} samples{shown}; "
-                "caption: id, true label → what the failing side predicts)", ""]
+        out += [(f"**{ds}, {wa}: {group}** ({total} samples{shown}; "
+                 "caption: id, true label → what the failing side predicts)"), ""]
         for i in range(0, len(chosen), per_row):
             row = chosen[i:i + per_row]
             # Inline <img> so the small images are scaled up (GitHub keeps width on img tags).
@@ -190,8 +194,8 @@ def markdown_gallery(board: Board, image_dir: str, image_ids: set, classes: dict
                                          f'alt="sample {s["sample_id"]}">' for s in row) + " |")
             if i == 0:  # one Markdown table: images and captions alternate below its header row
                 out.append("|" + "|".join([":---:"] * len(row)) + "|")
-            out.append("| " + " | ".join(f"{s['sample_id']}: {name(s['label'])} → {name(s['wrong_pred'])}"
-                                         for s in row) + " |")
+            out.append("| " + " | ".join(f"{s['sample_id']}: {class_name(names, s['label'])} → "
+                                         f"{class_name(names, s['wrong_pred'])}" for s in row) + " |")
         out.append("")
     return out
 
