@@ -277,3 +277,30 @@ def test_gpu_fit_declines_what_its_kernel_cannot_run_and_the_driver_fits_the_clo
     assert torch.equal(theta, start)  # the caller's initial weights are left alone
     ref_w, ref_q = fit_from(images, theta, spec, recipe, torch.device("cpu"))
     assert np.allclose(weights.numpy(), ref_w, atol=1e-6) and np.allclose(quality.numpy(), ref_q, atol=1e-4)
+
+
+def _imported(module: str) -> set[str]:
+    """Every module a source file imports, at its top or inside a function."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_inr_modules_import_alone_without_a_cycle():
+    """siren (the closed form) imports neither driver; inr_cuda (the kernel) imports siren, never the driver."""
+    assert not {"wsbench.inr", "wsbench.inr_cuda"} & _imported("wsbench.siren")
+    assert "wsbench.inr" not in _imported("wsbench.inr_cuda") and "wsbench.siren" in _imported("wsbench.inr_cuda")
+    code = ("import importlib, sys; importlib.import_module(sys.argv[1]); "
+            "print(' '.join(sorted(m for m in sys.modules if m in ('wsbench.inr', 'wsbench.inr_cuda', 'wsbench.siren'))))")
+    loaded = {name: subprocess.run([sys.executable, "-c", code, name], check=True, capture_output=True,
+                                   text=True).stdout.strip() for name in ("wsbench.siren", "wsbench.inr_cuda", "wsbench.inr")}
+    assert loaded == {"wsbench.siren": "wsbench.siren", "wsbench.inr_cuda": "wsbench.inr_cuda wsbench.siren",
+                      "wsbench.inr": "wsbench.inr wsbench.siren"}
