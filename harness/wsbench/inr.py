@@ -58,7 +58,7 @@ def init_siren(batch: int, spec: SirenSpec, generator: torch.Generator) -> list[
 
 
 def fit_batch(images: np.ndarray, spec: SirenSpec, recipe: dict, generator: torch.Generator,
-              device: torch.device, on_step: Callable[[float], None] | None = None):
+              device: torch.device, on_step: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fit one SIREN per image, all at once. Returns ``(weights (B, P) float32, psnr (B,))``.
 
     The loss is the sum over INRs of each INR's mean squared error, so each INR's
@@ -71,7 +71,7 @@ def fit_batch(images: np.ndarray, spec: SirenSpec, recipe: dict, generator: torc
 
 
 def fit_from(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, device: torch.device,
-             on_step: Callable[[float], None] | None = None):
+             on_step: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`fit_batch` from given initial weights ``theta (B, P)`` (internal layout, CPU)."""
     recipe = {**DEFAULT_RECIPE, **recipe}
     check_recipe(recipe)

@@ -3,6 +3,7 @@ differences, and means that skip missing values. Pure functions of numbers."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -19,7 +20,7 @@ def t95(df: float) -> float:
     return _T95[df - 1] if 1 <= df <= len(_T95) else 1.96
 
 
-def mean_ci(values) -> tuple[float, float, float, float]:
+def mean_ci(values: Iterable[float]) -> tuple[float, float, float, float]:
     """``(mean, std, ci_low, ci_high)``: sample std and a 95 % t-interval of the mean."""
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
@@ -32,7 +33,7 @@ def mean_ci(values) -> tuple[float, float, float, float]:
     return m, s, m - h, m + h
 
 
-def diff_ci(a_mean, a_std, a_n, b_mean, b_std, b_n) -> tuple[float, float, float]:
+def diff_ci(a_mean: float, a_std: float, a_n: int, b_mean: float, b_std: float, b_n: int) -> tuple[float, float, float]:
     """``(b - a, low, high)``: Welch 95 % interval of the difference of two means (NaN with < 2 each)."""
     d = b_mean - a_mean
     if a_n < 2 or b_n < 2 or is_missing(a_std) or is_missing(b_std):
@@ -46,12 +47,12 @@ def diff_ci(a_mean, a_std, a_n, b_mean, b_std, b_n) -> tuple[float, float, float
     return d, d - h, d + h
 
 
-def nanmean(values) -> float:
+def nanmean(values: Iterable[float | None]) -> float:
     """Mean of the values that are present (None and NaN skipped); NaN when none is."""
     v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
     return float(np.mean(v)) if v else NAN
 
 
-def is_missing(x) -> bool:
+def is_missing(x: object) -> bool:
     """Whether a table cell holds no number: None or NaN."""
     return x is None or (isinstance(x, float) and math.isnan(x))

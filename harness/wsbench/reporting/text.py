@@ -6,27 +6,29 @@ formatters). A missing value prints as ``–``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from wsbench.reporting.board import MAX_IMAGES, Board, Comparison, has_extras, layer_matrices, sample_groups
 from wsbench.reporting.stats import is_missing
 
 # Formatters -----------------------------------------------------------------------------
 
-def fmt_num(x, digits=4) -> str:
+def fmt_num(x: float | None, digits: int = 4) -> str:
     """``x`` with ``digits`` decimals."""
     return "–" if is_missing(x) else f"{x:.{digits}f}"
 
 
-def fmt_pct(x) -> str:
+def fmt_pct(x: float | None) -> str:
     """A fraction as a percentage with two decimals (no % sign)."""
     return "–" if is_missing(x) else f"{100 * x:.2f}"
 
 
-def fmt_interval(lo, hi, fmt=fmt_num) -> str:
+def fmt_interval(lo: float | None, hi: float | None, fmt: Callable[[float], str] = fmt_num) -> str:
     """``[lo, hi]``, each formatted by ``fmt``; ``–`` when either end is missing."""
     return "–" if is_missing(lo) or is_missing(hi) else f"[{fmt(lo)}, {fmt(hi)}]"
 
 
-def class_name(names: list, k) -> str:
+def class_name(names: list[str], k: int | None) -> str:
     """Class ``k``'s name from a dataset's class names, or ``k`` itself when there is none."""
     return names[k] if k is not None and 0 <= k < len(names) else str(k)
 
@@ -223,7 +225,7 @@ def _rich_table(title, head, rows):
     return t
 
 
-def render_rich(board: Board):
+def render_rich(board: Board) -> list:
     """A list of rich renderables."""
     out = [_rich_table("Test accuracy (ranked; = marks ties the intervals cannot separate)", *accuracy_table(board))
            if board.accuracy else "no finished runs"]
@@ -242,6 +244,6 @@ def render_rich(board: Board):
     return out
 
 
-def render_comparison_rich(c: Comparison):
+def render_comparison_rich(c: Comparison) -> list:
     tables = comparison_tables(c)
     return [_rich_table(t, h, r) for t, h, r in tables] or ["nothing to compare"]
