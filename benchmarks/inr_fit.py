@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from wsbench.inr import fit_batch, init_siren, to_internal
+from wsbench.inr import fit_batch, init_siren
+from wsbench.siren import to_internal
 from wsbench.specs import SirenSpec
+from wsbench.tables import write_text
 
 SIZES = {"mnist-size": ("mnist", (1, 28, 28)), "cifar-size": ("cifar10", (3, 32, 32))}
 VARIANTS = [(w, p, f) for p in ("ieee", "tf32x3", "tf32") for f in (False, True) for w in (2, 4, 8)]
@@ -50,7 +52,8 @@ def hardware(device: str) -> dict:
     else:
         model = ""
         try:
-            model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+            with open("/proc/cpuinfo") as f:
+                model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
         except (OSError, StopIteration):
             pass
         info.update(cpu=model or platform.processor(), cores=len(os.sched_getaffinity(0)),
@@ -69,7 +72,7 @@ def real_images(dataset: str, data_dir: Path | None, n: int, seed: int = 0) -> n
         return None
     try:
         data = _registry().dataset(dataset).load(Path(data_dir))
-    except Exception as exc:  # no data here: speed falls back to random pixels
+    except Exception as exc:  # noqa: BLE001 - no data here: speed falls back to random pixels
         print(f"  ({dataset}: no real images: {exc})", file=sys.stderr)
         return None
     idx = np.random.default_rng(seed).choice(len(data.train_images), size=min(n, len(data.train_images)),
@@ -158,7 +161,7 @@ def sweep(n: int, steps: int, data_dir, psnr_n: int) -> list[dict]:
         for f in cf.as_completed(futures):
             try:
                 variants.append(f.result())
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a variant that does not build is reported, not fatal
                 failed.append({"variant": futures[f], "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
     variants = [v for v in VARIANTS if v in variants]
     print(f"  compiled {len(variants)} variants in {time.perf_counter() - t:.1f} s; failed: {failed}")
@@ -202,13 +205,13 @@ def sweep(n: int, steps: int, data_dir, psnr_n: int) -> list[dict]:
 
 def torch_closed_form(n: int, steps: int) -> dict:
     """The same closed-form step in PyTorch ops on the GPU (what runs without Triton), for comparison."""
-    from wsbench.inr import DEFAULT_RECIPE, Grid, fit_internal, targets_cm
+    from wsbench.siren import DEFAULT_RECIPE, PixelGrid, fit_internal, targets_cm
     out = {}
     for size, (_, (c, h, w)) in SIZES.items():
         spec = SirenSpec(hidden=(32, 32), out_dim=c)
         target = targets_cm(np.random.default_rng(0).integers(0, 256, (n, c, h, w), dtype=np.uint8)).cuda()
         theta = to_internal(init_siren(n, spec, torch.Generator().manual_seed(0))).cuda()
-        grid = Grid.make(h, w, "cuda")
+        grid = PixelGrid.make(h, w, "cuda")
         recipe = {**DEFAULT_RECIPE, "steps": steps, "lr": 1e-2}
         fit_internal(theta.clone(), target, spec, {**recipe, "steps": 2}, grid)
         torch.cuda.synchronize()
@@ -228,7 +231,8 @@ def pick_variant(rows: list[dict]) -> dict:
         return (exact is None or "mnist_psnr_mean" not in r
                 or (r["mnist_psnr_mean"] >= exact["mnist_psnr_mean"] - 0.5
                     and r["mnist_psnr_p5"] >= exact["mnist_psnr_p5"] - 0.5))
-    cost = lambda r: 1 / r["mnist-size_image_steps_per_s"] + 1 / r["cifar-size_image_steps_per_s"]  # noqa: E731
+    def cost(r):
+        return 1 / r["mnist-size_image_steps_per_s"] + 1 / r["cifar-size_image_steps_per_s"]
     return min((r for r in rows if ok(r)), key=cost)
 
 
@@ -316,7 +320,7 @@ def main(argv=None) -> dict:
             best = pick_variant(rows)
             inr_cuda.WARPS, inr_cuda.PRECISION, inr_cuda.FAST_SIN = best["warps"], best["precision"], best["fast_sin"]
             result["sweep"] = rows
-        except Exception as exc:  # keep the rest of the benchmark
+        except Exception as exc:  # noqa: BLE001 - keep the rest of the benchmark
             result["sweep_error"] = f"{type(exc).__name__}: {exc}"
             print(f"sweep failed: {result['sweep_error']}")
     if kind == "cuda":
@@ -352,9 +356,7 @@ def main(argv=None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     merged = json.loads(args.out.read_text()) if args.out.exists() else {}
     merged.setdefault(kind, {}).update(result)  # a partial run (--skip-speed) keeps the other parts
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(merged, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_text(args.out, json.dumps(merged, indent=2) + "\n")
     print(f"wrote {args.out}")
     return result
 

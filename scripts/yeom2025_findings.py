@@ -18,8 +18,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from wsbench import export
-from wsbench import leaderboard as lb
+from wsbench.reporting import export
+from wsbench.reporting.board import accuracy_rows, build
+from wsbench.reporting.stats import diff_ci, mean_ci
 
 METRICS = ("cka", "cka-biased", "mknn")
 GMN, IMAGE = "gmn", ("cnn", "mlp")
@@ -44,11 +45,11 @@ def claim_a(sim, datasets) -> list[str]:
     for ds in datasets:
         for metric in METRICS:
             vals = {a: cross_seed(sim, ds, metric, a) for a in (GMN, *IMAGE)}
-            stats = {a: lb.mean_ci(v) for a, v in vals.items()}
+            stats = {a: mean_ci(v) for a, v in vals.items()}
             diffs = {}
             for a in IMAGE:
                 (ma, sa, *_), (mg, sg, *_) = stats[a], stats[GMN]
-                diffs[a] = lb.diff_ci(ma, sa, len(vals[a]), mg, sg, len(vals[GMN]))
+                diffs[a] = diff_ci(ma, sa, len(vals[a]), mg, sg, len(vals[GMN]))
             below = all(d[2] < 0 for d in diffs.values())
             above = all(d[1] > 0 for d in diffs.values())
             verdict = "holds" if below else "does not hold" if above else "inconclusive"
@@ -59,7 +60,7 @@ def claim_a(sim, datasets) -> list[str]:
 
 
 def claim_b(board_by_metric, runs, datasets) -> list[str]:
-    acc = {(r["dataset"], r["arch"]): r for r in lb.accuracy_rows(runs)}
+    acc = {(r["dataset"], r["arch"]): r for r in accuracy_rows(runs)}
     out = ["| dataset | metric | pair | most similar layers | similarity (25 seed pairs) | test acc % |",
            "|---|---|---|---|---|---|"]
     for ds in datasets:
@@ -76,8 +77,8 @@ def claim_b(board_by_metric, runs, datasets) -> list[str]:
 
 def claim_c(predictions, runs, datasets) -> list[str]:
     finished = {r["run_id"]: r for r in runs if r["status"] == "finished"}
-    out = ["| dataset | test samples | gmn: all 5 seeds right | images: all 10 runs wrong | "
-           "gmn right & images wrong (observed) | expected if independent |", "|---|---|---|---|---|---|"]
+    out = [("| dataset | test samples | gmn: all 5 seeds right | images: all 10 runs wrong | "
+            "gmn right & images wrong (observed) | expected if independent |"), "|---|---|---|---|---|---|"]
     for ds in datasets:
         right = defaultdict(dict)
         for p in predictions:
@@ -98,7 +99,7 @@ def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "leaderboards/yeom2025")
     tables = export.load(folder)
     datasets = sorted({r["dataset"] for r in tables.runs})
-    boards = {m: lb.build(tables.runs, tables.similarity, metric=m) for m in METRICS}
+    boards = {m: build(tables.runs, tables.similarity, metric=m) for m in METRICS}
     print("## (a) cross-seed similarity, mean over layers per seed pair (95 % CI over 10 seed pairs)\n")
     print("\n".join(claim_a(tables.similarity, datasets)), "\n")
     print("## (b) GMN vs image models: the most similar layer pair (mean over 25 seed pairs, 95 % CI)\n")

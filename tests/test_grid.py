@@ -22,7 +22,8 @@ from wsbench.hookspecs import hookimpl
 from wsbench.plugins import load_registry
 from wsbench.runner import Cell, Runner, Settings, failure_status
 from wsbench.specs import ArchitectureSpec
-from wsbench.store import Store, run_rows
+from wsbench.store import Store
+from wsbench.tables import run_rows
 from wsbench.train import NonFiniteLoss
 
 LIMIT = 120  # the session's shapes_task (conftest): its INR zoo is fitted once for every test

@@ -12,13 +12,11 @@ import numpy as np
 import pytest
 import torch
 from wsbench import inr
-from wsbench.inr import (
+from wsbench.inr import fit_batch, fit_from, init_siren
+from wsbench.siren import (
     DEFAULT_RECIPE,
-    Grid,
+    PixelGrid,
     adam_step,
-    fit_batch,
-    fit_from,
-    init_siren,
     internal_to_public,
     lr_at,
     psnr,
@@ -52,7 +50,7 @@ def test_closed_form_gradient_matches_autograd(spec):
     params = [p.double() for p in init_siren(3, spec, torch.Generator().manual_seed(1))]
     target = targets_from_images(_images(3, spec.out_dim, h, w)).double()
     grad, mse = siren_grads(to_internal(params), target.transpose(1, 2).contiguous(), spec,
-                            Grid.make(h, w, dtype=torch.float64))
+                            PixelGrid.make(h, w, dtype=torch.float64))
     ps = [p.clone().requires_grad_() for p in params]
     err = _autograd_loss(ps, target, spec, h, w)
     err.sum().backward()
@@ -69,7 +67,7 @@ def test_closed_form_forward_and_layouts_round_trip():
     # Public layout: first the first layer's W as (out, in) row-major.
     w1 = theta[:, :2 * 32].view(4, 2, 32)
     assert torch.equal(public[:, :64].view(4, 32, 2), w1.transpose(1, 2))
-    out = siren_eval(theta, spec, Grid.make(6, 9))
+    out = siren_eval(theta, spec, PixelGrid.make(6, 9))
     ref = render(public, spec, 6, 9).reshape(4, 3, 54)
     assert torch.allclose(out, ref, atol=1e-5)
 
@@ -116,7 +114,7 @@ def test_each_inr_is_independent_of_its_batch(monkeypatch):
     theta = to_internal(init_siren(7, spec, torch.Generator().manual_seed(3)))
     recipe = {"steps": 5, "lr": 5e-3}
     monkeypatch.setattr(inr, "CPU_BLOCK", 3)
-    together, q = fit_from(images, theta, spec, recipe, torch.device("cpu"))
+    together, _ = fit_from(images, theta, spec, recipe, torch.device("cpu"))
     alone = [fit_from(images[i:i + 1], theta[i:i + 1], spec, recipe, torch.device("cpu"))[0] for i in range(7)]
     assert np.allclose(together, np.concatenate(alone), rtol=0, atol=1e-6)
 
@@ -128,7 +126,7 @@ def test_psnr_target_freezes_inrs_that_reach_it():
     theta = to_internal(init_siren(4, spec, torch.Generator().manual_seed(0)))
     recipe = {"steps": 200, "lr": 1e-2, "psnr_target": 35.0}
     w, q = fit_from(images, theta, spec, recipe, torch.device("cpu"))
-    w_full, q_full = fit_from(images, theta, spec, {**recipe, "psnr_target": None}, torch.device("cpu"))
+    w_full, _ = fit_from(images, theta, spec, {**recipe, "psnr_target": None}, torch.device("cpu"))
     assert (q[:2] >= 35.0).all()
     assert not np.allclose(w[:2], w_full[:2])  # stopped early
     assert np.array_equal(w[2:], w_full[2:]) or (q[2:] >= 35.0).all()
@@ -219,7 +217,9 @@ def test_triton_kernel_matches_closed_form_in_interpreter():
     code = textwrap.dedent("""
         import numpy as np, torch
         from wsbench import inr_cuda
-        from wsbench.inr import *
+        from wsbench.inr import init_siren
+        from wsbench.siren import DEFAULT_RECIPE, PixelGrid, fit_internal, siren_eval, targets_cm, to_internal
+        from wsbench.specs import SirenSpec
         rng = np.random.default_rng(0)
         for c, h, w in ((1, 5, 7), (3, 4, 6)):
             spec = SirenSpec(hidden=(16, 16), out_dim=c)
@@ -227,14 +227,14 @@ def test_triton_kernel_matches_closed_form_in_interpreter():
             theta = to_internal(init_siren(2, spec, torch.Generator().manual_seed(0)))
             recipe = {**DEFAULT_RECIPE, "steps": 3, "lr": 1e-2}
             ref = theta.clone()
-            fit_internal(ref, targets_cm(imgs), spec, recipe, Grid.make(h, w))
+            fit_internal(ref, targets_cm(imgs), spec, recipe, PixelGrid.make(h, w))
             mse = inr_cuda.fit_triton(torch.from_numpy(imgs), theta, spec, recipe, precision="ieee", fast=False)
             assert torch.allclose(theta, ref, atol=1e-5), (theta - ref).abs().max()
-            ref_mse = (siren_eval(ref, spec, Grid.make(h, w)) - targets_cm(imgs)).pow(2).mean((1, 2))
+            ref_mse = (siren_eval(ref, spec, PixelGrid.make(h, w)) - targets_cm(imgs)).pow(2).mean((1, 2))
             assert torch.allclose(mse, ref_mse, rtol=1e-4)
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=300)
     assert out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
@@ -260,3 +260,47 @@ def test_process_pool_gives_the_thread_results(monkeypatch):
     assert inr._POOL.get("workers") == 2
     assert np.array_equal(in_threads[0], in_processes[0]) and np.array_equal(in_threads[1], in_processes[1])
     assert seen and seen[-1] == 1.0
+
+
+def test_gpu_fit_declines_what_its_kernel_cannot_run_and_the_driver_fits_the_closed_form():
+    """``inr_cuda.fit`` returns None for a spec (or install) its kernel cannot run; the driver's
+    PyTorch-ops fit it falls back to gives the CPU fit's INRs."""
+    from wsbench import inr_cuda
+    spec = SPECS[2]  # one hidden layer: never the fused kernel
+    images = _images(3, 2, 5, 5)
+    theta = to_internal(init_siren(3, spec, torch.Generator().manual_seed(4)))
+    recipe = {**DEFAULT_RECIPE, "steps": 4, "lr": 5e-3}
+    assert not inr_cuda.supported(spec)
+    assert inr_cuda.fit(images, theta, spec, recipe, torch.device("cpu")) is None
+    start = theta.clone()
+    weights, quality = inr._fit_torch(images, theta, spec, recipe, torch.device("cpu"), None)
+    assert torch.equal(theta, start)  # the caller's initial weights are left alone
+    ref_w, ref_q = fit_from(images, theta, spec, recipe, torch.device("cpu"))
+    assert np.allclose(weights.numpy(), ref_w, atol=1e-6) and np.allclose(quality.numpy(), ref_q, atol=1e-4)
+
+
+def _imported(module: str) -> set[str]:
+    """Every module a source file imports, at its top or inside a function."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_inr_modules_import_alone_without_a_cycle():
+    """siren (the closed form) imports neither driver; inr_cuda (the kernel) imports siren, never the driver."""
+    assert not {"wsbench.inr", "wsbench.inr_cuda"} & _imported("wsbench.siren")
+    assert "wsbench.inr" not in _imported("wsbench.inr_cuda") and "wsbench.siren" in _imported("wsbench.inr_cuda")
+    code = ("import importlib, sys; importlib.import_module(sys.argv[1]); "
+            "print(' '.join(sorted(m for m in sys.modules if m in ('wsbench.inr', 'wsbench.inr_cuda', 'wsbench.siren'))))")
+    loaded = {name: subprocess.run([sys.executable, "-c", code, name], check=True, capture_output=True,
+                                   text=True).stdout.strip() for name in ("wsbench.siren", "wsbench.inr_cuda", "wsbench.inr")}
+    assert loaded == {"wsbench.siren": "wsbench.siren", "wsbench.inr_cuda": "wsbench.inr_cuda wsbench.siren",
+                      "wsbench.inr": "wsbench.inr wsbench.siren"}

@@ -7,10 +7,28 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
-from wsbench import export
-from wsbench import leaderboard as lb
-from wsbench.html import png_bytes
-from wsbench.store import Store, run_rows
+from wsbench.reporting import export
+from wsbench.reporting.board import (
+    Board,
+    accuracy_rows,
+    build,
+    compare,
+    layer_matrices,
+    sample_analysis,
+    stability_rows,
+    variant_labels,
+)
+from wsbench.reporting.html import png_bytes
+from wsbench.reporting.stats import mean_ci, t95
+from wsbench.reporting.text import (
+    accuracy_table,
+    markdown_gallery,
+    render_comparison_markdown,
+    render_markdown,
+    stability_table,
+)
+from wsbench.store import Store
+from wsbench.tables import run_rows
 
 
 def _run(arch, seed, acc, view="images", dataset="shapes", status="finished"):
@@ -20,7 +38,7 @@ def _run(arch, seed, acc, view="images", dataset="shapes", status="finished"):
 
 
 def test_accuracy_mean_std_interval_are_the_t_formulas():
-    rows = lb.accuracy_rows([_run("a", s, v) for s, v in enumerate([0.80, 0.82, 0.84])])
+    rows = accuracy_rows([_run("a", s, v) for s, v in enumerate([0.80, 0.82, 0.84])])
     r = rows[0]
     h = 4.303 * 0.02 / math.sqrt(3)
     assert r["mean"] == pytest.approx(0.82) and r["std"] == pytest.approx(0.02)
@@ -33,17 +51,17 @@ def test_ranks_tie_where_intervals_overlap_and_failed_runs_do_not_count():
     runs += [_run("b", s, v) for s, v in enumerate([0.70, 0.80, 0.75])]
     runs += [_run("c", s, v) for s, v in enumerate([0.72, 0.78, 0.74])]
     runs += [_run("c", 9, None, status="failed")]
-    rows = {r["arch"]: r for r in lb.accuracy_rows(runs)}
+    rows = {r["arch"]: r for r in accuracy_rows(runs)}
     assert (rows["top"]["rank"], rows["top"]["tie"]) == (1, False)
     assert rows["b"]["rank"] == rows["c"]["rank"] == 2 and rows["b"]["tie"] and rows["c"]["tie"]
     assert rows["c"]["seeds"] == 3
-    assert [r["arch"] for r in lb.accuracy_rows(runs)] == ["top", "b", "c"]  # by mean within a tie
-    head, body = lb.accuracy_table(lb.build(runs, []))
+    assert [r["arch"] for r in accuracy_rows(runs)] == ["top", "b", "c"]  # by mean within a tie
+    _, body = accuracy_table(build(runs, []))
     assert [row[1] for row in body] == ["1", "2=", "2="]
 
 
 def test_accuracy_interval_is_clamped_to_unit_range_and_one_seed_has_none():
-    rows = {r["arch"]: r for r in lb.accuracy_rows([_run("a", 0, 0.99), _run("a", 1, 0.5), _run("one", 0, 0.3)])}
+    rows = {r["arch"]: r for r in accuracy_rows([_run("a", 0, 0.99), _run("a", 1, 0.5), _run("one", 0, 0.3)])}
     assert rows["a"]["ci_low"] == 0.0 and rows["a"]["ci_high"] == 1.0
     assert math.isnan(rows["one"]["ci_low"]) and math.isnan(rows["one"]["std"])
 
@@ -63,18 +81,18 @@ def test_stability_averages_seed_pairs_and_carries_bootstrap_and_null():
             _sim("m", 0, "m", 1, "fc1", "fc2", 0.1),  # other layer: not stability
             _sim("m", 0, "w", 0, "fc1", "fc1", 0.5),  # other arch: not stability
             {**_sim("m", 0, "m", 1, "fc1", "fc1", 0.0), "metric": "other"}]
-    (r,) = lb.stability_rows(sims, "cka")
-    m, s, lo, hi = lb.mean_ci([0.9, 0.8, 0.7])
+    (r,) = stability_rows(sims, "cka")
+    _, s, lo, hi = mean_ci([0.9, 0.8, 0.7])
     assert (r["mean"], r["std"], r["ci_low"], r["ci_high"], r["pairs"]) == (pytest.approx(0.8), pytest.approx(s),
                                                                             lo, hi, 3)
     assert r["boot_low"] == pytest.approx(0.75) and r["boot_high"] == pytest.approx(0.85)
     assert r["null_mean"] == pytest.approx(0.02)
-    board = lb.build([], sims)
-    head, _ = lb.stability_table(board)
+    board = build([], sims)
+    head, _ = stability_table(board)
     assert "bootstrap 95 % CI (samples)" in head and "permutation null (mean)" in head
     # Without the interval columns (older similarity rows) the table has no such columns.
     plain = [{k: v for k, v in s.items() if k not in ("ci_low", "ci_high", "null_mean", "null_high")} for s in sims]
-    head, _ = lb.stability_table(lb.build([], plain))
+    head, _ = stability_table(build([], plain))
     assert "bootstrap 95 % CI (samples)" not in head and "permutation null (mean)" not in head
 
 
@@ -83,11 +101,11 @@ def test_layer_matrices_within_are_symmetric_and_cross_are_oriented():
             _sim("m", 0, "m", 1, "fc1", "fc1", 0.9), _sim("m", 0, "m", 1, "fc2", "fc2", 0.8),
             # a cross pair stored with arch_a > arch_b is turned around
             _sim("z", 0, "a", 0, "fc1", "fc2", 0.3), _sim("z", 0, "a", 1, "fc1", "fc2", 0.5)]
-    board = lb.build([], sims)
-    (w,) = lb.layer_matrices(board.within)
+    board = build([], sims)
+    (w,) = layer_matrices(board.within)
     assert w["rows"] == w["cols"] == ["fc1", "fc2"]
     assert np.allclose(w["values"], [[0.9, 0.5], [0.5, 0.8]])
-    (c,) = lb.layer_matrices(board.cross)
+    (c,) = layer_matrices(board.cross)
     assert (c["arch_a"], c["arch_b"], c["rows"], c["cols"]) == ("a", "z", ["fc2"], ["fc1"])
     assert c["values"][0][0] == pytest.approx(0.4) and c["cells"][("fc2", "fc1")]["pairs"] == 2
 
@@ -118,7 +136,7 @@ def _sample_fixture():
 
 def test_sample_analysis_finds_the_samples_that_split_weight_and_image_models():
     runs, preds = _sample_fixture()
-    summary, samples, agreement = lb.sample_analysis(runs, preds)
+    summary, samples, agreement = sample_analysis(runs, preds)
     s1, s2 = summary
     assert (s1["weight_arch"], s2["weight_arch"]) == ("w1", "w2") and s1["image_archs"] == "im"
     assert (s1["samples"], s1["weight_runs"], s1["image_runs"], s2["weight_runs"]) == (6, 2, 2, 1)
@@ -145,10 +163,10 @@ def test_sample_analysis_finds_the_samples_that_split_weight_and_image_models():
 def test_sample_analysis_uses_only_the_samples_every_run_predicted_and_needs_both_kinds():
     runs, preds = _sample_fixture()
     preds = [p for p in preds if not (p["run_id"] == "im-1" and p["sample_id"] == 100)]
-    (s, _), samples, _ = lb.sample_analysis(runs, preds)
+    (s, _), samples, _ = sample_analysis(runs, preds)
     assert s["weight_arch"] == "w1" and s["samples"] == 5 and s["weights_only"] == 0
     only_weights = [r for r in runs if r["view"] == "weights"]
-    (s,), samples, _ = lb.sample_analysis(only_weights, preds)
+    (s,), samples, _ = sample_analysis(only_weights, preds)
     assert s["weights_only"] == s["images_only"] == 0 and samples == [] and s["image_runs"] == 0
     assert s["weight_arch"] is None
 
@@ -156,33 +174,33 @@ def test_sample_analysis_uses_only_the_samples_every_run_predicted_and_needs_bot
 # Compare ---------------------------------------------------------------------------------
 
 def test_compare_gives_welch_differences_and_marks_separated_ones():
-    a = lb.build([_run("m", s, v) for s, v in enumerate([0.50, 0.52, 0.54])]
+    a = build([_run("m", s, v) for s, v in enumerate([0.50, 0.52, 0.54])]
                  + [_run("x", s, v) for s, v in enumerate([0.3, 0.5])], [])
-    b = lb.build([_run("m", s, v) for s, v in enumerate([0.60, 0.62, 0.64, 0.66])]
+    b = build([_run("m", s, v) for s, v in enumerate([0.60, 0.62, 0.64, 0.66])]
                  + [_run("x", s, v) for s, v in enumerate([0.2, 0.6])] + [_run("new", 0, 0.9)], [])
-    c = lb.compare(a, b, "A", "B")
+    c = compare(a, b, "A", "B")
     rows = {r["arch"]: r for r in c.accuracy}
     va, vb = 0.02 ** 2 / 3, np.var([0.60, 0.62, 0.64, 0.66], ddof=1) / 4
     df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)
-    h = lb.t95(df) * math.sqrt(va + vb)
+    h = t95(df) * math.sqrt(va + vb)
     assert rows["m"]["diff"] == pytest.approx(0.11)
     assert (rows["m"]["diff_low"], rows["m"]["diff_high"]) == (pytest.approx(0.11 - h), pytest.approx(0.11 + h))
     assert rows["m"]["separated"] and not rows["x"]["separated"]
     assert math.isnan(rows["new"]["diff"]) and rows["new"]["a_n"] == 0 and rows["new"]["b_n"] == 1
-    md = lb.render_comparison_markdown(c)
+    md = render_comparison_markdown(c)
     assert "# B against A" in md and "| shapes | m | 52.00 |" in md and "11.00 *" in md
 
 
 def test_markdown_has_every_section_and_escapes_pipes():
     runs, preds = _sample_fixture()
     runs[-1]["error"] = "ValueError: a|b"
-    board = lb.build(runs, [_sim("w1", 0, "w1", 1, "fc1", "fc1", 0.9)], predictions=preds)
-    md = lb.render_markdown(board, title="T")
+    board = build(runs, [_sim("w1", 0, "w1", 1, "fc1", "fc1", 0.9)], predictions=preds)
+    md = render_markdown(board, title="T")
     for section in ("# T", "## Test accuracy", "## Cross-seed stability", "## Cross-architecture similarity",
                     "## Sample analysis", "### Prediction agreement", "### The split samples", "## Failed runs"):
         assert section in md
     assert "ValueError: a\\|b" in md
-    md = lb.render_markdown(board, image_dir="samples", image_ids={("shapes", 100)})
+    md = render_markdown(board, image_dir="samples", image_ids={("shapes", 100)})
     assert '<img src="samples/shapes/100.png"' in md and "samples/shapes/101.png" not in md
 
 
@@ -211,7 +229,7 @@ def test_export_folder_rerenders_to_the_same_leaderboard(tmp_path):
     _write_store(tmp_path / "R", runs, preds, sims)
     tables = export.load(tmp_path / "R")
     assert len(tables.runs) == 6 and len(tables.similarity) == 2 and len(tables.predictions) == 30
-    board = lb.build(tables.runs, tables.similarity, predictions=tables.predictions)
+    board = build(tables.runs, tables.similarity, predictions=tables.predictions)
     img = np.arange(48, dtype=np.uint8).reshape(3, 4, 4)
     tables.images = {("shapes", 100): png_bytes(img), ("shapes", 101): png_bytes(img[:1])}
     tables.classes = {"shapes": ["c0", "c1", "c2", "c3", "c4", "c5"]}
@@ -230,8 +248,8 @@ def test_export_folder_rerenders_to_the_same_leaderboard(tmp_path):
     again = export.load(out)
     assert again.manifest["title"] == "Demo" and again.classes == tables.classes
     assert again.images == tables.images
-    board2 = lb.build(again.runs, again.similarity, predictions=again.predictions)
-    assert lb.render_markdown(board2, "Demo") == lb.render_markdown(board, "Demo")
+    board2 = build(again.runs, again.similarity, predictions=again.predictions)
+    assert render_markdown(board2, "Demo") == render_markdown(board, "Demo")
     assert board2.samples == board.samples and board2.agreement == board.agreement
     # Exporting the folder onto itself keeps it whole, and leaves the authors' README.md alone.
     (out / "README.md").write_text("our findings\n")
@@ -246,7 +264,7 @@ def test_export_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
     with pytest.raises(Exception, match="not an exported leaderboard"):
-        export.write_export(export.Tables([], [], [], "x"), lb.Board(), tmp_path / "mine", "t")
+        export.write_export(export.Tables([], [], [], "x"), Board(), tmp_path / "mine", "t")
 
 
 def test_images_come_from_the_dataset_by_sample_id(shapes_task):
@@ -288,9 +306,9 @@ def test_runs_of_one_arch_with_different_settings_are_never_pooled_as_seeds():
     runs += [{**_run("m", s, 0.9), "run_id": f"m-long-{s}", "config": json.dumps({"epochs": 20, "lr": 0.001}),
               "limit": 60} for s in range(3)]
     runs += [{**_run("w", 0, 0.3, "weights"), "config": "{}", "limit": None}]
-    labels = lb.variant_labels(runs)
+    labels = variant_labels(runs)
     assert labels["m-0"] == "m (epochs=2)" and labels["m-long-0"] == "m (epochs=20)" and labels["w-0"] == "w"
-    board = lb.build(runs, [_sim("m", 0, "m", 1, "fc1", "fc1", 0.9)])
+    board = build(runs, [_sim("m", 0, "m", 1, "fc1", "fc1", 0.9)])
     rows = {r["arch"]: r for r in board.accuracy}
     assert rows["m (epochs=2)"]["seeds"] == 2 and rows["m (epochs=20)"]["seeds"] == 3
     assert board.stability[0]["arch"] == "m (epochs=2)"
@@ -298,7 +316,7 @@ def test_runs_of_one_arch_with_different_settings_are_never_pooled_as_seeds():
     zoo = [{**_run("g", s, 0.8, "weights"), "run_id": f"g-{k}-{s}", "limit": None,
             "config": json.dumps({"lr": 0.003, "inr_recipe": {"lr": lr, "steps": 100, "w0": 30.0}})}
            for k, lr in enumerate((0.01, 0.001)) for s in range(2)]
-    labels = lb.variant_labels(zoo)
+    labels = variant_labels(zoo)
     assert labels["g-0-1"] == "g (inr_recipe.lr=0.01)" and labels["g-1-0"] == "g (inr_recipe.lr=0.001)"
 
 
@@ -306,9 +324,9 @@ def test_markdown_gallery_shows_at_most_per_group_images():
     # Another group's images may be in the export too; a group still shows only its first ``per_group``.
     samples = [{"dataset": "d", "weight_arch": "w", "group": g, "sample_id": i, "label": 0, "wrong_pred": 1,
                 "right_fraction": {}} for g, ids in (("images-only", [1, 2, 3]), ("weights-only", [4])) for i in ids]
-    board = lb.Board(metric="cka", accuracy=[], stability=[], within=[], cross=[], samples=[],
+    board = Board(metric="cka", accuracy=[], stability=[], within=[], cross=[], samples=[],
                      sample_list=samples, agreement=[], failures=[])
-    lines = lb._md_gallery(board, "samples", {("d", i) for i in (1, 2, 3, 4)}, {}, per_group=2)
+    lines = markdown_gallery(board, "samples", {("d", i) for i in (1, 2, 3, 4)}, {}, per_group=2)
     text = "\n".join(lines)
     assert text.count("<img") == 3 and "samples/d/3.png" not in text
     assert "(3 samples, first 2 shown" in text and "**d, w: weights-only** (1 samples" in text

@@ -10,9 +10,9 @@ import pytest
 import torch
 from wsbench.config import parse_overrides, resolve, run_id
 from wsbench.errors import WsbenchError
-from wsbench.inr import DEFAULT_RECIPE, psnr
 from wsbench.plugins import load_registry
 from wsbench.runner import Cell, Runner, Settings
+from wsbench.siren import DEFAULT_RECIPE, psnr
 from wsbench.store import Store
 from wsbench.task import split_ids
 from wsbench.train import train

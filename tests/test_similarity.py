@@ -13,7 +13,8 @@ from wsbench.cli import app
 from wsbench.errors import WsbenchError
 from wsbench.plugins import load_registry
 from wsbench.specs import MetricSpec
-from wsbench.store import Store, representation_table, run_rows
+from wsbench.store import Store
+from wsbench.tables import representation_table, run_rows
 
 N = 48
 

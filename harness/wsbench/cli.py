@@ -203,9 +203,9 @@ FORMATS = ("html", "md", "rich")
 
 
 def _write_page(path: Path, text: str) -> None:
-    from wsbench.zoo import atomic_write_text
+    from wsbench.tables import write_text
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
+    write_text(path, text)
     err_console.print(f"wrote {path}")
 
 
@@ -238,9 +238,9 @@ def leaderboard(ctx: typer.Context,
     """Ranked accuracy, cross-seed stability, cross-architecture similarity and the sample analysis."""
     if ctx.invoked_subcommand is not None:
         return
-    from wsbench import export
-    from wsbench import leaderboard as lb
-    from wsbench.html import render_html
+    from wsbench import reporting as lb
+    from wsbench.reporting import export
+    from wsbench.reporting.html import render_html
     if format not in FORMATS:
         raise WsbenchError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
     tables = export.load(out)
@@ -281,8 +281,8 @@ def leaderboard_compare(a: Path = typer.Argument(..., help="Results root or expo
                         metric: str = typer.Option("cka", "--metric", help="Similarity metric."),
                         output: Optional[Path] = typer.Option(None, "--output", help="Write Markdown to this file.")):
     """Two result sets side by side per dataset and architecture: differences B - A with 95 % intervals."""
-    from wsbench import export
-    from wsbench import leaderboard as lb
+    from wsbench import reporting as lb
+    from wsbench.reporting import export
     if format not in ("md", "rich"):
         raise WsbenchError(f"unknown format {format!r}; known formats: md, rich")
     boards = []
@@ -462,7 +462,7 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
                                                       "(default: the study's); 'none' to skip.")):
     """Run a study end to end, resuming where it stopped: per dataset the INR zoo, the seed x
     architecture grid and the similarity; then the leaderboard export."""
-    from wsbench import leaderboard as lb
+    from wsbench import reporting as lb
     from wsbench.progress import StudyDisplay
     from wsbench.study import load_study, run_study
     study = load_study(name)

@@ -1,23 +1,23 @@
 """Downloading dataset files: canonical mirrors in order, MD5-checked, atomic.
 
-A file is streamed to a hidden temporary name next to its destination, hashed
-while it streams, and renamed into place only when its MD5 matches; any failure
-removes the temporary file, so a killed or failed download never leaves a file
-that looks complete. Errors are one :class:`WsbenchError` line naming the file
+A file is streamed to a hidden temporary name next to its destination
+(:func:`wsbench.tables.atomic_write`), hashed while it streams, and renamed into
+place only when its MD5 matches; any failure removes the temporary file, so a
+killed or failed download never leaves a file that looks complete. Errors are one :class:`WsbenchError` line naming the file
 and what to do.
 """
 from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from wsbench.errors import WsbenchError
+from wsbench.tables import atomic_write
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60
@@ -67,32 +67,37 @@ def download(urls: Sequence[str], dest: Path, md5: str) -> Path:
     (a second mirror serving other bytes would not make the file right).
     """
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp.touch()
     except OSError as exc:
-        raise WsbenchError(f"cannot write {dest.name} into {dest.parent} ({exc.strerror}); pass a writable "
-                           "--data-dir or set WSBENCH_DATA") from None
+        raise _unwritable(dest, exc) from None
     failures = []
-    try:
-        for url in urls:
-            try:
-                digest = _fetch(url, tmp, dest.name)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
-                tmp.unlink(missing_ok=True)
-                continue
-            if digest != md5:
-                raise WsbenchError(
-                    f"downloaded {dest.name} from {url} has MD5 {digest}, expected {md5}; nothing was kept: "
-                    f"retry later, or download it yourself and place it at {dest}")
-            os.replace(tmp, dest)
+    for url in urls:
+        try:
+            atomic_write(dest, lambda tmp, url=url: _fetch_verified(url, tmp, dest, md5))
             return dest
-    finally:
-        tmp.unlink(missing_ok=True)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
     raise WsbenchError(f"could not download {dest.name} ({'; '.join(failures) or 'no mirrors'}); check the "
                        f"network, or download it yourself and place it at {dest}")
+
+
+def _unwritable(dest: Path, exc: OSError) -> WsbenchError:
+    return WsbenchError(f"cannot write {dest.name} into {dest.parent} ({exc.strerror}); pass a writable "
+                        "--data-dir or set WSBENCH_DATA")
+
+
+def _fetch_verified(url: str, tmp: Path, dest: Path, md5: str) -> None:
+    """Stream ``url`` into ``tmp`` and check its MD5: a wrong one is an error at once."""
+    try:
+        tmp.touch()
+    except OSError as exc:
+        raise _unwritable(dest, exc) from None
+    digest = _fetch(url, tmp, dest.name)
+    if digest != md5:
+        raise WsbenchError(
+            f"downloaded {dest.name} from {url} has MD5 {digest}, expected {md5}; nothing was kept: "
+            f"retry later, or download it yourself and place it at {dest}")
 
 
 def ensure(dest: Path, urls: Sequence[str], md5: str) -> Path:

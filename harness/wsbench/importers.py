@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,8 +35,9 @@ import torch
 from wsbench import __version__
 from wsbench.errors import WsbenchError
 from wsbench.specs import SirenSpec
+from wsbench.tables import atomic_write
 from wsbench.task import SPLITS
-from wsbench.zoo import ZOO_FORMAT, Zoo, atomic_write_text, open_zoo
+from wsbench.zoo import ZOO_FORMAT, Zoo, open_zoo
 
 LAYOUTS = ("dwsnets", "nfn")
 NFN_SPLIT_POINTS = (45_000, 50_000)
@@ -61,7 +60,7 @@ def load_state(path: Path) -> dict:
     """A state dict read without running code; a one-line error names a file that is not one."""
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to load it safely is the same user error
         raise WsbenchError(f"{path} could not be loaded as a plain state dict ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200]}); it is not a weights-only .pth file") from None
     if not isinstance(sd, dict):
@@ -208,26 +207,23 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
     path = Path(cache_dir) / "zoos" / f"imported-{label}-{key[:16]}"
     if (path / "manifest.json").exists():
         return open_zoo(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    manifest = {
+        "format": ZOO_FORMAT, "key": key, "dataset": label, "count": len(ids),
+        "num_params": int(weights.shape[1]), "spec": spec.to_dict(),
+        "recipe": {"imported": layout, "steps": None}, "seed": None,
+        "psnr": None, "wsbench_version": __version__, "source": {"layout": layout, "root": str(root.resolve())},
+        "splits": {s: len(v) for s, v in splits.items()}, "split_seed": split_seed,
+        "labels": {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))},
+        "layout": "per layer W (out, in) row-major then b (out,)",
+    }
+
+    def write(tmp: Path) -> None:  # the whole folder appears at once
+        tmp.mkdir()
         np.save(tmp / "weights.npy", weights)
         np.save(tmp / "psnr.npy", np.full(len(ids), np.nan, dtype=np.float32))
         np.save(tmp / "ids.npy", ids)
         np.save(tmp / "labels.npy", labels)
         (tmp / "splits.json").write_text(json.dumps(splits))
-        manifest = {
-            "format": ZOO_FORMAT, "key": key, "dataset": label, "count": int(len(ids)),
-            "num_params": int(weights.shape[1]), "spec": spec.to_dict(),
-            "recipe": {"imported": layout, "steps": None}, "seed": None,
-            "psnr": None, "wsbench_version": __version__, "source": {"layout": layout, "root": str(root.resolve())},
-            "splits": {s: len(v) for s, v in splits.items()}, "split_seed": split_seed,
-            "labels": {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))},
-            "layout": "per layer W (out, in) row-major then b (out,)",
-        }
-        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    atomic_write(path, write)
     return open_zoo(path)

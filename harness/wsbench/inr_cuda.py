@@ -4,39 +4,30 @@ A step of one INR is a chain of small matmuls and sines over its pixels; done
 op by op, every intermediate ``(pixels, 32)`` array goes through GPU memory
 several times and the fit is memory-bound. Here one program fits one INR: it
 walks its image one row of pixels at a time, keeps the activations in registers,
-accumulates the closed-form gradient (the same as :func:`wsbench.inr.siren_grads`)
+accumulates the closed-form gradient (the same as :func:`wsbench.siren.siren_grads`)
 and applies Adam to its own parameters, so a step reads and writes little more
 than the parameters and Adam's moments. The first layer uses the grid's
-separable form (sines of ``H + W`` values per unit, see :mod:`wsbench.inr`).
+separable form (sines of ``H + W`` values per unit, see :mod:`wsbench.siren`).
 
 Supported: 2-D grid coordinates, two hidden layers of a power-of-two width >= 16,
-any small number of output channels. Anything else, or no Triton, uses the same
-closed form in PyTorch ops on the GPU. Deterministic: no atomics, fixed order.
+any small number of output channels. For anything else, or without Triton, :func:`fit`
+returns None and the driver (:mod:`wsbench.inr`) runs the same closed form in PyTorch
+ops on the GPU. Deterministic: no atomics, fixed order.
 ``tests/test_inr.py`` runs the kernel in Triton's CPU interpreter against the CPU fit;
 ``benchmarks/inr_fit.py`` compares it with the CPU fit on the GPU (about 2e-6 after 5 steps).
 """
+# ruff: noqa: PIE808 - the kernel source stays as benchmarked (range(0, H))
 from __future__ import annotations
 
 import math
 import os
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from wsbench.inr import (
-    ADAM_BETAS,
-    ADAM_EPS,
-    CHECK_EVERY,
-    Grid,
-    fit_internal,
-    internal_to_public,
-    lr_at,
-    psnr,
-    siren_eval,
-    targets_cm,
-)
+from wsbench.siren import ADAM_BETAS, ADAM_EPS, CHECK_EVERY, PixelGrid, internal_to_public, lr_at
 from wsbench.specs import SirenSpec
 
 try:  # Triton ships with CUDA builds of torch; CPU-only installs never reach this module's kernel.
@@ -194,7 +185,7 @@ if triton is not None:
             _adam(row, mrow, vrow, o_b3 + jc, g_b3, cmask, lr_t, bc2_sqrt, B1, B2, EPS)
 
 
-def _launch(theta, m, v, images, grid: Grid, mse, active, spec: SirenSpec, step: int, lr: float, update: bool,
+def _launch(theta, m, v, images, grid: PixelGrid, mse, active, spec: SirenSpec, step: int, lr: float, update: bool,
             warps: int, precision: str, fast: bool) -> None:
     n, c, h, w = images.shape
     b1, b2 = ADAM_BETAS
@@ -219,12 +210,12 @@ def fit_triton(images: torch.Tensor, theta: torch.Tensor, spec: SirenSpec, recip
     precision = precision or PRECISION
     fast = FAST_SIN if fast is None else fast
     n = theta.shape[0]
-    grid = Grid.make(images.shape[2], images.shape[3], theta.device)
+    grid = PixelGrid.make(images.shape[2], images.shape[3], theta.device)
     m, v = torch.zeros_like(theta), torch.zeros_like(theta)
     mse = torch.empty(n, device=theta.device)
     active = torch.ones(n, dtype=torch.int8, device=theta.device)
     target_db = recipe.get("psnr_target")
-    args = dict(warps=warps, precision=precision, fast=fast)
+    args = {"warps": warps, "precision": precision, "fast": fast}
     for step in range(1, int(recipe["steps"]) + 1):
         if target_db is not None and step > 1 and (step - 1) % CHECK_EVERY == 0:
             _launch(theta, m, v, images, grid, mse, active, spec, step, 0.0, False, **args)
@@ -241,29 +232,24 @@ def fit_triton(images: torch.Tensor, theta: torch.Tensor, spec: SirenSpec, recip
 
 
 def fit(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, device: torch.device,
-        on_step: Callable[[float], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPU fit of ``theta (B, P)`` (internal layout, CPU) to ``images``.
+        on_step: Callable[[float], None] | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """GPU fit of ``theta (B, P)`` (internal layout, CPU; left unchanged) to ``images`` with the fused kernel.
 
-    Returns CPU ``(weights (B, P) in the public layout, psnr (B,))``.
+    Returns CPU ``(weights (B, P) in the public layout, psnr (B,))``, or None when the kernel
+    cannot run: no Triton, a spec it does not support, or a Triton/driver combination that
+    cannot build it (with a warning). The caller then runs the closed form in PyTorch ops.
     """
+    if not supported(spec):
+        return None
     steps = int(recipe["steps"])
     cb = None if on_step is None else (lambda k: on_step(k / steps))
-    theta = theta.to(device)
-    quality = None
-    if supported(spec):
-        imgs = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        start = theta.clone()
-        try:
-            mse = fit_triton(imgs, theta, spec, recipe, cb)
-            quality = 10.0 * torch.log10(4.0 / mse.clamp_min(1e-12))
-        except Exception as exc:  # a Triton/driver combination that cannot build the kernel: slower, same math
-            warnings.warn(f"fused INR kernel unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "fitting with PyTorch ops instead")
-            theta = start
-    if quality is None:
-        target = targets_cm(images).to(device)
-        grid = Grid.make(images.shape[2], images.shape[3], device)
-        fit_internal(theta, target, spec, recipe, grid, cb)
-        with torch.no_grad():
-            quality = psnr(siren_eval(theta, spec, grid), target)
+    theta = theta.to(device, copy=True)
+    imgs = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    try:
+        mse = fit_triton(imgs, theta, spec, recipe, cb)
+    except Exception as exc:  # noqa: BLE001 - a Triton/driver combination that cannot build the kernel
+        warnings.warn(f"fused INR kernel unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
+                      "fitting with PyTorch ops instead")
+        return None
+    quality = 10.0 * torch.log10(4.0 / mse.clamp_min(1e-12))
     return internal_to_public(theta, spec).cpu(), quality.float().cpu()

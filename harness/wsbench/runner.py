@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -29,9 +28,10 @@ from wsbench import __version__, augment
 from wsbench import config as cfg
 from wsbench.claims import Claims, utc_now
 from wsbench.errors import WsbenchError
-from wsbench.inr import DEFAULT_RECIPE
 from wsbench.plugins import Registry
-from wsbench.store import Store, representation_table, run_rows
+from wsbench.siren import DEFAULT_RECIPE
+from wsbench.store import Store
+from wsbench.tables import prediction_table, representation_table, run_rows
 from wsbench.task import Task, make_task
 from wsbench.train import NonFiniteLoss, RunResult, resolve_device, train
 
@@ -198,14 +198,7 @@ class Runner:
 
     def _write(self, cell: Cell, rid: str, row: dict, result: RunResult) -> None:
         parts = {"dataset": cell.dataset, "arch": cell.arch}
-        preds = pa.table({
-            "run_id": pa.array([rid] * len(result.test_ids)),
-            "sample_id": pa.array(result.test_ids.astype(np.int64)),
-            "label": pa.array(result.labels.astype(np.int64)),
-            "pred": pa.array(result.preds.astype(np.int64)),
-            "correct": pa.array(result.preds == result.labels),
-            "confidence": pa.array(result.confidence.astype(np.float32)),
-        })
+        preds = prediction_table(rid, result.test_ids, result.labels, result.preds, result.confidence)
         self.store.write("predictions", rid, preds, **parts)
         self.store.write("representations", rid, representation_table(rid, result.test_ids, result.layers), **parts)
         # The runs row last: its presence marks the run as stored.

@@ -32,23 +32,13 @@ import torch
 
 from wsbench.errors import WsbenchError
 from wsbench.specs import GridRequest, GridResult, MetricSpec
-from wsbench.store import SCHEMA_VERSION, Store
+from wsbench.store import Store
+from wsbench.tables import SCHEMA_VERSION, SIMILARITY_SCHEMA
 
 CHECK_TOLERANCE = 1e-6  # self-similarity, invariance and grid-vs-fn deviations above this fail
 CHECK_SAMPLES = 512  # invariance checks run fn on this many samples (evenly spaced)
 CI_LEVEL = 0.95
 NULL_QUANTILE = 0.95
-
-SIMILARITY_SCHEMA = pa.schema([
-    ("run_a", pa.string()), ("run_b", pa.string()), ("arch_a", pa.string()), ("arch_b", pa.string()),
-    ("seed_a", pa.int64()), ("seed_b", pa.int64()), ("layer_a", pa.string()), ("layer_b", pa.string()),
-    ("layer_index_a", pa.int64()), ("layer_index_b", pa.int64()), ("value", pa.float64()), ("n", pa.int64()),
-    ("d_a", pa.int64()), ("d_b", pa.int64()), ("estimator", pa.string()), ("higher_is_better", pa.bool_()),
-    ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("null_mean", pa.float64()), ("null_high", pa.float64()),
-    ("resamples", pa.int64()), ("permutations", pa.int64()), ("check_self", pa.float64()),
-    ("check_invariance", pa.float64()), ("checks_passed", pa.bool_()), ("checks", pa.string()),
-    ("schema_version", pa.int32()),
-])
 
 
 def pair_key(run_a: str, run_b: str, metric: MetricSpec) -> str:

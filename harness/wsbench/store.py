@@ -5,15 +5,14 @@
   representations/dataset=D/arch=A/<run_id>.parquet  one row per (layer, test sample)
   similarity/dataset=D/metric=M/<pair_key>.parquet   one row per (layer_a, layer_b)
 
-Partition columns live in the path, not in the files. Each file is written to a
-dot-prefixed temporary name (which readers ignore) and renamed, so a killed
-process leaves no half file and concurrent workers never collide. A run's
-``runs/`` row is written last: a run is stored once that file exists.
+Partition columns live in the path, not in the files; the tables' schemas and row
+builders are in :mod:`wsbench.tables`. Each file is written atomically
+(:func:`wsbench.tables.write_parquet`), so a killed process leaves no half file and
+concurrent workers never collide. A run's ``runs/`` row is written last: a run is
+stored once that file exists.
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,47 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
-TABLES = ("runs", "predictions", "representations", "similarity")
-PARTITIONS = {
-    "runs": ("dataset", "arch"), "predictions": ("dataset", "arch"),
-    "representations": ("dataset", "arch"), "similarity": ("dataset", "metric"),
-}
-
-
-# The runs table has a fixed schema: finished and failed runs fill different columns,
-# and an explicit schema keeps their files readable as one dataset.
-RUNS_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("seed", pa.int64()), ("status", pa.string()), ("error", pa.string()),
-    ("traceback", pa.string()), ("test_acc", pa.float64()), ("val_acc", pa.float64()),
-    ("best_epoch", pa.int64()), ("epochs", pa.int64()), ("n_train", pa.int64()), ("n_val", pa.int64()),
-    ("n_test", pa.int64()), ("view", pa.string()), ("limit", pa.int64()), ("config", pa.string()),
-    ("history", pa.string()), ("layers", pa.string()), ("zoo_key", pa.string()),
-    ("inr_psnr_mean", pa.float64()), ("wsbench_version", pa.string()), ("plugin_distribution", pa.string()),
-    ("plugin_version", pa.string()), ("torch_version", pa.string()), ("device", pa.string()),
-    ("host", pa.string()), ("wall_time_s", pa.float64()), ("started_at", pa.string()),
-    ("finished_at", pa.string()), ("schema_version", pa.int32()),
-])
-
-
-def run_rows(rows: list[dict]) -> pa.Table:
-    """``runs`` rows as a table with :data:`RUNS_SCHEMA` (missing columns null)."""
-    full = [{**{f.name: None for f in RUNS_SCHEMA}, "schema_version": SCHEMA_VERSION, **r} for r in rows]
-    return pa.Table.from_pylist(full, schema=RUNS_SCHEMA)
-
-
-def _partitioning(table: str) -> pads.Partitioning:
-    return pads.partitioning(pa.schema([(k, pa.string()) for k in PARTITIONS[table]]), flavor="hive")
-
-
-def write_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from wsbench.tables import PARTITIONS, RUNS_SCHEMA, SCHEMA_VERSION, partitioning, write_parquet
 
 
 class Store:
@@ -78,9 +37,7 @@ class Store:
         """Write one file of ``table`` atomically; ``schema_version`` is added to every row."""
         if "schema_version" not in rows.column_names:
             rows = rows.append_column("schema_version", pa.array([SCHEMA_VERSION] * rows.num_rows, pa.int32()))
-        path = self.path(table, key, **parts)
-        write_atomic(rows, path)
-        return path
+        return write_parquet(self.path(table, key, **parts), rows)
 
     def read(self, table: str, filter=None, columns=None) -> pa.Table:
         """The whole table (partition columns included), or an empty table if none is stored."""
@@ -90,7 +47,7 @@ class Store:
         schema = None
         if table == "runs":
             schema = pa.schema([*RUNS_SCHEMA, *[(k, pa.string()) for k in PARTITIONS[table]]])
-        ds = pads.dataset(base, format="parquet", partitioning=_partitioning(table), schema=schema)
+        ds = pads.dataset(base, format="parquet", partitioning=partitioning(table), schema=schema)
         return ds.to_table(filter=filter, columns=columns)
 
     # Runs -----------------------------------------------------------------
@@ -125,17 +82,3 @@ class Store:
             sample_ids = ids[rows] if sample_ids is None else sample_ids
         return sample_ids, out
 
-
-def representation_table(run_id: str, sample_ids: np.ndarray, layers: dict) -> pa.Table:
-    """Long format: one row per (layer, sample) with the vector as ``list<float32>``."""
-    parts = []
-    for i, (name, mat) in enumerate(layers.items()):
-        mat = np.ascontiguousarray(mat, dtype=np.float32)
-        n, d = mat.shape
-        values = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)),
-                                          pa.array(mat.reshape(-1)))
-        parts.append(pa.table({
-            "run_id": pa.array([run_id] * n), "layer": pa.array([name] * n),
-            "layer_index": pa.array(np.full(n, i, dtype=np.int32)),
-            "sample_id": pa.array(np.asarray(sample_ids, dtype=np.int64)), "values": values}))
-    return pa.concat_tables(parts) if parts else pa.table({})

@@ -17,16 +17,17 @@ from typing import Any, Callable
 
 import tomllib
 
-from wsbench import export, leaderboard, plugins, similarity
+from wsbench import plugins, reporting, similarity
 from wsbench.claims import utc_now
 from wsbench.errors import WsbenchError
 from wsbench.executors import make_executor
 from wsbench.grid import grid_cells, run_grid
 from wsbench.plugins import Registry
+from wsbench.reporting import export
 from wsbench.runner import Runner, Settings
 from wsbench.store import Store
+from wsbench.tables import write_text
 from wsbench.train import resolve_device
-from wsbench.zoo import atomic_write_text
 
 STUDY_DIR = Path(__file__).parent / "studies"
 
@@ -91,7 +92,7 @@ def log_stage(out: Path, study: Study, record: dict) -> None:
     path = out / f"study-{study.name}.json"
     log: dict = json.loads(path.read_text()) if path.exists() else {"study": study.name, "stages": []}
     log["stages"].append(record)
-    atomic_write_text(path, json.dumps(log, indent=2) + "\n")
+    write_text(path, json.dumps(log, indent=2) + "\n")
 
 
 def study_settings(study: Study, settings: Settings) -> Settings:
@@ -105,7 +106,7 @@ class StudyReport:
     """What :func:`run_study` did: failed cells, and the leaderboard when it exported one."""
 
     failed_cells: int = 0
-    board: Any = None  # wsbench.leaderboard's board of the export
+    board: Any = None  # wsbench.reporting board of the export
     exported: list | None = None  # files written by the export, None when it was skipped
     export_to: str | None = None
 
@@ -185,7 +186,7 @@ def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = 
     if target and target != "none":
         t0 = stage("export")
         tables = export.load(out)
-        board = leaderboard.build(tables.runs, tables.similarity, metric=study.metrics[0],
+        board = reporting.build(tables.runs, tables.similarity, metric=study.metrics[0],
                                   predictions=tables.predictions)
         if images is not None:
             export.attach_images(tables, board, images, warn=lambda m: emit({"type": "warning", "message": m}))

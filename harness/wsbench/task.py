@@ -18,7 +18,8 @@ import torch
 
 from wsbench.errors import WsbenchError
 from wsbench.specs import DatasetSpec, SirenSpec, TaskInfo
-from wsbench.zoo import Zoo, atomic_write_text, build_zoo
+from wsbench.tables import write_text
+from wsbench.zoo import Zoo, build_zoo
 
 SPLITS = ("train", "val", "test")
 
@@ -113,7 +114,7 @@ def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path |
                     progress=progress)
     split_file = zoo.path / "splits.json"
     if not split_file.exists():
-        atomic_write_text(split_file, json.dumps({s: ids_by_split[s].tolist() for s in SPLITS}))
+        write_text(split_file, json.dumps({s: ids_by_split[s].tolist() for s in SPLITS}))
     weights = np.asarray(zoo.weights)
     tr = splits["train"]
     # Per-channel statistics one channel at a time: a float64 copy of CIFAR-10 would be 1 GB.

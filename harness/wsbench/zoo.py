@@ -15,29 +15,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from wsbench import __version__
 from wsbench.errors import WsbenchError
-from wsbench.inr import DEFAULT_RECIPE, _check_recipe, fit_from, init_siren, to_internal
+from wsbench.inr import fit_from, init_siren
+from wsbench.siren import DEFAULT_RECIPE, check_recipe, to_internal
 from wsbench.specs import SirenSpec
+from wsbench.tables import save_npy, write_text
 
 ZOO_FORMAT = 1
 # INRs per GPU fit call (several chunks at once); memory ~ 12 bytes x parameters x this.
 GPU_BATCH = 32768
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def zoo_key(dataset: str, spec: SirenSpec, recipe: dict, seed: int, ids: np.ndarray, images: np.ndarray) -> str:
@@ -110,7 +105,7 @@ def build_zoo(root: Path, dataset: str, images: np.ndarray, ids: np.ndarray, spe
     on the same device.
     """
     recipe = {**DEFAULT_RECIPE, **(recipe or {})}
-    _check_recipe(recipe)  # before a folder exists
+    check_recipe(recipe)  # before a folder exists
     key = zoo_key(dataset, spec, recipe, seed, ids, images)
     path = Path(root) / "zoos" / f"{dataset}-{key[:16]}"
     if (path / "manifest.json").exists():
@@ -163,7 +158,7 @@ def _build_locked(path, key, dataset, images, ids, spec, recipe, seed, device, e
             base = sum(b - a for j, (a, b) in enumerate(bounds) if j in done)
             db = finished_mean()
 
-            def on_step(frac, _base=base, _size=hi - lo, _db=db, _last=[-1.0]):
+            def on_step(frac, _base=base, _size=hi - lo, _db=db, _last=[-1.0]):  # noqa: B006 - _last: its own state
                 if frac - _last[0] >= 0.02 or frac >= 1.0:
                     _last[0] = frac
                     progress(_base + int(_size * frac), n, _db)
@@ -171,16 +166,14 @@ def _build_locked(path, key, dataset, images, ids, spec, recipe, seed, device, e
         weights[lo:hi] = w
         quality[lo:hi] = q
         weights.flush()
-        tmp = psnr_file.with_name(f".psnr.{os.getpid()}.tmp.npy")
-        np.save(tmp, quality)
-        os.replace(tmp, psnr_file)
+        save_npy(psnr_file, quality)
         done.update(group)
-        atomic_write_text(done_file, json.dumps(sorted(done)))
+        write_text(done_file, json.dumps(sorted(done)))
         if progress is not None:
             progress(sum(b - a for j, (a, b) in enumerate(bounds) if j in done), n, finished_mean())
     del weights
-    _save_atomic(path / "psnr.npy", quality)
-    _save_atomic(path / "ids.npy", np.asarray(ids, dtype=np.int64))
+    save_npy(path / "psnr.npy", quality)
+    save_npy(path / "ids.npy", np.asarray(ids, dtype=np.int64))
     manifest = {
         "format": ZOO_FORMAT, "key": key, "dataset": dataset, "count": n, "num_params": p,
         "spec": spec.to_dict(), "recipe": recipe, "seed": seed, "psnr": psnr_summary(quality),
@@ -188,16 +181,10 @@ def _build_locked(path, key, dataset, images, ids, spec, recipe, seed, device, e
         "device": str(device), "torch_version": torch.__version__,
         "layout": "per layer W (out, in) row-major then b (out,)", **(extra_manifest or {}),
     }
-    atomic_write_text(path / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+    write_text(path / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
     psnr_file.unlink(missing_ok=True)
     done_file.unlink(missing_ok=True)
     return open_zoo(path)
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
 
 
 def list_zoos(root: Path) -> list[dict]:

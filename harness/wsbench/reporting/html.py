@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import math
 import struct
 import zlib
@@ -16,7 +17,20 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from wsbench import leaderboard as lb
+from wsbench import __version__
+from wsbench.reporting.board import MAX_IMAGES, Board, has_extras, layer_matrices, sample_groups
+from wsbench.reporting.stats import is_missing
+from wsbench.reporting.text import (
+    accuracy_table,
+    agreement_table,
+    class_name,
+    failures_table,
+    fmt_interval,
+    fmt_num,
+    fmt_pct,
+    samples_table,
+    stability_table,
+)
 
 # Perceptually ordered colour ramp (dark blue -> teal -> yellow), interpolated linearly.
 _RAMP = [(0.0, (48, 18, 59)), (0.25, (50, 104, 174)), (0.5, (33, 165, 133)), (0.75, (170, 210, 60)),
@@ -51,11 +65,16 @@ def colour(t: float) -> str:
     if t is None or math.isnan(t):
         return "#e5e7eb"
     t = min(1.0, max(0.0, t))
-    for (t0, c0), (t1, c1) in zip(_RAMP, _RAMP[1:]):
+    for (t0, c0), (t1, c1) in itertools.pairwise(_RAMP):
         if t <= t1:
             f = (t - t0) / (t1 - t0)
-            return "#%02x%02x%02x" % tuple(round(a + f * (b - a)) for a, b in zip(c0, c1))
-    return "#%02x%02x%02x" % _RAMP[-1][1]
+            return _hex(round(a + f * (b - a)) for a, b in zip(c0, c1))
+    return _hex(_RAMP[-1][1])
+
+
+def _hex(rgb) -> str:
+    r, g, b = rgb
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _ink(t: float) -> str:
@@ -68,20 +87,20 @@ def _e(x) -> str:
 
 
 def _f(x, d=3) -> str:
-    return lb._f(x, d)
+    return fmt_num(x, d)
 
 
 # Figures ----------------------------------------------------------------------------------
 
 def heatmap_svg(matrix: dict, cell: int = 44, label_w: int = 90, vmin: float = 0.0, vmax: float = 1.0,
                 title: str = "", extra_tip=None) -> str:
-    """A layer x layer heatmap (``leaderboard.layer_matrices`` item) as SVG with values and tooltips."""
+    """A layer x layer heatmap (a ``board.layer_matrices`` item) as SVG with values and tooltips."""
     rows, cols, values = matrix["rows"], matrix["cols"], matrix["values"]
     top = 16 + int(4.6 * max([len(str(c)) for c in cols] + [4]))  # room for the 45-degree column labels
     w = label_w + cell * len(cols) + 10
     h = top + cell * len(rows) + 40
-    parts = [f'<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'viewBox="0 0 {w} {h}" role="img" aria-label="{_e(title)}">']
+    parts = [(f'<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+              f'viewBox="0 0 {w} {h}" role="img" aria-label="{_e(title)}">')]
     for j, name in enumerate(cols):
         x = label_w + j * cell + cell / 2
         parts.append(f'<text x="{x}" y="{top - 6}" transform="rotate(-45 {x} {top - 6})" class="tick">'
@@ -89,15 +108,15 @@ def heatmap_svg(matrix: dict, cell: int = 44, label_w: int = 90, vmin: float = 0
     for i, name in enumerate(rows):
         y = top + i * cell + cell / 2 + 4
         parts.append(f'<text x="{label_w - 6}" y="{y}" text-anchor="end" class="tick">{_e(name)}</text>')
-        for j, _ in enumerate(cols):
+        for j, col in enumerate(cols):
             v = values[i][j]
             t = (v - vmin) / (vmax - vmin) if vmax > vmin and not (v is None or math.isnan(v)) else float("nan")
             x, y0 = label_w + j * cell, top + i * cell
-            tip = f"{rows[i]} × {cols[j]}: {_f(v)}"
-            c = matrix.get("cells", {}).get((rows[i], cols[j]))
+            tip = f"{name} × {col}: {_f(v)}"
+            c = matrix.get("cells", {}).get((name, col))
             if c is not None:
-                tip += f"; 95 % CI {lb._interval(c['ci_low'], c['ci_high'])}; {c['pairs']} pairs"
-                if not lb._isnan(c.get("null_mean")):
+                tip += f"; 95 % CI {fmt_interval(c['ci_low'], c['ci_high'])}; {c['pairs']} pairs"
+                if not is_missing(c.get("null_mean")):
                     tip += f"; null {_f(c['null_mean'])}"
             if extra_tip:
                 tip += extra_tip(i, j)
@@ -130,8 +149,8 @@ def accuracy_svg(rows: list[dict], width: int = 560) -> str:
 
     def x(v):
         return label_w + (v - lo) / (hi - lo) * plot_w
-    parts = [f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
-             f'viewBox="0 0 {width} {h}" role="img" aria-label="test accuracy with 95 % intervals">']
+    parts = [(f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
+              f'viewBox="0 0 {width} {h}" role="img" aria-label="test accuracy with 95 % intervals">')]
     for k in range(6):
         v = lo + k * (hi - lo) / 5
         parts.append(f'<line x1="{x(v)}" x2="{x(v)}" y1="{top - 4}" y2="{h - 24}" stroke="#e5e7eb"/>'
@@ -139,7 +158,7 @@ def accuracy_svg(rows: list[dict], width: int = 560) -> str:
     for i, r in enumerate(rows):
         y = top + i * row_h + row_h / 2
         c = VIEW_COLOURS.get(r.get("view"), "#374151")
-        tip = (f"{r['arch']}: {lb._pct(r['mean'])} % (95 % CI {lb._interval(r['ci_low'], r['ci_high'], lb._pct)}, "
+        tip = (f"{r['arch']}: {fmt_pct(r['mean'])} % (95 % CI {fmt_interval(r['ci_low'], r['ci_high'], fmt_pct)}, "
                f"{r['seeds']} seeds)")
         parts.append(f'<g><title>{_e(tip)}</title>'
                      f'<text x="{label_w - 8}" y="{y + 4}" text-anchor="end" class="tick">'
@@ -163,14 +182,14 @@ def stability_svg(rows: list[dict], metric: str, panel_w: int = 220, height: int
     plot_h = height - top - bottom
     w = left + panel_w * len(archs) + 10
     lo = min([0.0] + [r["ci_low"] for r in rows if not math.isnan(r["ci_low"])]
-             + [r["null_mean"] for r in rows if not lb._isnan(r.get("null_mean"))])
+             + [r["null_mean"] for r in rows if not is_missing(r.get("null_mean"))])
     lo = 0.0 if lo > -0.02 else math.floor(lo * 10) / 10  # a null mean of -0.001 should not move the axis
     hi = max([1.0] + [r["ci_high"] for r in rows if not math.isnan(r["ci_high"])])
 
     def y(v):
         return top + (hi - v) / (hi - lo) * plot_h
-    parts = [f'<svg class="stability" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" '
-             f'viewBox="0 0 {w} {height}" role="img" aria-label="cross-seed {_e(metric)} per layer">']
+    parts = [(f'<svg class="stability" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" '
+              f'viewBox="0 0 {w} {height}" role="img" aria-label="cross-seed {_e(metric)} per layer">')]
     for k in range(5):
         v = lo + k * (hi - lo) / 4
         parts.append(f'<text x="{left - 4}" y="{y(v) + 4}" text-anchor="end" class="tick">{v:.2f}</text>')
@@ -187,11 +206,11 @@ def stability_svg(rows: list[dict], metric: str, panel_w: int = 220, height: int
         prev = None
         for i, r in enumerate(layers):
             cx = x0 + 18 + step * (i + 0.5)
-            tip = (f"{arch} {r['layer']}: {_f(r['mean'])}, 95 % CI {lb._interval(r['ci_low'], r['ci_high'])}, "
+            tip = (f"{arch} {r['layer']}: {_f(r['mean'])}, 95 % CI {fmt_interval(r['ci_low'], r['ci_high'])}, "
                    f"{r['pairs']} seed pairs")
-            if not lb._isnan(r.get("boot_low")):
-                tip += f"; bootstrap {lb._interval(r['boot_low'], r['boot_high'])}"
-            if not lb._isnan(r.get("null_mean")):
+            if not is_missing(r.get("boot_low")):
+                tip += f"; bootstrap {fmt_interval(r['boot_low'], r['boot_high'])}"
+            if not is_missing(r.get("null_mean")):
                 tip += f"; null {_f(r['null_mean'])}"
             parts.append(f'<g><title>{_e(tip)}</title>')
             if prev is not None:
@@ -199,7 +218,7 @@ def stability_svg(rows: list[dict], metric: str, panel_w: int = 220, height: int
             if not math.isnan(r["ci_low"]):
                 parts.append(f'<line x1="{cx}" x2="{cx}" y1="{y(r["ci_low"])}" y2="{y(r["ci_high"])}" '
                              f'stroke="#0f766e" stroke-width="2"/>')
-            if not lb._isnan(r.get("null_mean")):
+            if not is_missing(r.get("null_mean")):
                 parts.append(f'<line x1="{cx - 7}" x2="{cx + 7}" y1="{y(r["null_mean"])}" y2="{y(r["null_mean"])}" '
                              f'stroke="#6b7280" stroke-dasharray="2 2" stroke-width="2"/>')
             parts.append(f'<circle cx="{cx}" cy="{y(r["mean"])}" r="4.5" fill="#0f766e"/>'
@@ -272,10 +291,9 @@ def _heatmaps(mats: list[dict], title) -> str:
     return '<div class="figs">' + "".join(parts) + "</div>"
 
 
-def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dict | None = None,
-                classes: dict | None = None, source: str = "", max_images: int = lb.MAX_IMAGES) -> str:
+def render_html(board: Board, title: str = "wsbench leaderboard", images: dict | None = None,
+                classes: dict | None = None, source: str = "", max_images: int = MAX_IMAGES) -> str:
     """The whole page. ``images``: ``{(dataset, sample_id): png bytes}``; ``classes``: ``{dataset: [names]}``."""
-    from wsbench import __version__
     images, classes = images or {}, classes or {}
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>{_e(title)}</h1>",
@@ -290,7 +308,7 @@ def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dic
                 '<span class="legend"><span style="background:#c2410c"></span>weight-space model'
                 '<span style="background:#1d4ed8"></span>image model</span></p>')
     if board.accuracy:
-        head, rows = lb.accuracy_table(board)
+        head, rows = accuracy_table(board)
         body.append(_table(head, rows, "accuracy", num_cols={4, 5, 7},
                            row_cls=lambda k: "tie" if board.accuracy[k]["tie"] else ""))
         body.append('<div class="figs">')
@@ -306,15 +324,15 @@ def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dic
     body.append(f'<section id="stability"><h2>Cross-seed stability</h2><p class="note">{_e(board.metric)} between '
                 "two seeds of the same architecture, layer by layer: dots are the mean over seed pairs, bars its "
                 "95 % interval over seed pairs (optimistic: pairs share seeds)"
-                + ("; dashed grey ticks the permutation baseline" if lb.has_extras(board.stability)["null"] else "")
+                + ("; dashed grey ticks the permutation baseline" if has_extras(board.stability)["null"] else "")
                 + ". The heatmaps compare every layer of one seed with every layer of another.</p>")
     if board.stability:
         for ds in sorted({r["dataset"] for r in board.stability}):
             body.append(f"<h3>{_e(ds)}</h3>" + stability_svg([r for r in board.stability if r["dataset"] == ds],
                                                             board.metric))
-        head, rows = lb.stability_table(board)
+        head, rows = stability_table(board)
         body.append(_table(head, rows, "stability", num_cols={3}))
-        mats = lb.layer_matrices(board.within, board.metric)
+        mats = layer_matrices(board.within, board.metric)
         if mats:
             body.append(_heatmaps(mats, lambda m: f"{m['dataset']}: {m['arch_a']}, seed vs seed"))
     else:
@@ -325,7 +343,7 @@ def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dic
     body.append(f'<section id="cross"><h2>Cross-architecture similarity</h2><p class="note">Layer × layer '
                 f"{_e(board.metric)} between two architectures, mean over all their run pairs (hover a cell for "
                 "its interval).</p>")
-    mats = lb.layer_matrices(board.cross, board.metric)
+    mats = layer_matrices(board.cross, board.metric)
     if mats:
         body.append(_heatmaps(mats, lambda m: f"{m['dataset']}: {m['arch_a']} (rows) vs {m['arch_b']} (columns)"))
     else:
@@ -337,14 +355,14 @@ def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dic
                 "weight-space model gets right and every seed of every image model gets wrong, and the reverse; "
                 "and how often two runs predict the same class.</p>")
     if board.samples:
-        head, rows = lb.samples_table(board)
+        head, rows = samples_table(board)
         body.append(_table(head, rows, "samples", num_cols={1, 4, 5, 6, 7}))
         for ds in sorted({r["dataset"] for r in board.agreement}):
             m = _agreement_matrix(board.agreement, ds)
             t = f"{ds}: same prediction, run pairs"
             body.append(f"<h3>{_e(t)}</h3>" + heatmap_svg(m, cell=56, label_w=110, title=t))
         if board.agreement:
-            head, rows = lb.agreement_table(board)
+            head, rows = agreement_table(board)
             body.append(_table(head, rows, "agreement", num_cols={3, 5}))
         body.append(_gallery(board, images, classes, max_images))
     else:
@@ -352,20 +370,17 @@ def render_html(board: lb.Board, title: str = "wsbench leaderboard", images: dic
     body.append("</section>")
 
     if board.failures:
-        head, rows = lb.failures_table(board, 300)
+        head, rows = failures_table(board, 300)
         body.append('<section id="failures"><h2>Failed runs</h2>' + _table(head, rows, "fail") + "</section>")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
             f"<body><main>{''.join(body)}</main></body></html>\n")
 
 
-def _gallery(board: lb.Board, images: dict, classes: dict, max_images: int) -> str:
+def _gallery(board: Board, images: dict, classes: dict, max_images: int) -> str:
     out = []
-    for (ds, wa, group), chosen in lb.sample_groups(board):
+    for (ds, wa, group), chosen in sample_groups(board):
         names = classes.get(ds) or []
-
-        def name(k):
-            return names[k] if k is not None and 0 <= k < len(names) else str(k)
         what = (f"right in every {wa} run, wrong in every image run" if group == "weights-only"
                 else f"right in every image run, wrong in every {wa} run")
         shown = chosen[:max_images]
@@ -377,8 +392,8 @@ def _gallery(board: lb.Board, images: dict, classes: dict, max_images: int) -> s
             tip = "; ".join(f"{a}: {100 * f:.0f}% of seeds right" for a, f in sorted(s["right_fraction"].items()))
             img = (f'<img alt="sample {s["sample_id"]}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
                    if png else '<div style="width:72px;height:72px;background:#f3f4f6;margin:0 auto 3px"></div>')
-            out.append(f'<figure title="{_e(tip)}">{img}<figcaption>#{s["sample_id"]}<br>{_e(name(s["label"]))} → '
-                       f'{_e(name(s["wrong_pred"]))}</figcaption></figure>')
+            out.append(f'<figure title="{_e(tip)}">{img}<figcaption>#{s["sample_id"]}<br>{_e(class_name(names, s["label"]))} → '
+                       f'{_e(class_name(names, s["wrong_pred"]))}</figcaption></figure>')
         out.append("</div>")
     if not out:
         out.append("<p><i>no sample splits the two kinds of model</i></p>")

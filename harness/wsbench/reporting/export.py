@@ -21,7 +21,6 @@ FOLDER`` re-renders from these tables alone.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,13 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from wsbench import leaderboard as lb
+from wsbench import __version__
 from wsbench.errors import WsbenchError
-from wsbench.store import PARTITIONS, Store
+from wsbench.reporting.board import MAX_IMAGES, Board, sample_groups
+from wsbench.reporting.html import png_bytes, render_html
+from wsbench.reporting.text import render_markdown
+from wsbench.store import Store
+from wsbench.tables import PARTITIONS, partitioning, write_bytes, write_csv, write_parquet, write_text
 
 EXPORT_FORMAT = 1
 
@@ -64,7 +66,7 @@ def read_table(root: Path, table: str) -> pa.Table:
         return pa.table({})
     if table == "runs":
         return Store(root).read("runs")
-    part = pads.partitioning(pa.schema([(k, pa.string()) for k in PARTITIONS[table]]), flavor="hive")
+    part = partitioning(table)
     ds = pads.dataset(base, format="parquet", partitioning=part)
     schema = pa.unify_schemas([f.physical_schema for f in ds.get_fragments()]
                               + [pa.schema([(k, pa.string()) for k in PARTITIONS[table]])])
@@ -111,30 +113,29 @@ def image_of(data, sample_id: int) -> np.ndarray:
     return data.train_images[sample_id] if sample_id < n_train else data.test_images[sample_id - n_train]
 
 
-def wanted_images(board: lb.Board, per_group: int = lb.MAX_IMAGES) -> dict[str, list[int]]:
+def wanted_images(board: Board, per_group: int = MAX_IMAGES) -> dict[str, list[int]]:
     """The sample ids shown, per dataset: the first ``per_group`` of each split group."""
     out: dict[str, list[int]] = {}
-    for (ds, _, _), chosen in lb.sample_groups(board):
+    for (ds, _, _), chosen in sample_groups(board):
         ids = out.setdefault(ds, [])
         ids += [s["sample_id"] for s in chosen[:per_group] if s["sample_id"] not in ids]
     return out
 
 
-def attach_images(tables: Tables, board: lb.Board, load_dataset, warn=print) -> None:
+def attach_images(tables: Tables, board: Board, load_dataset, warn=print) -> None:
     """Fill ``tables.images``/``classes`` for the split samples not already there.
 
     ``load_dataset(name)`` returns the dataset plugin's ImageData (the CLI passes one
     reading the data directory); a dataset that cannot be loaded is reported with
     ``warn`` and shown without images.
     """
-    from wsbench.html import png_bytes
     for ds, ids in wanted_images(board).items():
         missing = [i for i in ids if (ds, i) not in tables.images]
         if not missing and ds in tables.classes:
             continue
         try:
             data = load_dataset(ds)
-        except Exception as exc:  # the page is still worth having without pictures
+        except Exception as exc:  # noqa: BLE001 - the page is still worth having without pictures
             warn(f"images of {ds} not shown: {type(exc).__name__}: {exc}")
             continue
         tables.classes.setdefault(ds, [str(c) for c in data.classes])
@@ -144,43 +145,23 @@ def attach_images(tables: Tables, board: lb.Board, load_dataset, warn=print) -> 
 
 # Writing an export ---------------------------------------------------------------------------
 
-def _flat_samples(board: lb.Board) -> list[dict]:
+def _flat_samples(board: Board) -> list[dict]:
     archs = sorted({a for s in board.sample_list for a in s["right_fraction"]})
     return [{**{k: v for k, v in s.items() if k != "right_fraction"},
              **{f"right_{a}": s["right_fraction"].get(a) for a in archs}} for s in board.sample_list]
 
 
 def _write(table: pa.Table, path: Path, csv: bool) -> list[Path]:
-    """Parquet at ``path`` (and CSV beside it), each written to a temporary name and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return [path] + (_csv(table, path.with_suffix(".csv")) if csv else [])
-
-
-def _csv(table: pa.Table, path: Path) -> list[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pacsv.write_csv(table, tmp)
-    os.replace(tmp, path)
-    return [path]
-
-
-def _text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    """Parquet at ``path`` (and CSV beside it)."""
+    return [write_parquet(path, table)] + ([write_csv(path.with_suffix(".csv"), table)] if csv else [])
 
 
 def _from_rows(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows) if rows else pa.table({})
 
 
-def write_export(tables: Tables, board: lb.Board, out: Path, title: str) -> list[Path]:
+def write_export(tables: Tables, board: Board, out: Path, title: str) -> list[Path]:
     """Write the folder described in the module docstring; returns the paths written."""
-    from wsbench.html import render_html
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise WsbenchError(f"--output {out} is a file; give a folder (ending in /) for an export")
@@ -205,28 +186,20 @@ def write_export(tables: Tables, board: lb.Board, out: Path, title: str) -> list
     derived = {"accuracy": board.accuracy, "stability": board.stability, "cross": board.cross, "within": board.within,
                "agreement": board.agreement, "sample_summary": board.samples, "sample_analysis": _flat_samples(board)}
     for name, rows in derived.items():  # CSV only: a reader's view; re-rendering derives them again
-        written += _csv(_from_rows(rows), t / f"{name}.csv")
+        written.append(write_csv(t / f"{name}.csv", _from_rows(rows)))
     for ds, i in sorted(shown):
-        p = out / "samples" / ds / f"{i}.png"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(tables.images[(ds, i)])
-        written.append(p)
-    written.append(_text(out / "leaderboard.md", lb.render_markdown(board, title=title, image_dir="samples",
-                                                               image_ids=shown, classes=tables.classes,
-                                                               html_name="index.html")))
-    written.append(_text(out / "index.html", render_html(board, title=title, images=tables.images,
-                                                         classes=tables.classes, source=tables.source)))
+        written.append(write_bytes(out / "samples" / ds / f"{i}.png", tables.images[(ds, i)]))
+    written.append(write_text(out / "leaderboard.md", render_markdown(board, title=title, image_dir="samples",
+                                                                      image_ids=shown, classes=tables.classes,
+                                                                      html_name="index.html")))
+    written.append(write_text(out / "index.html", render_html(board, title=title, images=tables.images,
+                                                              classes=tables.classes, source=tables.source)))
     manifest = {"format": EXPORT_FORMAT, "title": title, "metric": board.metric,
                 "source": tables.manifest.get("source", tables.source),
                 "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "wsbench_version": _version(), "runs": len(tables.runs),
+                "wsbench_version": __version__, "runs": len(tables.runs),
                 "finished_runs": sum(1 for r in tables.runs if r.get("status") == "finished"),
                 "similarity_rows": len(tables.similarity), "prediction_rows": len(tables.predictions),
                 "datasets": sorted({r["dataset"] for r in tables.runs})}
-    written.append(_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n"))
+    written.append(write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n"))
     return written
-
-
-def _version() -> str:
-    from wsbench import __version__
-    return __version__

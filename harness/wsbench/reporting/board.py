@@ -1,0 +1,348 @@
+"""Leaderboards as pure functions of the stored tables.
+
+``build(runs, similarity, predictions)`` turns table rows (lists of dicts, as
+``pyarrow.Table.to_pylist`` gives them) into a :class:`Board`; ``compare(a, b)``
+sets two Boards side by side. :mod:`wsbench.reporting.text` and
+:mod:`wsbench.reporting.html` render them. Nothing here trains, reads files or
+loads images.
+
+Intervals: accuracy and similarity are averaged over seeds (or seed pairs) with a
+95 % Student-t interval of the mean (:mod:`wsbench.reporting.stats`). Seed pairs
+share seeds, so the pair interval is optimistic; the per-pair bootstrap interval
+over samples (``boot_low``, ``boot_high``) and the permutation baseline
+(``null_mean``) are carried along when the similarity rows have them.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wsbench.reporting.stats import NAN, diff_ci, is_missing, mean_ci, nanmean
+
+WEIGHTS, IMAGES = "weights", "images"
+MAX_IMAGES = 64  # split samples shown per (dataset, architecture, group): pages and exports stay small
+
+
+@dataclass
+class Board:
+    """Everything a leaderboard shows, as rows (lists of dicts) derived from the tables."""
+
+    metric: str = "cka"
+    accuracy: list = field(default_factory=list)  # ranked within dataset
+    stability: list = field(default_factory=list)  # cross-seed similarity per architecture and layer
+    within: list = field(default_factory=list)  # same architecture, other seed, layer x layer
+    cross: list = field(default_factory=list)  # cross-architecture layer x layer similarity
+    samples: list = field(default_factory=list)  # sample analysis: one summary row per dataset
+    sample_list: list = field(default_factory=list)  # the samples that split weight and image models
+    agreement: list = field(default_factory=list)  # prediction agreement between architectures
+    failures: list = field(default_factory=list)  # runs that did not finish
+
+
+# Accuracy -------------------------------------------------------------------------------
+
+def accuracy_rows(runs: list[dict]) -> list[dict]:
+    """Per dataset, architectures ranked by mean test accuracy over seeds.
+
+    ``rank`` is 1 + the number of architectures whose interval lies wholly above
+    this one's: architectures the intervals cannot separate share a rank.
+    """
+    groups = defaultdict(list)
+    for r in runs:
+        if r.get("status") == "finished":
+            groups[(r["dataset"], r["arch"])].append(r)
+    rows = []
+    for (ds, arch), rs in groups.items():
+        accs = [r["test_acc"] for r in sorted(rs, key=lambda r: r["seed"])]
+        m, s, lo, hi = mean_ci(accs)
+        if not math.isnan(lo):  # an accuracy interval never leaves [0, 1]
+            lo, hi = max(0.0, lo), min(1.0, hi)
+        rows.append({"dataset": ds, "arch": arch, "view": rs[0].get("view"), "mean": m, "std": s,
+                     "ci_low": lo, "ci_high": hi, "seeds": len(accs),
+                     "best": max(accs), "worst": min(accs)})
+    out = []
+    for ds in sorted({r["dataset"] for r in rows}):
+        block = sorted([r for r in rows if r["dataset"] == ds], key=lambda r: (-r["mean"], r["arch"]))
+
+        def low(r):
+            return r["mean"] if math.isnan(r["ci_low"]) else r["ci_low"]
+
+        def high(r):
+            return r["mean"] if math.isnan(r["ci_high"]) else r["ci_high"]
+
+        for r in block:
+            r["rank"] = 1 + sum(1 for o in block if o is not r and low(o) > high(r))
+        ranks = [r["rank"] for r in block]
+        for r in block:
+            r["tie"] = ranks.count(r["rank"]) > 1
+        out += block
+    return out
+
+
+# Similarity -----------------------------------------------------------------------------
+
+def _extras(rows: list[dict]) -> dict:
+    """Means over seed pairs of the per-pair bootstrap interval and permutation baseline (NaN when absent)."""
+    return {"boot_low": nanmean(r.get("ci_low") for r in rows), "boot_high": nanmean(r.get("ci_high") for r in rows),
+            "null_mean": nanmean(r.get("null_mean") for r in rows),
+            "null_high": nanmean(r.get("null_high") for r in rows)}
+
+
+def stability_rows(similarity: list[dict], metric: str) -> list[dict]:
+    """Cross-seed similarity: same architecture, different seeds, same layer, averaged over seed pairs."""
+    groups = defaultdict(list)
+    for s in similarity:
+        if s["metric"] == metric and s["arch_a"] == s["arch_b"] and s["layer_a"] == s["layer_b"] \
+                and s.get("seed_a") != s.get("seed_b"):
+            groups[(s["dataset"], s["arch_a"], s["layer_index_a"], s["layer_a"])].append(s)
+    rows = []
+    for (ds, arch, li, layer), rs in sorted(groups.items()):
+        m, sd, lo, hi = mean_ci([s["value"] for s in rs])
+        rows.append({"dataset": ds, "metric": metric, "arch": arch, "layer_index": li, "layer": layer,
+                     "mean": m, "std": sd, "ci_low": lo, "ci_high": hi, "pairs": len(rs), **_extras(rs)})
+    return rows
+
+
+def layer_pair_rows(similarity: list[dict], metric: str, same_arch: bool) -> list[dict]:
+    """Layer x layer similarity averaged over run pairs, per (dataset, arch_a, arch_b).
+
+    ``same_arch``: pairs of seeds of one architecture (both orientations pooled, so
+    the matrix is symmetric); otherwise pairs of different architectures, oriented
+    with ``arch_a < arch_b``.
+    """
+    groups = defaultdict(list)
+    for s in similarity:
+        if s["metric"] != metric or (s["arch_a"] == s["arch_b"]) != same_arch:
+            continue
+        if same_arch and s.get("seed_a") == s.get("seed_b"):
+            continue
+        a = (s["arch_a"], s["layer_index_a"], s["layer_a"])
+        b = (s["arch_b"], s["layer_index_b"], s["layer_b"])
+        if same_arch:
+            groups[(s["dataset"], *a, *b)].append(s)
+            if a != b:
+                groups[(s["dataset"], *b, *a)].append(s)
+            continue
+        if a[0] > b[0]:
+            a, b = b, a
+        groups[(s["dataset"], *a, *b)].append(s)
+    rows = []
+    for (ds, aa, ia, la, ab, ib, lb), rs in sorted(groups.items()):
+        m, sd, lo, hi = mean_ci([s["value"] for s in rs])
+        rows.append({"dataset": ds, "metric": metric, "arch_a": aa, "layer_index_a": ia, "layer_a": la,
+                     "arch_b": ab, "layer_index_b": ib, "layer_b": lb, "mean": m, "std": sd,
+                     "ci_low": lo, "ci_high": hi, "pairs": len(rs), **_extras(rs)})
+    return rows
+
+
+def cross_rows(similarity: list[dict], metric: str) -> list[dict]:
+    """Cross-architecture similarity per (arch_a layer, arch_b layer), averaged over seed pairs."""
+    return layer_pair_rows(similarity, metric, same_arch=False)
+
+
+def has_extras(rows: list[dict]) -> dict:
+    """Which optional similarity columns have any value: ``{"boot": bool, "null": bool}``."""
+    return {"boot": any(not is_missing(r.get("boot_low")) for r in rows),
+            "null": any(not is_missing(r.get("null_mean")) for r in rows)}
+
+
+def layer_matrices(rows: list[dict], metric: str = "cka") -> list[dict]:
+    """One layer x layer matrix per (dataset, arch_a, arch_b).
+
+    Each: ``{"dataset", "arch_a", "arch_b", "rows": [layer_a...], "cols": [layer_b...],
+    "values": (R, C) nested lists of float (NaN where missing), "cells": {(la, lb): row}}``.
+    """
+    out = []
+    for ds, aa, ab in sorted({(r["dataset"], r["arch_a"], r["arch_b"]) for r in rows}):
+        cells = [r for r in rows if (r["dataset"], r["arch_a"], r["arch_b"]) == (ds, aa, ab)]
+        la = [n for _, n in sorted({(r["layer_index_a"], r["layer_a"]) for r in cells})]
+        lb = [n for _, n in sorted({(r["layer_index_b"], r["layer_b"]) for r in cells})]
+        by = {(r["layer_a"], r["layer_b"]): r for r in cells}
+        values = [[by[(x, y)]["mean"] if (x, y) in by else NAN for y in lb] for x in la]
+        out.append({"dataset": ds, "arch_a": aa, "arch_b": ab, "rows": la, "cols": lb, "values": values,
+                    "cells": by, "metric": metric})
+    return out
+
+
+# Sample analysis ------------------------------------------------------------------------
+
+def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, list, list]:
+    """Which test samples split weight-space models from image models.
+
+    Per dataset and per weight-space (``view == "weights"``) architecture W, over
+    the finished runs and the sample ids every one of them predicted:
+    ``weights-only`` samples are right in every seed of W and wrong in every seed
+    of every image architecture; ``images-only`` the reverse. Each weight-space
+    architecture is judged on its own, so a baseline at chance does not hide what
+    a metanetwork gets right. Returns ``(summary, samples, agreement)``: one
+    summary row per (dataset, W) (counts; a single row with ``weight_arch`` None
+    when a dataset lacks one of the two views); one row per split sample (W, label,
+    the failing side's most common prediction, each architecture's fraction of
+    seeds right); and per pair of architectures the rate at which two runs predict
+    the same class, averaged over run pairs (distinct seeds when the architecture
+    is the same).
+    """
+    finished = {r["run_id"]: r for r in runs if r.get("status") == "finished"}
+    by_run = defaultdict(dict)  # run_id -> {sample_id: (label, pred)}
+    for p in predictions:
+        if p["run_id"] in finished:
+            by_run[p["run_id"]][int(p["sample_id"])] = (int(p["label"]), int(p["pred"]))
+    summary, samples, agreement = [], [], []
+    for ds in sorted({r["dataset"] for r in finished.values()}):
+        rs = sorted((r for r in finished.values() if r["dataset"] == ds and r["run_id"] in by_run),
+                    key=lambda r: (r["arch"], r["seed"], r["run_id"]))
+        if not rs:
+            continue
+        common = sorted(set.intersection(*(set(by_run[r["run_id"]]) for r in rs)))
+        if not common:
+            continue
+        ids = np.array(common, dtype=np.int64)
+        labels = np.array([by_run[rs[0]["run_id"]][i][0] for i in common])
+        preds = np.array([[by_run[r["run_id"]][i][1] for i in common] for r in rs])  # (runs, n)
+        right = preds == labels[None, :]
+        views = np.array([r.get("view") for r in rs])
+        archs = sorted({r["arch"] for r in rs})
+        arch_of = np.array([r["arch"] for r in rs])
+        im = views == IMAGES
+        weight_archs = sorted(set(arch_of[views == WEIGHTS]))
+        i_right, i_wrong = right[im].all(0), (~right[im]).all(0)
+        frac = {a: right[arch_of == a].mean(0) for a in archs}
+        for wa in (weight_archs if im.any() else []) or [None]:
+            w = arch_of == wa
+            both = bool(w.any() and im.any())
+            w_right, w_wrong = right[w].all(0), (~right[w]).all(0)
+            groups = {"weights-only": w_right & i_wrong if both else np.zeros(len(ids), bool),
+                      "images-only": i_right & w_wrong if both else np.zeros(len(ids), bool)}
+            judged = w | im
+            summary.append({
+                "dataset": ds, "weight_arch": wa, "samples": len(ids),
+                "image_archs": ", ".join(sorted(set(arch_of[im]))),
+                "weight_runs": int(w.sum()), "image_runs": int(im.sum()),
+                "weights_only": int(groups["weights-only"].sum()), "images_only": int(groups["images-only"].sum()),
+                "all_right": int(right[judged].all(0).sum()) if judged.any() else 0,
+                "all_wrong": int((~right[judged]).all(0).sum()) if judged.any() else 0,
+                "weight_models_all_right": int(w_right.sum()) if w.any() else None,
+                "image_models_all_right": int(i_right.sum()) if im.any() else None,
+            })
+            for group, mask in groups.items():
+                failing = im if group == "weights-only" else w
+                for k in np.flatnonzero(mask):
+                    wrong = Counter(preds[failing, k].tolist()).most_common(1)
+                    samples.append({"dataset": ds, "weight_arch": wa, "group": group, "sample_id": int(ids[k]),
+                                    "label": int(labels[k]), "wrong_pred": int(wrong[0][0]) if wrong else None,
+                                    "right_fraction": {a: float(frac[a][k]) for a in archs}})
+        for i, a in enumerate(archs):
+            for b in archs[i:]:
+                ra, rb = np.flatnonzero(arch_of == a), np.flatnonzero(arch_of == b)
+                rates = [float((preds[x] == preds[y]).mean()) for x in ra for y in rb if (a != b or x < y)]
+                if not rates:
+                    continue
+                m, sd, lo, hi = mean_ci(rates)
+                agreement.append({"dataset": ds, "arch_a": a, "arch_b": b, "agreement": m, "std": sd,
+                                  "ci_low": lo, "ci_high": hi, "pairs": len(rates), "samples": len(ids)})
+    return summary, samples, agreement
+
+
+def sample_groups(board: Board) -> list[tuple[tuple[str, str, str], list[dict]]]:
+    """The split samples grouped by (dataset, weight-space architecture, group), in a stable order."""
+    groups: dict = defaultdict(list)
+    for s in board.sample_list:
+        groups[(s["dataset"], s["weight_arch"], s["group"])].append(s)
+    return sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2]))
+
+
+def variant_labels(runs: list[dict]) -> dict[str, str]:
+    """``run_id -> label``: the architecture's name, or, when one results root holds runs of an
+    architecture with different configs or limits, the name plus what differs ("mlp (epochs=2)"),
+    so that different settings are never pooled as if they were seeds."""
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(r["dataset"], r["arch"])].append(r)
+    labels = {}
+    for (_, arch), rs in groups.items():
+        def settings(r):
+            try:
+                config = json.loads(r.get("config") or "{}")
+            except ValueError:
+                config = {}
+            # Nested settings (the zoo's inr_recipe) flattened, so a label names only the keys that differ.
+            flat = {f"{k}.{sub}": v for k, d in config.items() if isinstance(d, dict) for sub, v in d.items()}
+            return {**{k: v for k, v in config.items() if not isinstance(v, dict)}, **flat, "limit": r.get("limit")}
+        variants = {json.dumps(settings(r), sort_keys=True, default=str) for r in rs}
+        if len(variants) == 1:
+            labels.update({r["run_id"]: arch for r in rs})
+            continue
+        parsed = [json.loads(v) for v in variants]
+        differ = sorted(k for k in set().union(*parsed) if len({json.dumps(p.get(k)) for p in parsed}) > 1)
+        for r in rs:
+            st = settings(r)
+            labels[r["run_id"]] = f"{arch} (" + ", ".join(f"{k}={json.dumps(st.get(k))}" for k in differ) + ")"
+    return labels
+
+
+def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
+          predictions: list[dict] | None = None) -> Board:
+    """The Board of a results set: rows of the runs, similarity and (optionally) predictions tables."""
+    labels = variant_labels(runs)
+    if any(labels[r["run_id"]] != r["arch"] for r in runs):
+        runs = [{**r, "arch": labels[r["run_id"]]} for r in runs]
+        similarity = [{**s, "arch_a": labels.get(s["run_a"], s["arch_a"]),
+                       "arch_b": labels.get(s["run_b"], s["arch_b"])} for s in similarity]
+        predictions = [{**p, "arch": labels.get(p["run_id"], p.get("arch"))} for p in predictions or []]
+    summary, samples, agreement = sample_analysis(runs, predictions or [])
+    return Board(
+        metric=metric,
+        accuracy=accuracy_rows(runs),
+        stability=stability_rows(similarity, metric),
+        within=layer_pair_rows(similarity, metric, same_arch=True),
+        cross=cross_rows(similarity, metric),
+        samples=summary, sample_list=samples, agreement=agreement,
+        failures=[r for r in runs if r.get("status") not in ("finished", None)],
+    )
+
+
+# Comparing two result sets --------------------------------------------------------------
+
+@dataclass
+class Comparison:
+    """Two Boards side by side: rows of ``a``, ``b`` and ``b - a`` with a Welch interval."""
+
+    name_a: str
+    name_b: str
+    accuracy: list = field(default_factory=list)
+    stability: list = field(default_factory=list)
+
+
+def _side_by_side(rows_a, rows_b, key, n_field):
+    index_a = {key(r): r for r in rows_a}
+    index_b = {key(r): r for r in rows_b}
+    out = []
+    for k in sorted(set(index_a) | set(index_b), key=lambda k: tuple(str(x) for x in k)):
+        a, b = index_a.get(k), index_b.get(k)
+        row = dict(zip(("dataset", "arch", "layer"), k))
+        for side, r in (("a", a), ("b", b)):
+            row.update({f"{side}_mean": r["mean"] if r else NAN, f"{side}_low": r["ci_low"] if r else NAN,
+                        f"{side}_high": r["ci_high"] if r else NAN, f"{side}_n": r[n_field] if r else 0})
+        if a and b:
+            d, lo, hi = diff_ci(a["mean"], a["std"], a[n_field], b["mean"], b["std"], b[n_field])
+        else:
+            d, lo, hi = NAN, NAN, NAN
+        row.update({"diff": d, "diff_low": lo, "diff_high": hi,
+                    "separated": bool(not math.isnan(lo) and (lo > 0 or hi < 0))})
+        out.append(row)
+    return out
+
+
+def compare(a: Board, b: Board, name_a: str = "A", name_b: str = "B") -> Comparison:
+    """Accuracy per (dataset, arch) and stability per (dataset, arch, layer) of ``b`` against ``a``.
+
+    ``diff`` is b - a with a Welch 95 % interval; ``separated`` when it excludes 0.
+    """
+    return Comparison(
+        name_a, name_b,
+        accuracy=_side_by_side(a.accuracy, b.accuracy, lambda r: (r["dataset"], r["arch"]), "seeds"),
+        stability=_side_by_side(a.stability, b.stability, lambda r: (r["dataset"], r["arch"], r["layer"]), "pairs"),
+    )

@@ -1,0 +1,249 @@
+"""The leaderboard as text: Markdown pages and rich tables, and the formatters every renderer shares.
+
+Each ``*_table(board)`` gives ``(header, rows)`` of strings; ``render_markdown`` and
+``render_rich`` lay them out (:mod:`wsbench.reporting.html` uses the same tables and
+formatters). A missing value prints as ``–``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from wsbench.reporting.board import MAX_IMAGES, Board, Comparison, has_extras, layer_matrices, sample_groups
+from wsbench.reporting.stats import is_missing
+
+# Formatters -----------------------------------------------------------------------------
+
+def fmt_num(x: float | None, digits: int = 4) -> str:
+    """``x`` with ``digits`` decimals."""
+    return "–" if is_missing(x) else f"{x:.{digits}f}"
+
+
+def fmt_pct(x: float | None) -> str:
+    """A fraction as a percentage with two decimals (no % sign)."""
+    return "–" if is_missing(x) else f"{100 * x:.2f}"
+
+
+def fmt_interval(lo: float | None, hi: float | None, fmt: Callable[[float], str] = fmt_num) -> str:
+    """``[lo, hi]``, each formatted by ``fmt``; ``–`` when either end is missing."""
+    return "–" if is_missing(lo) or is_missing(hi) else f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def class_name(names: list[str], k: int | None) -> str:
+    """Class ``k``'s name from a dataset's class names, or ``k`` itself when there is none."""
+    return names[k] if k is not None and 0 <= k < len(names) else str(k)
+
+
+# Tables ---------------------------------------------------------------------------------
+
+def accuracy_table(board: Board) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "rank", "arch", "view", "test acc % (mean)", "std", "95 % CI", "seeds"]
+    body = [[r["dataset"], f"{r['rank']}{'=' if r['tie'] else ''}", r["arch"], r["view"] or "",
+             fmt_pct(r["mean"]), fmt_pct(r["std"]), fmt_interval(r["ci_low"], r["ci_high"], fmt_pct), str(r["seeds"])]
+            for r in board.accuracy]
+    return head, body
+
+
+def stability_table(board: Board) -> tuple[list[str], list[list[str]]]:
+    ex = has_extras(board.stability)
+    head = ["dataset", "arch", "layer", f"cross-seed {board.metric} (mean)", "95 % CI (seed pairs)"]
+    head += ["bootstrap 95 % CI (samples)"] if ex["boot"] else []
+    head += ["permutation null (mean)"] if ex["null"] else []
+    head += ["seed pairs"]
+    body = []
+    for r in board.stability:
+        row = [r["dataset"], r["arch"], r["layer"], fmt_num(r["mean"]), fmt_interval(r["ci_low"], r["ci_high"])]
+        row += [fmt_interval(r["boot_low"], r["boot_high"])] if ex["boot"] else []
+        row += [fmt_num(r["null_mean"])] if ex["null"] else []
+        body.append(row + [str(r["pairs"])])
+    return head, body
+
+
+def cross_matrices(board: Board) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One layer x layer text matrix per (dataset, arch pair): ``(title, header, rows)``."""
+    out = []
+    for m in layer_matrices(board.cross, board.metric):
+        head = [f"{m['arch_a']} \\ {m['arch_b']}", *m["cols"]]
+        rows = [[name, *[fmt_num(v, 3) for v in vals]] for name, vals in zip(m["rows"], m["values"])]
+        out.append((f"{m['dataset']}: {m['arch_a']} vs {m['arch_b']} ({board.metric}, mean over seed pairs)",
+                    head, rows))
+    return out
+
+
+def samples_table(board: Board) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "test samples", "weight-space model (runs)", "image models (runs)",
+            "weights right, images wrong", "images right, weights wrong", "all runs right", "all runs wrong"]
+    body = [[r["dataset"], str(r["samples"]), f"{r['weight_arch'] or '–'} ({r['weight_runs']})",
+             f"{r['image_archs'] or '–'} ({r['image_runs']})", str(r["weights_only"]), str(r["images_only"]),
+             str(r["all_right"]), str(r["all_wrong"])] for r in board.samples]
+    return head, body
+
+
+def agreement_table(board: Board) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "arch a", "arch b", "same prediction % (mean)", "95 % CI", "run pairs"]
+    body = [[r["dataset"], r["arch_a"], r["arch_b"], fmt_pct(r["agreement"]), fmt_interval(r["ci_low"], r["ci_high"], fmt_pct),
+             str(r["pairs"])] for r in board.agreement]
+    return head, body
+
+
+def sample_list_table(board: Board, limit: int = 20) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "weight-space model", "group", "sample id", "label", "failing side predicts"]
+    body = []
+    for (ds, wa, group), chosen in sample_groups(board):
+        for s in chosen[:limit]:
+            body.append([ds, wa, group, str(s["sample_id"]), str(s["label"]), str(s["wrong_pred"])])
+        if len(chosen) > limit:
+            body.append([ds, wa, group, f"… {len(chosen) - limit} more", "", ""])
+    return head, body
+
+
+def failures_table(board: Board, width: int = 120) -> tuple[list[str], list[list[str]]]:
+    return (["dataset", "arch", "seed", "status", "error"],
+            [[r["dataset"], r["arch"], str(r["seed"]), r["status"], (r.get("error") or "")[:width]]
+             for r in board.failures])
+
+
+def comparison_tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
+    def mark(r):
+        return " *" if r["separated"] else ""
+    acc = (f"Test accuracy %: {c.name_b} − {c.name_a}",
+           ["dataset", "arch", f"{c.name_a} mean", f"{c.name_a} 95 % CI", "seeds", f"{c.name_b} mean",
+            f"{c.name_b} 95 % CI", "seeds", "difference", "95 % CI of difference"],
+           [[r["dataset"], r["arch"], fmt_pct(r["a_mean"]), fmt_interval(r["a_low"], r["a_high"], fmt_pct), str(r["a_n"]),
+             fmt_pct(r["b_mean"]), fmt_interval(r["b_low"], r["b_high"], fmt_pct), str(r["b_n"]),
+             (fmt_pct(r["diff"]) + mark(r)) if not is_missing(r["diff"]) else "–",
+             fmt_interval(r["diff_low"], r["diff_high"], fmt_pct)] for r in c.accuracy])
+    stab = ("Cross-seed stability: " + f"{c.name_b} − {c.name_a}",
+            ["dataset", "arch", "layer", f"{c.name_a} mean", "pairs", f"{c.name_b} mean", "pairs", "difference",
+             "95 % CI of difference"],
+            [[r["dataset"], r["arch"], r["layer"], fmt_num(r["a_mean"]), str(r["a_n"]), fmt_num(r["b_mean"]), str(r["b_n"]),
+              (fmt_num(r["diff"]) + mark(r)) if not is_missing(r["diff"]) else "–",
+              fmt_interval(r["diff_low"], r["diff_high"])] for r in c.stability])
+    return [t for t in (acc, stab) if t[2]]
+
+
+# Markdown -------------------------------------------------------------------------------
+
+def _md_escape(cell) -> str:
+    return str(cell).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(head, rows) -> str:
+    lines = ["| " + " | ".join(_md_escape(h) for h in head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir: str | None = None,
+                    image_ids: set | None = None, classes: dict | None = None, html_name: str | None = None) -> str:
+    """The Markdown page. With ``image_dir``, split samples whose ``(dataset, sample_id)`` is in
+    ``image_ids`` are shown as ``image_dir/<dataset>/<sample_id>.png``."""
+    parts = [f"# {title}", ""]
+    if html_name:
+        parts += [f"The same leaderboard with heatmaps and the sample images: [{html_name}]({html_name}).", ""]
+    parts += ["## Test accuracy", "",
+              "Ranked by mean over seeds; `=` marks ranks that the 95 % intervals cannot separate.", ""]
+    parts.append(_md_table(*accuracy_table(board)) if board.accuracy else "_no finished runs_")
+    parts += ["", "## Cross-seed stability", "",
+              f"{board.metric} between seeds of one architecture, layer by layer (mean over seed pairs).", ""]
+    parts.append(_md_table(*stability_table(board)) if board.stability else "_no similarity computed_")
+    parts += ["", "## Cross-architecture similarity", ""]
+    mats = cross_matrices(board)
+    if not mats:
+        parts.append("_no similarity between architectures computed_")
+    for title_, head, rows in mats:
+        parts += [f"### {title_}", "", _md_table(head, rows), ""]
+    parts += ["", "## Sample analysis", ""]
+    if not board.samples:
+        parts.append("_no predictions stored_")
+    else:
+        parts += [("Test samples that every seed of a weight-space model gets right and every seed of every "
+                   "image model gets wrong, and the reverse; each weight-space model is judged on its own."), "",
+                  _md_table(*samples_table(board)), ""]
+        if board.agreement:
+            parts += ["### Prediction agreement between architectures", "",
+                      "How often two runs predict the same class (distinct seeds within an architecture).", "",
+                      _md_table(*agreement_table(board)), ""]
+        if board.sample_list:
+            parts += ["### The split samples", ""]
+            if image_dir:
+                parts += markdown_gallery(board, image_dir, image_ids or set(), classes or {})
+            else:
+                parts += [_md_table(*sample_list_table(board)), ""]
+    if board.failures:
+        parts += ["", "## Failed runs", "", _md_table(*failures_table(board))]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def markdown_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per_row: int = 8,
+                     per_group: int = MAX_IMAGES) -> list[str]:
+    """Markdown lines showing the split samples whose ``(dataset, sample_id)`` is in ``image_ids``
+    as ``image_dir/<dataset>/<sample_id>.png``, ``per_row`` to a row, at most ``per_group`` a group."""
+    out = []
+    for (ds, wa, group), every in sample_groups(board):
+        # At most the first ``per_group`` (those the export picks): another group's images may be present too.
+        chosen = [s for s in every if (ds, s["sample_id"]) in image_ids][:per_group]
+        total = len(every)
+        if not chosen:
+            continue
+        names = classes.get(ds) or []
+        shown = f", first {len(chosen)} shown" if len(chosen) < total else ""
+        out += [(f"**{ds}, {wa}: {group}** ({total} samples{shown}; "
+                 "caption: id, true label → what the failing side predicts)"), ""]
+        for i in range(0, len(chosen), per_row):
+            row = chosen[i:i + per_row]
+            # Inline <img> so the small images are scaled up (GitHub keeps width on img tags).
+            out.append("| " + " | ".join(f'<img src="{image_dir}/{ds}/{s["sample_id"]}.png" width="56" '
+                                         f'alt="sample {s["sample_id"]}">' for s in row) + " |")
+            if i == 0:  # one Markdown table: images and captions alternate below its header row
+                out.append("|" + "|".join([":---:"] * len(row)) + "|")
+            out.append("| " + " | ".join(f"{s['sample_id']}: {class_name(names, s['label'])} → "
+                                         f"{class_name(names, s['wrong_pred'])}" for s in row) + " |")
+        out.append("")
+    return out
+
+
+def render_comparison_markdown(c: Comparison) -> str:
+    parts = [f"# {c.name_b} against {c.name_a}", "",
+             "Differences are B − A with a Welch 95 % interval; `*` marks differences whose interval excludes 0.", ""]
+    tables = comparison_tables(c)
+    if not tables:
+        parts.append("_nothing to compare_")
+    for title_, head, rows in tables:
+        parts += [f"## {title_}", "", _md_table(head, rows), ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# rich -----------------------------------------------------------------------------------
+
+def _rich_table(title, head, rows):
+    from rich.table import Table
+    t = Table(title=title, title_justify="left")
+    for h in head:
+        t.add_column(h)
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def render_rich(board: Board) -> list:
+    """A list of rich renderables."""
+    out = [_rich_table("Test accuracy (ranked; = marks ties the intervals cannot separate)", *accuracy_table(board))
+           if board.accuracy else "no finished runs"]
+    if board.stability:
+        out.append(_rich_table("Cross-seed stability", *stability_table(board)))
+    for title_, head, rows in cross_matrices(board):
+        out.append(_rich_table(title_, head, rows))
+    if board.samples:
+        out.append(_rich_table("Sample analysis", *samples_table(board)))
+    if board.agreement:
+        out.append(_rich_table("Prediction agreement", *agreement_table(board)))
+    if board.sample_list:
+        out.append(_rich_table("Split samples", *sample_list_table(board, limit=10)))
+    if board.failures:
+        out.append(_rich_table("Failed runs", *failures_table(board, 80)))
+    return out
+
+
+def render_comparison_rich(c: Comparison) -> list:
+    tables = comparison_tables(c)
+    return [_rich_table(t, h, r) for t, h, r in tables] or ["nothing to compare"]
