@@ -164,9 +164,9 @@ def test_claim_is_exclusive_while_its_owner_lives(tmp_path):
 
 
 def test_claim_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
-    from wsbench.runner import _host_key
+    from wsbench.runner import host_key
     c = Claims(tmp_path)
-    _write_claim(c, "r1", host=_host_key(), pid=_dead_pid(), start=None)
+    _write_claim(c, "r1", host=host_key(), pid=_dead_pid(), start=None)
     claim = c.acquire("r1")
     assert claim is not None and c.still_mine(claim)
     assert [p.name for p in c.dir.iterdir()] == ["r1.json"]  # the stale file was moved aside and removed

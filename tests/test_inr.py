@@ -257,6 +257,6 @@ def test_process_pool_gives_the_thread_results(monkeypatch):
         in_processes = fit_from(images, theta, spec, recipe, torch.device("cpu"), on_step=seen.append)
     finally:
         torch.set_num_threads(threads)
-    assert inr._POOL.get("workers") == 2
+    assert inr.process_pool_workers() == 2
     assert np.array_equal(in_threads[0], in_processes[0]) and np.array_equal(in_threads[1], in_processes[1])
     assert seen and seen[-1] == 1.0

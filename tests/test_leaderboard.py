@@ -308,7 +308,7 @@ def test_markdown_gallery_shows_at_most_per_group_images():
                 "right_fraction": {}} for g, ids in (("images-only", [1, 2, 3]), ("weights-only", [4])) for i in ids]
     board = lb.Board(metric="cka", accuracy=[], stability=[], within=[], cross=[], samples=[],
                      sample_list=samples, agreement=[], failures=[])
-    lines = lb._md_gallery(board, "samples", {("d", i) for i in (1, 2, 3, 4)}, {}, per_group=2)
+    lines = lb.md_gallery(board, "samples", {("d", i) for i in (1, 2, 3, 4)}, {}, per_group=2)
     text = "\n".join(lines)
     assert text.count("<img") == 3 and "samples/d/3.png" not in text
     assert "(3 samples, first 2 shown" in text and "**d, w: weights-only** (1 samples" in text

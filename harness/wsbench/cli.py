@@ -485,7 +485,7 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
     from wsbench import similarity as sim
     from wsbench.runner import Cell, Runner
     from wsbench.store import Store
-    from wsbench.study import _log_stage, grid_command, load_study, run_grid_workers
+    from wsbench.study import log_stage, grid_command, load_study, run_grid_workers
     from wsbench.train import resolve_device
     study = load_study(name)
     reg = _registry()
@@ -515,7 +515,7 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
         t0 = time.perf_counter()
         with _progress() as progress:
             task = runner.task(ds, progress=_zoo_progress(progress, ds))
-        _log_stage(out, study, {"dataset": ds, "stage": "zoo", "seconds": round(time.perf_counter() - t0, 2),
+        log_stage(out, study, {"dataset": ds, "stage": "zoo", "seconds": round(time.perf_counter() - t0, 2),
                                 "inrs": int(len(task.ids)), "psnr": task.zoo.manifest["psnr"] if task.zoo else None,
                                 "device": dev, "host": platform.node(), "at": _utcnow()})
         t0 = time.perf_counter()
@@ -534,7 +534,7 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
                 codes = run_grid_workers(study_cmd, workers, out / "logs" / ds, on_poll=poll)
                 poll()
             failed_cells += sum(1 for c in codes if c != 0)
-        _log_stage(out, study, {"dataset": ds, "stage": "grid", "seconds": round(time.perf_counter() - t0, 2),
+        log_stage(out, study, {"dataset": ds, "stage": "grid", "seconds": round(time.perf_counter() - t0, 2),
                                 "cells": len(cells), "workers": workers, "device": dev, "at": _utcnow()})
         t0 = time.perf_counter()
         with _progress() as progress:
@@ -543,7 +543,7 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
                         resamples=study.resamples if resamples is None else resamples,
                         permutations=study.permutations,
                         progress=lambda k, n: progress.update(bar, total=n, completed=k))
-        _log_stage(out, study, {"dataset": ds, "stage": "similarity", "seconds": round(time.perf_counter() - t0, 2),
+        log_stage(out, study, {"dataset": ds, "stage": "similarity", "seconds": round(time.perf_counter() - t0, 2),
                                 "metrics": study.metrics, "device": dev, "at": _utcnow()})
     target = export_to if export_to is not None else study.export
     if target and target != "none":
@@ -553,7 +553,7 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
         export.attach_images(tables, board, _dataset_loader(data_dir),
                              warn=lambda m: err_console.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
         written = export.write_export(tables, board, Path(target), study.title)
-        _log_stage(out, study, {"stage": "export", "seconds": round(time.perf_counter() - t0, 2), "to": target,
+        log_stage(out, study, {"stage": "export", "seconds": round(time.perf_counter() - t0, 2), "to": target,
                                 "files": len(written), "at": _utcnow()})
         err_console.print(f"exported {len(written)} files to {target}")
         for item in lb.render_rich(board):

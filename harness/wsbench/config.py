@@ -86,7 +86,7 @@ def scopes(overrides: Mapping[str, Any]) -> set[str]:
 
 def parse_recipe(items: Iterable[str]) -> dict:
     """``--recipe key=value`` items -> INR fitting recipe overrides, checked against the recipe's keys."""
-    from wsbench.inr import DEFAULT_RECIPE, _check_recipe
+    from wsbench.inr import DEFAULT_RECIPE, check_recipe
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -96,7 +96,7 @@ def parse_recipe(items: Iterable[str]) -> dict:
             raise WsbenchError(f"unknown INR recipe key {key!r}; known keys: {', '.join(sorted(DEFAULT_RECIPE))}")
         out[key] = parse_value(value)
     try:
-        _check_recipe({**DEFAULT_RECIPE, **out})
+        check_recipe({**DEFAULT_RECIPE, **out})
     except (TypeError, ValueError):
         raise WsbenchError(f"--recipe values must be numbers where the recipe has numbers; got {out}") from None
     return dict(sorted(out.items()))

@@ -68,7 +68,7 @@ def _e(x) -> str:
 
 
 def _f(x, d=3) -> str:
-    return lb._f(x, d)
+    return lb.fmt_num(x, d)
 
 
 # Figures ----------------------------------------------------------------------------------
@@ -96,8 +96,8 @@ def heatmap_svg(matrix: dict, cell: int = 44, label_w: int = 90, vmin: float = 0
             tip = f"{rows[i]} × {cols[j]}: {_f(v)}"
             c = matrix.get("cells", {}).get((rows[i], cols[j]))
             if c is not None:
-                tip += f"; 95 % CI {lb._interval(c['ci_low'], c['ci_high'])}; {c['pairs']} pairs"
-                if not lb._isnan(c.get("null_mean")):
+                tip += f"; 95 % CI {lb.fmt_interval(c['ci_low'], c['ci_high'])}; {c['pairs']} pairs"
+                if not lb.is_missing(c.get("null_mean")):
                     tip += f"; null {_f(c['null_mean'])}"
             if extra_tip:
                 tip += extra_tip(i, j)
@@ -139,8 +139,8 @@ def accuracy_svg(rows: list[dict], width: int = 560) -> str:
     for i, r in enumerate(rows):
         y = top + i * row_h + row_h / 2
         c = VIEW_COLOURS.get(r.get("view"), "#374151")
-        tip = (f"{r['arch']}: {lb._pct(r['mean'])} % (95 % CI {lb._interval(r['ci_low'], r['ci_high'], lb._pct)}, "
-               f"{r['seeds']} seeds)")
+        ci = lb.fmt_interval(r["ci_low"], r["ci_high"], lb.fmt_pct)
+        tip = f"{r['arch']}: {lb.fmt_pct(r['mean'])} % (95 % CI {ci}, {r['seeds']} seeds)"
         parts.append(f'<g><title>{_e(tip)}</title>'
                      f'<text x="{label_w - 8}" y="{y + 4}" text-anchor="end" class="tick">'
                      f'{r["rank"]}{"=" if r["tie"] else ""} {_e(r["arch"])}</text>')
@@ -163,7 +163,7 @@ def stability_svg(rows: list[dict], metric: str, panel_w: int = 220, height: int
     plot_h = height - top - bottom
     w = left + panel_w * len(archs) + 10
     lo = min([0.0] + [r["ci_low"] for r in rows if not math.isnan(r["ci_low"])]
-             + [r["null_mean"] for r in rows if not lb._isnan(r.get("null_mean"))])
+             + [r["null_mean"] for r in rows if not lb.is_missing(r.get("null_mean"))])
     lo = 0.0 if lo > -0.02 else math.floor(lo * 10) / 10  # a null mean of -0.001 should not move the axis
     hi = max([1.0] + [r["ci_high"] for r in rows if not math.isnan(r["ci_high"])])
 
@@ -187,11 +187,11 @@ def stability_svg(rows: list[dict], metric: str, panel_w: int = 220, height: int
         prev = None
         for i, r in enumerate(layers):
             cx = x0 + 18 + step * (i + 0.5)
-            tip = (f"{arch} {r['layer']}: {_f(r['mean'])}, 95 % CI {lb._interval(r['ci_low'], r['ci_high'])}, "
+            tip = (f"{arch} {r['layer']}: {_f(r['mean'])}, 95 % CI {lb.fmt_interval(r['ci_low'], r['ci_high'])}, "
                    f"{r['pairs']} seed pairs")
-            if not lb._isnan(r.get("boot_low")):
-                tip += f"; bootstrap {lb._interval(r['boot_low'], r['boot_high'])}"
-            if not lb._isnan(r.get("null_mean")):
+            if not lb.is_missing(r.get("boot_low")):
+                tip += f"; bootstrap {lb.fmt_interval(r['boot_low'], r['boot_high'])}"
+            if not lb.is_missing(r.get("null_mean")):
                 tip += f"; null {_f(r['null_mean'])}"
             parts.append(f'<g><title>{_e(tip)}</title>')
             if prev is not None:
@@ -199,7 +199,7 @@ def stability_svg(rows: list[dict], metric: str, panel_w: int = 220, height: int
             if not math.isnan(r["ci_low"]):
                 parts.append(f'<line x1="{cx}" x2="{cx}" y1="{y(r["ci_low"])}" y2="{y(r["ci_high"])}" '
                              f'stroke="#0f766e" stroke-width="2"/>')
-            if not lb._isnan(r.get("null_mean")):
+            if not lb.is_missing(r.get("null_mean")):
                 parts.append(f'<line x1="{cx - 7}" x2="{cx + 7}" y1="{y(r["null_mean"])}" y2="{y(r["null_mean"])}" '
                              f'stroke="#6b7280" stroke-dasharray="2 2" stroke-width="2"/>')
             parts.append(f'<circle cx="{cx}" cy="{y(r["mean"])}" r="4.5" fill="#0f766e"/>'
@@ -240,7 +240,7 @@ def _table(head, rows, cls="", num_cols=(), row_cls=None) -> str:
     return "".join(out)
 
 
-def _range(values) -> tuple[float, float]:
+def heatmap_range(values) -> tuple[float, float]:
     """Colour scale of a heatmap: [0, 1] for similarity-like values (CKA, agreement; the debiased
     estimator's small negatives clip to 0), else the values' own range."""
     vals = [v for row in values for v in row if v is not None and not math.isnan(v)]
@@ -266,7 +266,7 @@ def _heatmaps(mats: list[dict], title) -> str:
     """A row of titled layer x layer heatmaps, each on its own value range."""
     parts = []
     for m in mats:
-        vmin, vmax = _range(m["values"])
+        vmin, vmax = heatmap_range(m["values"])
         t = title(m)
         parts.append(f"<div><h3>{_e(t)}</h3>{heatmap_svg(m, vmin=vmin, vmax=vmax, title=t)}</div>")
     return '<div class="figs">' + "".join(parts) + "</div>"

@@ -306,7 +306,7 @@ def adam_step(theta, grad, m, v, step: int, lr: float) -> None:
 INITS = ("independent", "shared")
 
 
-def _check_recipe(recipe: dict) -> None:
+def check_recipe(recipe: dict) -> None:
     if recipe.get("optimizer", "adam") != "adam":
         raise WsbenchError(f"unknown INR optimizer {recipe.get('optimizer')!r}; known optimizers: adam")
     if recipe.get("init", "independent") not in INITS:
@@ -368,7 +368,7 @@ def fit_from(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: d
              on_step: Callable[[float], None] | None = None):
     """:func:`fit_batch` from given initial weights ``theta (B, P)`` (internal layout, CPU)."""
     recipe = {**DEFAULT_RECIPE, **recipe}
-    _check_recipe(recipe)
+    check_recipe(recipe)
     device = torch.device(device)
     b, c, h, w = images.shape
     if theta.shape != (b, spec.num_params):
@@ -420,6 +420,11 @@ def _worker_fit(images, theta, spec, recipe, block):
         with counter.get_lock():
             counter.value += n
     return _fit_blocks(images, theta, spec, recipe, block, report)
+
+
+def process_pool_workers() -> int | None:
+    """Workers of the pool of INR-fitting processes, or None while no pool runs."""
+    return _POOL.get("workers")
 
 
 def _process_pool(workers: int):

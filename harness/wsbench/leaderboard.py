@@ -55,7 +55,7 @@ def _nanmean(values) -> float:
     return float(np.mean(v)) if v else NAN
 
 
-def _isnan(x) -> bool:
+def is_missing(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
@@ -307,7 +307,7 @@ def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
 def diff_ci(a_mean, a_std, a_n, b_mean, b_std, b_n) -> tuple[float, float, float]:
     """``(b - a, low, high)``: Welch 95 % interval of the difference of two means (NaN with < 2 each)."""
     d = b_mean - a_mean
-    if a_n < 2 or b_n < 2 or _isnan(a_std) or _isnan(b_std):
+    if a_n < 2 or b_n < 2 or is_missing(a_std) or is_missing(b_std):
         return d, NAN, NAN
     va, vb = a_std ** 2 / a_n, b_std ** 2 / b_n
     se = math.sqrt(va + vb)
@@ -360,28 +360,28 @@ def compare(a: Board, b: Board, name_a: str = "A", name_b: str = "B") -> Compari
 
 # Text rendering --------------------------------------------------------------------------
 
-def _f(x, digits=4) -> str:
-    return "–" if _isnan(x) else f"{x:.{digits}f}"
+def fmt_num(x, digits=4) -> str:
+    return "–" if is_missing(x) else f"{x:.{digits}f}"
 
 
-def _pct(x) -> str:
-    return "–" if _isnan(x) else f"{100 * x:.2f}"
+def fmt_pct(x) -> str:
+    return "–" if is_missing(x) else f"{100 * x:.2f}"
 
 
-def _interval(lo, hi, fmt=_f) -> str:
-    return "–" if _isnan(lo) or _isnan(hi) else f"[{fmt(lo)}, {fmt(hi)}]"
+def fmt_interval(lo, hi, fmt=fmt_num) -> str:
+    return "–" if is_missing(lo) or is_missing(hi) else f"[{fmt(lo)}, {fmt(hi)}]"
 
 
 def has_extras(rows: list[dict]) -> dict:
     """Which optional similarity columns have any value: ``{"boot": bool, "null": bool}``."""
-    return {"boot": any(not _isnan(r.get("boot_low")) for r in rows),
-            "null": any(not _isnan(r.get("null_mean")) for r in rows)}
+    return {"boot": any(not is_missing(r.get("boot_low")) for r in rows),
+            "null": any(not is_missing(r.get("null_mean")) for r in rows)}
 
 
 def accuracy_table(board: Board) -> tuple[list[str], list[list[str]]]:
     head = ["dataset", "rank", "arch", "view", "test acc % (mean)", "std", "95 % CI", "seeds"]
     body = [[r["dataset"], f"{r['rank']}{'=' if r['tie'] else ''}", r["arch"], r["view"] or "",
-             _pct(r["mean"]), _pct(r["std"]), _interval(r["ci_low"], r["ci_high"], _pct), str(r["seeds"])]
+             fmt_pct(r["mean"]), fmt_pct(r["std"]), fmt_interval(r["ci_low"], r["ci_high"], fmt_pct), str(r["seeds"])]
             for r in board.accuracy]
     return head, body
 
@@ -394,9 +394,9 @@ def stability_table(board: Board) -> tuple[list[str], list[list[str]]]:
     head += ["seed pairs"]
     body = []
     for r in board.stability:
-        row = [r["dataset"], r["arch"], r["layer"], _f(r["mean"]), _interval(r["ci_low"], r["ci_high"])]
-        row += [_interval(r["boot_low"], r["boot_high"])] if ex["boot"] else []
-        row += [_f(r["null_mean"])] if ex["null"] else []
+        row = [r["dataset"], r["arch"], r["layer"], fmt_num(r["mean"]), fmt_interval(r["ci_low"], r["ci_high"])]
+        row += [fmt_interval(r["boot_low"], r["boot_high"])] if ex["boot"] else []
+        row += [fmt_num(r["null_mean"])] if ex["null"] else []
         body.append(row + [str(r["pairs"])])
     return head, body
 
@@ -424,7 +424,7 @@ def cross_matrices(board: Board) -> list[tuple[str, list[str], list[list[str]]]]
     out = []
     for m in layer_matrices(board.cross, board.metric):
         head = [f"{m['arch_a']} \\ {m['arch_b']}", *m["cols"]]
-        rows = [[name, *[_f(v, 3) for v in vals]] for name, vals in zip(m["rows"], m["values"])]
+        rows = [[name, *[fmt_num(v, 3) for v in vals]] for name, vals in zip(m["rows"], m["values"])]
         out.append((f"{m['dataset']}: {m['arch_a']} vs {m['arch_b']} ({board.metric}, mean over seed pairs)",
                     head, rows))
     return out
@@ -449,8 +449,8 @@ def samples_table(board: Board) -> tuple[list[str], list[list[str]]]:
 
 def agreement_table(board: Board) -> tuple[list[str], list[list[str]]]:
     head = ["dataset", "arch a", "arch b", "same prediction % (mean)", "95 % CI", "run pairs"]
-    body = [[r["dataset"], r["arch_a"], r["arch_b"], _pct(r["agreement"]), _interval(r["ci_low"], r["ci_high"], _pct),
-             str(r["pairs"])] for r in board.agreement]
+    body = [[r["dataset"], r["arch_a"], r["arch_b"], fmt_pct(r["agreement"]),
+             fmt_interval(r["ci_low"], r["ci_high"], fmt_pct), str(r["pairs"])] for r in board.agreement]
     return head, body
 
 
@@ -477,16 +477,16 @@ def comparison_tables(c: Comparison) -> list[tuple[str, list[str], list[list[str
     acc = (f"Test accuracy %: {c.name_b} − {c.name_a}",
            ["dataset", "arch", f"{c.name_a} mean", f"{c.name_a} 95 % CI", "seeds", f"{c.name_b} mean",
             f"{c.name_b} 95 % CI", "seeds", "difference", "95 % CI of difference"],
-           [[r["dataset"], r["arch"], _pct(r["a_mean"]), _interval(r["a_low"], r["a_high"], _pct), str(r["a_n"]),
-             _pct(r["b_mean"]), _interval(r["b_low"], r["b_high"], _pct), str(r["b_n"]),
-             (_pct(r["diff"]) + mark(r)) if not _isnan(r["diff"]) else "–",
-             _interval(r["diff_low"], r["diff_high"], _pct)] for r in c.accuracy])
+           [[r["dataset"], r["arch"], fmt_pct(r["a_mean"]), fmt_interval(r["a_low"], r["a_high"], fmt_pct),
+             str(r["a_n"]), fmt_pct(r["b_mean"]), fmt_interval(r["b_low"], r["b_high"], fmt_pct), str(r["b_n"]),
+             (fmt_pct(r["diff"]) + mark(r)) if not is_missing(r["diff"]) else "–",
+             fmt_interval(r["diff_low"], r["diff_high"], fmt_pct)] for r in c.accuracy])
     stab = ("Cross-seed stability: " + f"{c.name_b} − {c.name_a}",
             ["dataset", "arch", "layer", f"{c.name_a} mean", "pairs", f"{c.name_b} mean", "pairs", "difference",
              "95 % CI of difference"],
-            [[r["dataset"], r["arch"], r["layer"], _f(r["a_mean"]), str(r["a_n"]), _f(r["b_mean"]), str(r["b_n"]),
-              (_f(r["diff"]) + mark(r)) if not _isnan(r["diff"]) else "–",
-              _interval(r["diff_low"], r["diff_high"])] for r in c.stability])
+            [[r["dataset"], r["arch"], r["layer"], fmt_num(r["a_mean"]), str(r["a_n"]), fmt_num(r["b_mean"]),
+              str(r["b_n"]), (fmt_num(r["diff"]) + mark(r)) if not is_missing(r["diff"]) else "–",
+              fmt_interval(r["diff_low"], r["diff_high"])] for r in c.stability])
     return [t for t in (acc, stab) if t[2]]
 
 
@@ -533,7 +533,7 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
         if board.sample_list:
             parts += ["### The split samples", ""]
             if image_dir:
-                parts += _md_gallery(board, image_dir, image_ids or set(), classes or {})
+                parts += md_gallery(board, image_dir, image_ids or set(), classes or {})
             else:
                 parts += [_md_table(*sample_list_table(board)), ""]
     if board.failures:
@@ -541,7 +541,7 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _md_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per_row: int = 8,
+def md_gallery(board: Board, image_dir: str, image_ids: set, classes: dict, per_row: int = 8,
                 per_group: int = MAX_IMAGES) -> list[str]:
     out = []
     for (ds, wa, group), every in sample_groups(board):

@@ -102,7 +102,7 @@ def _boot_id() -> str:
         return ""
 
 
-def _host_key() -> str:
+def host_key() -> str:
     """This machine: host name plus boot id, so a rebooted host does not trust its old pids."""
     return f"{socket.gethostname()}:{_boot_id()}"
 
@@ -179,7 +179,7 @@ class Claims:
         return info
 
     def is_stale(self, info: dict) -> bool:
-        if info.get("host") == _host_key() and info.get("pid") is not None:
+        if info.get("host") == host_key() and info.get("pid") is not None:
             if not _pid_alive(int(info["pid"]), info.get("start")):
                 return True
         return info["age_s"] > self.stale_after_s
@@ -192,7 +192,7 @@ class Claims:
     def acquire(self, run_id: str) -> Claim | None:
         """Claim ``run_id``; None when a live owner holds it."""
         token = uuid.uuid4().hex
-        record = {"run_id": run_id, "host": _host_key(), "hostname": platform.node(), "pid": os.getpid(),
+        record = {"run_id": run_id, "host": host_key(), "hostname": platform.node(), "pid": os.getpid(),
                   "start": _proc_start(os.getpid()), "token": token, "claimed_at": _now()}
         for _ in range(5):
             # The claim is written whole under a private name and hard-linked into place (no-clobber),

@@ -76,7 +76,7 @@ def load_study(name_or_path: str) -> Study:
     return study
 
 
-def _log_stage(out: Path, study: Study, record: dict) -> None:
+def log_stage(out: Path, study: Study, record: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"study-{study.name}.json"
     log = json.loads(path.read_text()) if path.exists() else {"study": study.name, "stages": []}

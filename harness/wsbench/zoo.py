@@ -26,7 +26,7 @@ import torch
 
 from wsbench import __version__
 from wsbench.errors import WsbenchError
-from wsbench.inr import DEFAULT_RECIPE, _check_recipe, fit_from, init_siren, to_internal
+from wsbench.inr import DEFAULT_RECIPE, check_recipe, fit_from, init_siren, to_internal
 from wsbench.specs import SirenSpec
 
 ZOO_FORMAT = 1
@@ -110,7 +110,7 @@ def build_zoo(root: Path, dataset: str, images: np.ndarray, ids: np.ndarray, spe
     on the same device.
     """
     recipe = {**DEFAULT_RECIPE, **(recipe or {})}
-    _check_recipe(recipe)  # before a folder exists
+    check_recipe(recipe)  # before a folder exists
     key = zoo_key(dataset, spec, recipe, seed, ids, images)
     path = Path(root) / "zoos" / f"{dataset}-{key[:16]}"
     if (path / "manifest.json").exists():
