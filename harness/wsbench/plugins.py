@@ -104,10 +104,13 @@ def make_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _third_party_entry_points() -> list:
-    """The group's entry points, less those of built-in modules, sorted by (distribution, name)."""
-    eps = [ep for ep in entry_points(group=GROUP) if ep.module not in DEFAULT_PLUGINS]
-    return sorted(eps, key=lambda e: (e.dist.name if e.dist else "", e.name))
+def _entry_points() -> tuple[list, set[str]]:
+    """The group's entry points less those of built-in modules, sorted by (distribution, name), and the
+    normalised names of every distribution that declares any (built-in modules included)."""
+    every = list(entry_points(group=GROUP))
+    eps = [ep for ep in every if ep.module not in DEFAULT_PLUGINS]
+    declared = {_normal(ep.dist.name) for ep in every if ep.dist}
+    return sorted(eps, key=lambda e: (e.dist.name if e.dist else "", e.name)), declared
 
 
 def load_registry(strict: bool | None = None, extra_plugins: Iterable = ()) -> Registry:
@@ -137,13 +140,12 @@ def load_registry(strict: bool | None = None, extra_plugins: Iterable = ()) -> R
                     f"{type(exc).__name__}: {exc}")
             continue
         sources.append((obj, f"{HOST}:{name}", HOST, __version__))
-    eps = _third_party_entry_points()
-    installed = sorted({ep.dist.name for ep in eps if ep.dist})
+    eps, declared = _entry_points()
+    installed = sorted({ep.dist.name for ep in eps if ep.dist})  # third-party distributions
     if allowed is not None:
-        found = {_normal(d) for d in installed}
-        for name in sorted(allowed - found - {HOST}):
+        for name in sorted(allowed - declared - {HOST}):
             problem(f"WSBENCH_PLUGINS names {name!r}, which matches no installed distribution with wsbench "
-                    f"entry points; installed: {', '.join(installed) or '(none)'}")
+                    f"entry points; installed third-party plugins: {', '.join(installed) or '(none)'}")
     for ep in eps:
         dist = ep.dist.name if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"
