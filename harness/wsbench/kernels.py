@@ -169,7 +169,8 @@ def q_feature(a: torch.Tensor, dims: Sequence[int], w: torch.Tensor | None = Non
     return out
 
 
-def hsic_terms(stack: KernelStack, w: torch.Tensor, debiased: bool, budget: int):
+def hsic_terms(stack: KernelStack, w: torch.Tensor, debiased: bool,
+               budget: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(S (B, M), T3 (B, M, M), D (B, M, M) or None)``: the per-sample sums for weights ``w`` (n, B)."""
     m, n, b = stack.m, stack.n, w.shape[1]
     k = stack.diag()  # (n, M)
@@ -311,11 +312,11 @@ def kernel_batched(stack: KernelStack, request: BatchRequest, debiased: bool,
     if request.perms is not None:
         perms = request.perms.to(stack.xp.device)
         if xs is not None and choose_null_form(stack) == "feature":
-            qs = []
+            per_perm = []
             for p, perm in enumerate(perms):
-                qs.append(q_feature(a, dims, None, perm, budget))
+                per_perm.append(q_feature(a, dims, None, perm, budget))
                 tick(2.0)((p + 1) / len(perms))
-            qs = torch.stack(qs)
+            qs = torch.stack(per_perm)
         else:
             qs = q_permuted(stack, perms, budget, tick(2.0))
         # A permutation leaves self-HSIC unchanged; the cross terms use the permuted s side.

@@ -108,13 +108,13 @@ def layer_statistics(spec: SirenSpec, mean: np.ndarray, std: np.ndarray) -> list
     var = np.asarray(std, dtype=np.float64) ** 2
     out, k = [], 0
     for o, i in spec.layer_shapes:
-        stats = []
+        stats: list[float] = []
         for n in (o * i, o):
             m = mean[k:k + n].mean()
             v = (var[k:k + n] + mean[k:k + n] ** 2).mean() - m * m
             stats += [float(m), float(np.sqrt(max(v, 0.0)) + 1e-8)]
             k += n
-        out.append(tuple(stats))
+        out.append((stats[0], stats[1], stats[2], stats[3]))
     return out
 
 

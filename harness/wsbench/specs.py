@@ -68,10 +68,10 @@ class TaskInfo:
     image_shape: tuple  # (C, H, W) of one image of the ``images`` view
     inr: SirenSpec  # the SIREN every INR of the zoo follows: the layout of the ``weights`` view
     # Training-split statistics, so models can normalise their inputs.
-    image_mean: np.ndarray = field(repr=False, default=None)  # (C,) float32, pixels in [0, 1]; already applied
-    image_std: np.ndarray = field(repr=False, default=None)  # (C,) float32; already applied to ``images``
-    weight_mean: np.ndarray = field(repr=False, default=None)  # (P,) float32, per flat weight coordinate
-    weight_std: np.ndarray = field(repr=False, default=None)  # (P,) float32, > 0 (1e-6 added)
+    image_mean: np.ndarray | None = field(repr=False, default=None)  # (C,) float32, pixels in [0, 1]; already applied
+    image_std: np.ndarray | None = field(repr=False, default=None)  # (C,) float32; already applied to ``images``
+    weight_mean: np.ndarray | None = field(repr=False, default=None)  # (P,) float32, per flat weight coordinate
+    weight_std: np.ndarray | None = field(repr=False, default=None)  # (P,) float32, > 0 (1e-6 added)
 
     @property
     def weight_dim(self) -> int:
