@@ -34,11 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from wsbench import BatchRequest, hsic_gram_unbiased, prepare_linear
 from wsbench import similarity as sim
+from wsbench.kernels import cka_from_hsic, combine
 from wsbench.plugins import load_registry
-from wsbench.specs import GridRequest
-from wsbench_plugins import cka as cka_mod
-from wsbench_plugins.metrics import hsic_gram_unbiased
 
 
 def sync(device):
@@ -170,10 +169,10 @@ def main(argv=None) -> dict:
         out.write_text(json.dumps(res, indent=2) + "\n")
 
     def grid(resamples, perms):
-        req = GridRequest(pairs=pairs, max_bytes=budget,
+        req = BatchRequest(pairs=pairs, max_bytes=budget,
                           weights=sim.bootstrap_weights(args.n, resamples, args.seed).to(device) if resamples else None,
                           perms=sim.permutations(args.n, perms, args.seed).to(device) if perms else None)
-        return metric.grid(reps, req)
+        return metric.batched(reps, req)
 
     grid(8, 2)  # warm-up: kernels, allocator
     values, t_values = timed(lambda: grid(0, 0), device)
@@ -218,7 +217,7 @@ def main(argv=None) -> dict:
 
     # For scale: the same values from a float32 feature-space pass (TF32 off), and its error.
     def f32():
-        xs = [cka_mod.prepare_linear(x).float() for x in reps]
+        xs = [prepare_linear(x).float() for x in reps]
         a = torch.cat(xs, 1)
         k = torch.stack([x.pow(2).sum(1) for x in xs], 1).double()
         g = (a.T @ a).double()
@@ -226,8 +225,8 @@ def main(argv=None) -> dict:
         nn_ = args.n
         s_ = -k.sum(0).unsqueeze(0)
         t3 = (k.T @ k).unsqueeze(0)
-        h = cka_mod.combine(qq, s_, t3, t3, nn_, True)
-        return cka_mod.cka_from_hsic(h)[0].reshape(-1)
+        h = combine(qq, s_, t3, t3, nn_, True)
+        return cka_from_hsic(h)[0].reshape(-1)
     f32(); v32, t32 = timed(f32, device)
     res["seconds_values_float32"] = t32
     res["max_abs_err_float32_feature_pass"] = float((v32.cpu() - values.values.cpu()).abs().max())
@@ -281,9 +280,9 @@ def main(argv=None) -> dict:
         other = reg.metric(name)
         try:
             def run(resamples, other=other):
-                req = GridRequest(pairs=pairs, max_bytes=budget, weights=sim.bootstrap_weights(
+                req = BatchRequest(pairs=pairs, max_bytes=budget, weights=sim.bootstrap_weights(
                     args.n, resamples, args.seed).to(device) if resamples else None)
-                return other.grid(reps, req)
+                return other.batched(reps, req)
             _, tv = timed(lambda: run(0), device)
             res["other_metrics"][name] = {"seconds_values": tv}
             save()

@@ -1,5 +1,5 @@
 # Source from the repository root on a machine whose Python already has wsbench's dependencies
-# (the GPU machine): makes `wsbench` importable, with its entry points, without pip or a network.
+# (the GPU machine): makes `wsbench` importable, with its version metadata, without pip or a network.
 #   source scripts/device-env.sh
 _wsb_site=/tmp/wsbench-site
 rm -rf "$_wsb_site" && mkdir -p "$_wsb_site"

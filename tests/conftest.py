@@ -1,9 +1,10 @@
-"""Test isolation: only wsbench's own entry points load, and caches/results go to temp dirs."""
+"""Test isolation: only wsbench's built-in plugins load, and caches/results go to temp dirs."""
 import os
 
 import pytest
 
-# Plugins installed on the machine must never leak into tests (set before wsbench loads any).
+# Plugins installed on the machine must never leak into tests (set before wsbench loads any): naming only
+# the host distribution admits no third-party entry point, and the built-ins always load.
 os.environ["WSBENCH_PLUGINS"] = "wsbench"
 os.environ.pop("WSBENCH_STRICT", None)
 os.environ.pop("WSBENCH_DATA", None)

@@ -3,11 +3,12 @@ import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch
+from wsbench import ParamGraph, canonical_phases, canonical_signs, layer_statistics
 from wsbench.errors import WsbenchError
 from wsbench.plugins import load_registry
 from wsbench.specs import SirenSpec, TaskInfo
 from wsbench.weights import flatten, siren_forward, unflatten
-from wsbench_plugins.gmn import GMN, ParamGraph, build, canonical_phases, canonical_signs, layer_statistics
+from wsbench_plugins.gmn import GMN, build
 
 SPECS = [SirenSpec(2, (6, 5), 1), SirenSpec(2, (4, 3, 4), 3), SirenSpec(3, (5,), 2)]
 

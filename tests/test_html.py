@@ -155,5 +155,5 @@ def test_chromium_renders_tables_heatmaps_and_sample_images(shapes_page, tmp_pat
 
 
 def test_similarity_heatmaps_use_the_unit_scale_and_other_values_their_own():
-    assert H._range([[-0.004, 0.02], [0.5, float("nan")]]) == (0.0, 1.0)
-    assert H._range([[3.0, 7.0]]) == (3.0, 7.0)
+    assert H.heatmap_range([[-0.004, 0.02], [0.5, float("nan")]]) == (0.0, 1.0)
+    assert H.heatmap_range([[3.0, 7.0]]) == (3.0, 7.0)

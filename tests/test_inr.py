@@ -257,7 +257,7 @@ def test_process_pool_gives_the_thread_results(monkeypatch):
         in_processes = fit_from(images, theta, spec, recipe, torch.device("cpu"), on_step=seen.append)
     finally:
         torch.set_num_threads(threads)
-    assert inr._POOL.get("workers") == 2
+    assert inr.process_pool_workers() == 2
     assert np.array_equal(in_threads[0], in_processes[0]) and np.array_equal(in_threads[1], in_processes[1])
     assert seen and seen[-1] == 1.0
 
@@ -273,7 +273,7 @@ def test_gpu_fit_declines_what_its_kernel_cannot_run_and_the_driver_fits_the_clo
     assert not inr_cuda.supported(spec)
     assert inr_cuda.fit(images, theta, spec, recipe, torch.device("cpu")) is None
     start = theta.clone()
-    weights, quality = inr._fit_torch(images, theta, spec, recipe, torch.device("cpu"), None)
+    weights, quality = inr.fit_torch(images, theta, spec, recipe, torch.device("cpu"), None)
     assert torch.equal(theta, start)  # the caller's initial weights are left alone
     ref_w, ref_q = fit_from(images, theta, spec, recipe, torch.device("cpu"))
     assert np.allclose(weights.numpy(), ref_w, atol=1e-6) and np.allclose(quality.numpy(), ref_q, atol=1e-4)

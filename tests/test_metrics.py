@@ -1,5 +1,5 @@
 """Similarity measures: closed forms, claimed invariances and symmetry (hypothesis), and the
-batched grid paths against the per-pair references and a direct n x n Gram implementation."""
+batched paths against the per-pair references and a direct n x n Gram implementation."""
 import math
 
 import numpy as np
@@ -7,11 +7,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wsbench import BatchRequest, KernelStack, hsic_gram_unbiased, kernel_batched, pad_stack, prepare_linear
 from wsbench.plugins import load_registry
 from wsbench.similarity import TRANSFORMS, bootstrap_weights, permutations
-from wsbench.specs import GridRequest
 from wsbench_plugins import cka
-from wsbench_plugins.metrics import hsic_gram_unbiased, knn_indices, median_distance
+from wsbench_plugins.metrics import knn_indices, median_distance
 
 NAMES = ["cka", "cka-biased", "cka-rbf", "mknn", "procrustes", "svcca"]
 PROPS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -59,7 +59,7 @@ def test_debiased_cka_of_independent_gaussians_is_near_zero_where_biased_is_not(
 def test_linear_cka_matches_direct_gram_form_on_random_data(debiased):
     reps = related(1, 60, [5, 40, 90])  # d < n, d ~ n and d > n
     fn = cka.cka_debiased if debiased else cka.cka_biased
-    res = cka.linear_grid(debiased)(reps, GridRequest(pairs=torch.tensor([[0, 1], [0, 2], [1, 2], [2, 2]])))
+    res = cka.linear_batched(debiased)(reps, BatchRequest(pairs=torch.tensor([[0, 1], [0, 2], [1, 2], [2, 2]])))
     for (r, s), v in zip([(0, 1), (0, 2), (1, 2), (2, 2)], res.values.tolist()):
         ref = gram_cka(reps[r], reps[s], debiased)
         assert abs(fn(reps[r], reps[s]) - ref) < 1e-10
@@ -73,7 +73,7 @@ def test_linear_cka_matches_direct_gram_form_on_real_representations():
     g = torch.Generator().manual_seed(0)
     hidden = torch.relu(pixels @ torch.randn(pixels.shape[1], 64, generator=g, dtype=torch.float64))
     reps = [pixels, hidden, hidden @ torch.randn(64, 10, generator=g, dtype=torch.float64)]
-    res = cka.linear_grid(True)(reps, GridRequest(pairs=torch.tensor([[0, 1], [0, 2], [1, 2]])))
+    res = cka.linear_batched(True)(reps, BatchRequest(pairs=torch.tensor([[0, 1], [0, 2], [1, 2]])))
     for (r, s), v in zip([(0, 1), (0, 2), (1, 2)], res.values.tolist()):
         assert abs(v - gram_cka(reps[r], reps[s], True)) < 1e-10
 
@@ -168,10 +168,10 @@ def test_every_measure_states_its_invariances(metrics):
     assert "translation" not in metrics["mknn"].invariances  # cosine neighbours move when data shift
 
 
-# Grid paths against the references ------------------------------------------------------------
+# Batched paths against the references ---------------------------------------------------------
 
 @pytest.mark.parametrize("name", NAMES)
-def test_grid_path_agrees_with_fn(metrics, name):
+def test_batched_path_agrees_with_fn(metrics, name):
     m = metrics[name]
     n = 60
     reps = related(7, n, [3, 12, 12, 70])
@@ -179,7 +179,7 @@ def test_grid_path_agrees_with_fn(metrics, name):
     w = bootstrap_weights(n, 3, 0)
     perms = permutations(n, 2, 0)
     # A tight budget exercises the chunked paths.
-    res = m.grid(reps, GridRequest(pairs=pairs, weights=w, perms=perms, max_bytes=200_000))
+    res = m.batched(reps, BatchRequest(pairs=pairs, weights=w, perms=perms, max_bytes=200_000))
     ref = torch.tensor([m.fn(reps[r], reps[s]) for r, s in pairs.tolist()], dtype=torch.float64)
     assert torch.allclose(res.values, ref, atol=1e-10, rtol=0)
     null = torch.stack([torch.tensor([m.fn(reps[r], reps[s][p]) for r, s in pairs.tolist()], dtype=torch.float64)
@@ -199,9 +199,9 @@ def test_debiased_bootstrap_matches_weighted_gram_form(form):
     n = 50
     reps = related(8, n, [4, 9])
     w = bootstrap_weights(n, 4, 1)
-    stack = cka.KernelStack(cka.pad_stack([cka.prepare_linear(r) for r in reps]), [4, 9])
-    res = cka.kernel_grid(stack, GridRequest(pairs=torch.tensor([[0, 1]]), weights=w, max_bytes=100_000),
-                          True, q_form=form, xs=[cka.prepare_linear(r) for r in reps])
+    stack = KernelStack(pad_stack([prepare_linear(r) for r in reps]), [4, 9])
+    res = kernel_batched(stack, BatchRequest(pairs=torch.tensor([[0, 1]]), weights=w, max_bytes=100_000),
+                         True, q_form=form, xs=[prepare_linear(r) for r in reps])
     x, y = (r - r.mean(0) for r in reps)
     k, l = x @ x.T, y @ y.T
 
@@ -224,7 +224,7 @@ def test_debiased_bootstrap_is_centred_on_the_estimate_where_naive_resampling_is
     x = torch.randn(n, 512, generator=g, dtype=torch.float64)
     y = torch.randn(n, 512, generator=g, dtype=torch.float64)
     w = bootstrap_weights(n, 40, 0)
-    res = cka.linear_grid(True)([x, y], GridRequest(pairs=torch.tensor([[0, 1]]), weights=w))
+    res = cka.linear_batched(True)([x, y], BatchRequest(pairs=torch.tensor([[0, 1]]), weights=w))
     lo, hi = np.percentile(res.boot[:, 0].numpy(), [2.5, 97.5])
     assert lo < float(res.values[0]) < hi and abs(float(res.values[0])) < 0.05
     rows = torch.repeat_interleave(torch.arange(n), w[:, 0].long())

@@ -1,4 +1,5 @@
-"""The plugin manager: entry points one at a time, warnings, strictness, filtering, duplicates."""
+"""The plugin manager: built-ins always first, entry points one at a time, warnings, strictness, filtering,
+duplicates."""
 import inspect
 import json
 import re
@@ -11,7 +12,7 @@ import pytest
 from wsbench import hookspecs
 from wsbench.errors import WsbenchError
 from wsbench.hookspecs import hookimpl
-from wsbench.plugins import load_registry
+from wsbench.plugins import DEFAULT_PLUGINS, load_registry
 from wsbench.specs import ArchitectureSpec, DatasetSpec, MetricSpec
 
 
@@ -28,7 +29,7 @@ def _arch(name="extra-arch"):
     return ArchitectureSpec(name=name, view="weights", build=lambda info, cfg: None, description="test")
 
 
-def test_builtins_load_through_entry_points():
+def test_builtins_load_as_distribution_wsbench():
     reg = load_registry(strict=True)
     assert {"flat-mlp", "mlp"} <= set(reg.architectures)
     assert "shapes" in reg.datasets and "cka" in reg.metrics
@@ -87,6 +88,52 @@ def test_misnamed_hook_is_reported():
     p = _Plugin("p", register_architecture=lambda register: None)  # missing the trailing "s"
     reg = load_registry(extra_plugins=[(p, "typo-dist", "0")])
     assert any("register_architecture" in w for w in reg.warnings)
+
+
+def test_misnamed_hook_warning_names_the_distribution_and_the_closest_hook(fake_dist, monkeypatch):
+    fake_dist("wsbench-typo", "from wsbench import hookimpl\n\n@hookimpl\ndef register_metric(register):\n    pass\n")
+    monkeypatch.setenv("WSBENCH_PLUGINS", "wsbench-typo")
+    reg = load_registry(strict=False)
+    assert len(reg.warnings) == 1, reg.warnings
+    warning = reg.warnings[0]
+    assert "'wsbench-typo'" in warning and "'register_metric'" in warning
+    assert "did you mean 'register_metrics'?" in warning
+    assert ".py" not in warning and "wsbench_typo" not in warning  # the distribution, not a module path
+    with pytest.raises(WsbenchError, match="wsbench-typo"):
+        load_registry(strict=True)
+
+
+def test_builtins_load_whatever_wsbench_plugins_names(monkeypatch):
+    monkeypatch.setenv("WSBENCH_PLUGINS", "nothing-installed")
+    reg = load_registry(strict=False)
+    assert {"shapes", "mnist"} <= set(reg.datasets) and {"gmn", "mlp"} <= set(reg.architectures)
+    assert "cka" in reg.metrics
+    assert all(s.distribution == "wsbench" for s in reg.all_specs())
+    assert [name for name in reg.plugins] == [f"wsbench:{m.rsplit('.', 1)[1]}" for m in DEFAULT_PLUGINS]
+
+
+def test_wsbench_plugins_name_that_matches_nothing_warns_and_lists_the_installed(fake_dist, monkeypatch):
+    fake_dist("wsbench-thirdnet", THIRD_PARTY)
+    monkeypatch.setenv("WSBENCH_PLUGINS", "wsbench,nothing-installed")
+    reg = load_registry(strict=False)
+    assert len(reg.warnings) == 1, reg.warnings
+    assert "'nothing-installed'" in reg.warnings[0] and "wsbench-thirdnet" in reg.warnings[0]
+    assert "thirdnet" not in reg.architectures and "mlp" in reg.architectures
+    with pytest.raises(WsbenchError, match="nothing-installed"):
+        load_registry(strict=True)
+
+
+def test_an_entry_point_of_a_builtin_module_is_skipped(tmp_path, monkeypatch):
+    """An old install that still lists the built-ins as entry points must not register them twice."""
+    info = tmp_path / "wsbench_legacy-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wsbench-legacy\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[wsbench]\nshapes = wsbench_plugins.shapes\ncka = wsbench_plugins.cka\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("WSBENCH_PLUGINS", "wsbench,wsbench-legacy")
+    reg = load_registry(strict=True)
+    assert reg.dataset("shapes").distribution == "wsbench" and not reg.warnings
+    assert not any(name.startswith("wsbench-legacy") for name in reg.plugins)
 
 
 def test_duplicate_names_name_both_providers():
@@ -194,3 +241,38 @@ def test_cli_broken_plugin_warns_once_and_strict_fails(fake_dist, tmp_path):
     assert res.stderr.count("warning:") == 1 and "wsbench-broken" in res.stderr
     res = _cli("--strict", "plugins", env=env)
     assert res.returncode == 2 and "wsbench-broken" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cli_plugins_lists_builtins_when_wsbench_plugins_matches_nothing():
+    res = _cli("plugins", "--json", env={"WSBENCH_PLUGINS": "nothing-installed"})
+    assert res.returncode == 0, res.stderr
+    names = {r["name"] for r in json.loads(res.stdout)}
+    assert {"shapes", "mnist", "gmn", "cka"} <= names
+    assert res.stderr.count("warning:") == 1 and "nothing-installed" in res.stderr
+    res = _cli("--strict", "plugins", env={"WSBENCH_PLUGINS": "nothing-installed"})
+    assert res.returncode == 2 and "nothing-installed" in res.stderr and "Traceback" not in res.stderr
+
+
+BLOCK_TORCH_GEOMETRIC = """
+import sys
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch_geometric":
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+        return None
+
+sys.meta_path.insert(0, Blocker())
+from wsbench.plugins import load_registry
+reg = load_registry(strict=False)
+assert "nfn-np" in reg.architectures and "gmn" not in reg.architectures, sorted(reg.architectures)
+assert len(reg.warnings) == 1 and "'gmn'" in reg.warnings[0] and "torch_geometric" in reg.warnings[0], reg.warnings
+assert "torch_geometric" not in sys.modules
+print("ok")
+"""
+
+
+def test_nfn_np_loads_without_torch_geometric():
+    """The parameter-graph toolkit is the harness's: only the gmn model itself needs torch-geometric."""
+    res = subprocess.run([sys.executable, "-c", BLOCK_TORCH_GEOMETRIC], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""The similarity harness: resamples and permutations, the slow (fn-only) path against the grid
+"""The similarity harness: resamples and permutations, the slow (fn-only) path against the batched
 path, intervals and null levels, sanity checks, stored rows, resuming, and the CLI."""
 import json
 import math
@@ -70,7 +70,7 @@ def test_percentile_interval_and_null_levels_ignore_nan():
 
 
 @pytest.mark.parametrize("name", ["cka-biased", "procrustes"])
-def test_slow_path_of_an_fn_only_metric_matches_the_grid_path(name):
+def test_slow_path_of_an_fn_only_metric_matches_the_batched_path(name):
     metric = load_registry().metric(name)
     g = torch.Generator().manual_seed(0)
     z = torch.randn(40, 2, generator=g, dtype=torch.float64)

@@ -85,13 +85,13 @@ def fit_from(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: d
         from wsbench import inr_cuda  # Triton is imported only when a GPU fit asks for it
         fitted = inr_cuda.fit(images, theta, spec, recipe, device, on_step)
         if fitted is None:  # no fused kernel for this spec or install: the same closed form in PyTorch ops
-            fitted = _fit_torch(images, theta, spec, recipe, device, on_step)
+            fitted = fit_torch(images, theta, spec, recipe, device, on_step)
         weights, quality = fitted
         return weights.numpy(), quality.numpy()
     return _fit_cpu(images, theta, spec, recipe, on_step)
 
 
-def _fit_torch(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, device: torch.device,
+def fit_torch(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, device: torch.device,
                on_step: Callable[[float], None] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The closed form in PyTorch ops on ``device`` (a GPU without the fused kernel); ``theta`` is left unchanged.
 
@@ -146,6 +146,11 @@ def _worker_fit(images, theta, spec, recipe, block):
         with counter.get_lock():
             counter.value += n
     return _fit_blocks(images, theta, spec, recipe, block, report)
+
+
+def process_pool_workers() -> int | None:
+    """Workers of the pool of INR-fitting processes, or None while no pool runs."""
+    return _POOL.get("workers")
 
 
 def _process_pool(workers: int):

@@ -1,12 +1,20 @@
-"""The one plugin manager: loads ``wsbench`` entry points one at a time and
-collects the specs they register.
+"""The one plugin manager: registers the built-in plugins, then loads ``wsbench`` entry points one
+at a time, and collects the specs they register.
+
+Built-ins (``DEFAULT_PLUGINS``, distribution ``wsbench``) are always registered first, through the
+same hooks; an entry point whose module is one of them is skipped (an old editable install may
+still list them). Third-party distributions come through the entry-point group.
 
 Environment:
-  WSBENCH_PLUGINS   comma-separated distribution names; only their entry points load
-  WSBENCH_STRICT    "1" turns a broken plugin from a warning into an error
+  WSBENCH_PLUGINS   comma-separated distribution names: only their entry points load (the built-ins
+                    always do; ``WSBENCH_PLUGINS=wsbench`` loads the built-ins alone)
+  WSBENCH_STRICT    "1" turns a broken plugin, or a WSBENCH_PLUGINS name that matches nothing, from a
+                    warning into an error
 """
 from __future__ import annotations
 
+import difflib
+import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -15,11 +23,24 @@ from typing import Iterable
 
 import pluggy
 
-from wsbench import hookspecs
+from wsbench import __version__, hookspecs
 from wsbench.errors import WsbenchError, unknown_name
 from wsbench.specs import ArchitectureSpec, DatasetSpec, MetricSpec
 
 GROUP = "wsbench"
+HOST = "wsbench"  # the distribution of the harness and its built-in plugins
+# The built-in plugins, registered before any entry point whatever WSBENCH_PLUGINS says (in the
+# alphabetical order their entry points used to load in).
+DEFAULT_PLUGINS = (
+    "wsbench_plugins.cka",
+    "wsbench_plugins.cnn",
+    "wsbench_plugins.gmn",
+    "wsbench_plugins.images",
+    "wsbench_plugins.metrics",
+    "wsbench_plugins.mlp",
+    "wsbench_plugins.nfn",
+    "wsbench_plugins.shapes",
+)
 HOOKS = {
     "register_architectures": ("architecture", ArchitectureSpec),
     "register_datasets": ("dataset", DatasetSpec),
@@ -66,11 +87,15 @@ def _strict_default() -> bool:
     return os.environ.get("WSBENCH_STRICT", "").strip().lower() in ("1", "true", "yes")
 
 
+def _normal(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
 def _allowed() -> set[str] | None:
     raw = os.environ.get("WSBENCH_PLUGINS")
     if raw is None or not raw.strip():
         return None
-    return {n.strip().lower().replace("_", "-") for n in raw.split(",") if n.strip()}
+    return {_normal(n) for n in raw.split(",") if n.strip()}
 
 
 def make_manager() -> pluggy.PluginManager:
@@ -79,8 +104,18 @@ def make_manager() -> pluggy.PluginManager:
     return pm
 
 
+def _entry_points() -> tuple[list, set[str]]:
+    """The group's entry points less those of built-in modules, sorted by (distribution, name), and the
+    normalised names of every distribution that declares any (built-in modules included)."""
+    every = list(entry_points(group=GROUP))
+    eps = [ep for ep in every if ep.module not in DEFAULT_PLUGINS]
+    declared = {_normal(ep.dist.name) for ep in every if ep.dist}
+    return sorted(eps, key=lambda e: (e.dist.name if e.dist else "", e.name)), declared
+
+
 def load_registry(strict: bool | None = None, extra_plugins: Iterable = ()) -> Registry:
-    """Load every ``wsbench`` entry point (filtered by WSBENCH_PLUGINS), then ``extra_plugins``.
+    """Register the built-ins, then every ``wsbench`` entry point (filtered by WSBENCH_PLUGINS), then
+    ``extra_plugins``.
 
     ``extra_plugins`` are ``(module_or_object, distribution, version)`` tuples,
     used by tests to register throwaway plugins without installing them.
@@ -96,10 +131,25 @@ def load_registry(strict: bool | None = None, extra_plugins: Iterable = ()) -> R
         registry.warnings.append(message)
 
     sources = []
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
+    for module in DEFAULT_PLUGINS:
+        name = module.rsplit(".", 1)[-1]
+        try:
+            obj = importlib.import_module(module)
+        except Exception as exc:  # a built-in whose dependency is missing must not take the others down
+            problem(f"built-in plugin {name!r} from distribution {HOST!r} failed to import: "
+                    f"{type(exc).__name__}: {exc}")
+            continue
+        sources.append((obj, f"{HOST}:{name}", HOST, __version__))
+    eps, declared = _entry_points()
+    installed = sorted({ep.dist.name for ep in eps if ep.dist})  # third-party distributions
+    if allowed is not None:
+        for name in sorted(allowed - declared - {HOST}):
+            problem(f"WSBENCH_PLUGINS names {name!r}, which matches no installed distribution with wsbench "
+                    f"entry points; installed third-party plugins: {', '.join(installed) or '(none)'}")
+    for ep in eps:
         dist = ep.dist.name if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"
-        if allowed is not None and dist.lower().replace("_", "-") not in allowed:
+        if allowed is not None and _normal(dist) not in allowed:
             continue
         try:
             obj = ep.load()
@@ -116,6 +166,12 @@ def load_registry(strict: bool | None = None, extra_plugins: Iterable = ()) -> R
         except Exception as exc:
             problem(f"plugin {plugin_name!r} from distribution {dist!r} failed to register: {exc}")
             continue
+        # A hookimpl whose name matches no hookspec is a typo in a plugin: say so, and what was meant.
+        for caller in pm.get_hookcallers(obj) or []:
+            if not caller.has_spec():
+                close = difflib.get_close_matches(caller.name, HOOKS, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; wsbench hooks: {', '.join(HOOKS)}"
+                problem(f"distribution {dist!r} implements hook {caller.name!r}, which is no wsbench hook{hint}")
         hooks = []
         for hook_name, (kind, spec_type) in HOOKS.items():
             impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is obj]
@@ -144,11 +200,6 @@ def load_registry(strict: bool | None = None, extra_plugins: Iterable = ()) -> R
                             f"{dist!r}; uninstall one of them or limit loading with WSBENCH_PLUGINS")
                     table[spec.name] = spec
         registry.plugins[plugin_name] = (dist, version, tuple(hooks))
-    # A hookimpl whose name matches no hookspec is a typo in a plugin: say so.
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        problem(f"plugin hook has no matching hookspec: {exc}")
     return registry
 
 

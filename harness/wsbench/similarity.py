@@ -4,7 +4,7 @@ A job is one (dataset, metric) over the runs that share one set of probe sample 
 (runs with different ids are compared on their common ids, group against group).
 Each job computes, for every wanted pair of representations:
 
-- the value, through the metric's batched ``grid`` path when it has one (float64,
+- the value, through the metric's ``batched`` path when it has one (float64,
   chunked to a memory budget, on the GPU when asked), else ``fn`` pair by pair;
 - a paired bootstrap over samples: the same ``resamples`` count vectors for every
   pair (seeded by ``seed`` and n), 95 % percentile interval -> ``ci_low``, ``ci_high``;
@@ -31,11 +31,11 @@ import pyarrow.parquet as pq
 import torch
 
 from wsbench.errors import WsbenchError
-from wsbench.specs import GridRequest, GridResult, MetricSpec
+from wsbench.specs import BatchRequest, BatchResult, MetricSpec
 from wsbench.store import Store
 from wsbench.tables import SCHEMA_VERSION, SIMILARITY_SCHEMA
 
-CHECK_TOLERANCE = 1e-6  # self-similarity, invariance and grid-vs-fn deviations above this fail
+CHECK_TOLERANCE = 1e-6  # self-similarity, invariance and batched-vs-fn deviations above this fail
 CHECK_SAMPLES = 512  # invariance checks run fn on this many samples (evenly spaced)
 CI_LEVEL = 0.95
 NULL_QUANTILE = 0.95
@@ -107,7 +107,7 @@ def null_levels(null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # Computing a grid -----------------------------------------------------------------------------
 
-def slow_grid(metric: MetricSpec, reps: Sequence[torch.Tensor], request: GridRequest) -> GridResult:
+def slow_batched(metric: MetricSpec, reps: Sequence[torch.Tensor], request: BatchRequest) -> BatchResult:
     """The path for a metric with only ``fn(x, y)``: pair by pair, resample by resample."""
     pairs = request.pairs.tolist()
     values = torch.tensor([metric.fn(reps[r], reps[s]) for r, s in pairs], dtype=torch.float64)
@@ -134,7 +134,7 @@ def slow_grid(metric: MetricSpec, reps: Sequence[torch.Tensor], request: GridReq
             if request.progress:
                 request.progress(done / steps)
         null = torch.stack(rows)
-    return GridResult(values=values, boot=boot, null=null)
+    return BatchResult(values=values, boot=boot, null=null)
 
 
 def default_budget(device: torch.device) -> int:
@@ -147,7 +147,7 @@ def default_budget(device: torch.device) -> int:
 def evaluate(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]], resamples: int = 1000,
              permutations_: int = 100, seed: int = 0, device: str | torch.device = "cpu",
              max_bytes: int | None = None, progress: Callable[[float], None] | None = None,
-             use_grid: bool = True) -> dict:
+             use_batched: bool = True) -> dict:
     """Values, bootstrap intervals and null levels of ``metric`` for ``pairs`` of ``reps``.
 
     ``reps``: M arrays ``(n, d_i)`` over the same samples. Returns numpy arrays (Q,):
@@ -162,14 +162,15 @@ def evaluate(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]
     n = mats[0].shape[0]
     if any(m.shape[0] != n for m in mats):
         raise WsbenchError("representations of one grid must share their samples (same n); align them first")
-    request = GridRequest(
+    request = BatchRequest(
         pairs=torch.as_tensor(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), device=device),
         weights=bootstrap_weights(n, resamples, seed).to(device) if resamples else None,
         perms=permutations(n, permutations_, seed).to(device) if permutations_ else None,
         max_bytes=int(max_bytes or default_budget(device)), progress=progress)
     started = time.perf_counter()
-    path = "grid" if (use_grid and metric.grid is not None) else "fn"
-    res = metric.grid(mats, request) if path == "grid" else slow_grid(metric, mats, request)
+    # "grid" is the name the stored checks give the batched path.
+    path = "grid" if (use_batched and metric.batched is not None) else "fn"
+    res = metric.batched(mats, request) if path == "grid" else slow_batched(metric, mats, request)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     q = len(request.pairs)
@@ -209,13 +210,13 @@ def _cpu64(x) -> torch.Tensor:
 
 
 def invariance_checks(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]],
-                      grid_values: np.ndarray | None = None, seed: int = 0,
+                      batched_values: np.ndarray | None = None, seed: int = 0,
                       samples: int = CHECK_SAMPLES) -> dict:
     """Largest change of ``fn`` under each claimed invariance, on ``pairs`` of ``reps``.
 
     Each transform is applied to the first representation of a pair, on up to ``samples``
-    evenly spaced samples. With ``grid_values`` (one per pair), also the largest
-    |grid - fn| at full n: the batched path must agree with the reference.
+    evenly spaced samples. With ``batched_values`` (one per pair), also the largest
+    |batched - fn| at full n (stored as ``grid_vs_fn``): the batched path must agree with the reference.
     """
     gen = torch.Generator().manual_seed(int(seed) + 104729)
     out: dict = {}
@@ -234,9 +235,9 @@ def invariance_checks(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[
             dev = abs(moved - base) if not (math.isnan(base) and math.isnan(moved)) else 0.0
             worst = max(worst, dev) if not math.isnan(dev) else float("nan")
         out[name] = worst
-    if grid_values is not None:
+    if batched_values is not None:
         worst = 0.0
-        for (r, s), v in zip(pairs, grid_values):
+        for (r, s), v in zip(pairs, batched_values):
             ref = metric.fn(_cpu64(reps[r]), _cpu64(reps[s]))
             if not (math.isnan(ref) and math.isnan(v)):
                 worst = max(worst, abs(ref - float(v))) if not math.isnan(ref - v) else float("nan")

@@ -1,7 +1,13 @@
-"""Spec dataclasses that plugins hand to the host's ``register`` callback.
+"""The plugin contract's objects: every value a plugin builds or receives.
 
-The host fills in ``distribution`` and ``version`` from the entry point that
-registered the spec, so plugin authors never set them.
+A plugin builds :class:`ArchitectureSpec`, :class:`DatasetSpec` and :class:`MetricSpec` objects and
+hands them to the ``register`` callback of its hooks (:mod:`wsbench.hookspecs`); the harness hands
+back :class:`TaskInfo` (with its :class:`SirenSpec`) to an architecture's ``build``, expects
+:class:`ImageData` from a dataset's ``load``, and passes :class:`BatchRequest` to a metric's
+``batched`` path, which returns a :class:`BatchResult`. All of them are importable from ``wsbench``.
+
+The host fills in ``distribution`` and ``version`` from the plugin that registered the spec, so
+plugin authors never set them.
 """
 from __future__ import annotations
 
@@ -10,20 +16,25 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-VIEWS = ("weights", "images")
+VIEWS = ("weights", "images")  # the inputs an architecture can read
 
 
 @dataclass(frozen=True)
 class SirenSpec:
-    """An MLP-shaped SIREN ``in_dim -> hidden... -> out_dim`` with sine activations."""
+    """An MLP-shaped SIREN ``in_dim -> hidden... -> out_dim`` with sine activations.
 
-    in_dim: int = 2
-    hidden: tuple = (32, 32)
-    out_dim: int = 1
-    w0: float = 30.0
+    Every INR of a zoo follows one spec; one INR is a row of ``num_params`` float32 numbers in the
+    flat layout of :mod:`wsbench.weights` (per layer ``W (out, in)`` row-major, then ``b (out,)``).
+    """
+
+    in_dim: int = 2  # coordinate dimensions: (y, x) in [-1, 1]^2
+    hidden: tuple = (32, 32)  # widths of the hidden (sine) layers
+    out_dim: int = 1  # image channels: 1 grayscale, 3 RGB
+    w0: float = 30.0  # frequency factor: hidden layer k computes sin(w0 (W_k h + b_k))
 
     @property
     def dims(self) -> list[int]:
+        """Widths of every layer of neurons: ``[in_dim, *hidden, out_dim]``."""
         return [self.in_dim, *self.hidden, self.out_dim]
 
     @property
@@ -34,6 +45,7 @@ class SirenSpec:
 
     @property
     def num_params(self) -> int:
+        """``P``: weights and biases of every layer, the width of the flat layout."""
         return sum(o * i + o for o, i in self.layer_shapes)
 
     def to_dict(self) -> dict:
@@ -44,20 +56,26 @@ class SirenSpec:
 
 @dataclass
 class TaskInfo:
-    """What an architecture's builder sees about the task."""
+    """What an architecture's ``build(info, config)`` sees about the task.
 
-    dataset: str
-    num_classes: int
-    image_shape: tuple  # (C, H, W)
-    inr: SirenSpec
+    The statistics are those of the training split, so a model can normalise its input the same way
+    for every split. ``weight_mean``/``weight_std`` matter: the ``weights`` view arrives raw (see
+    :class:`ArchitectureSpec`), and a model that does not standardise it typically trains at chance.
+    """
+
+    dataset: str  # name of the dataset, as registered (``"shapes"``, ``"mnist"``, ...)
+    num_classes: int  # the logits' width: labels are 0 .. num_classes - 1
+    image_shape: tuple  # (C, H, W) of one image of the ``images`` view
+    inr: SirenSpec  # the SIREN every INR of the zoo follows: the layout of the ``weights`` view
     # Training-split statistics, so models can normalise their inputs.
-    image_mean: np.ndarray = field(repr=False, default=None)  # (C,)
-    image_std: np.ndarray = field(repr=False, default=None)  # (C,)
-    weight_mean: np.ndarray = field(repr=False, default=None)  # (P,)
-    weight_std: np.ndarray = field(repr=False, default=None)  # (P,)
+    image_mean: np.ndarray | None = field(repr=False, default=None)  # (C,) float32, pixels in [0, 1]; already applied
+    image_std: np.ndarray | None = field(repr=False, default=None)  # (C,) float32; already applied to ``images``
+    weight_mean: np.ndarray | None = field(repr=False, default=None)  # (P,) float32, per flat weight coordinate
+    weight_std: np.ndarray | None = field(repr=False, default=None)  # (P,) float32, > 0 (1e-6 added)
 
     @property
     def weight_dim(self) -> int:
+        """``P``, the width of the ``weights`` view: ``inr.num_params``."""
         return self.inr.num_params
 
 
@@ -65,22 +83,29 @@ class TaskInfo:
 class ArchitectureSpec:
     """An architecture: builds an ``nn.Module`` that reads one view of a task.
 
-    ``build(info, config)`` gets a :class:`wsbench.task.TaskInfo` and the resolved
-    config (a flat dict) and returns a module whose ``forward(x)`` returns
-    ``(logits (B, classes), layers)``, where ``layers`` is an ordered dict of
-    named representations, each ``(B, d)``.
+    ``build(info, config)`` gets a :class:`TaskInfo` and the resolved config (a flat dict of
+    plain values: the harness's training defaults, then ``defaults``, then
+    ``dataset_defaults[info.dataset]``, then the user's ``--set``) and returns a module whose
+    ``forward(x)`` returns ``(logits (B, num_classes), layers)``, where ``layers`` is an ordered
+    dict of named representations, each ``(B, d)`` (the harness flattens anything wider). See
+    :func:`wsbench.hookspecs.register_architectures` for the views and determinism.
     """
 
-    name: str
-    view: str
-    build: Callable[..., Any]
-    description: str = ""
-    # Hyperparameters as plain values; ``dataset_defaults[name]`` overrides them per dataset.
+    name: str  # unique among architectures; what ``--arch`` takes
+    view: str  # the input it reads: "weights" (B, P) raw flat INR weights, or "images" (B, C, H, W)
+    build: Callable[..., Any]  # build(info: TaskInfo, config: dict) -> torch.nn.Module
+    description: str = ""  # one line, shown by ``wsbench plugins``
+    # Hyperparameters as plain values (numbers, strings, booleans, lists of them): they are hashed
+    # into the run id and stored, and ``--set key=value`` overrides them. Training keys (``epochs``,
+    # ``batch_size``, ``lr``, ``weight_decay``, ``warmup_epochs``, ``label_smoothing``, ``grad_clip``,
+    # ``augment``, ...; see ``wsbench.config.TRAIN_DEFAULTS``) may be set here too.
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Per dataset name, overrides of ``defaults`` (e.g. ``{"cifar10": {"epochs": 30}}``), with keys of
+    # ``defaults`` or the training defaults.
     dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    kind: str = "architecture"
-    distribution: str = ""
-    version: str = ""
+    kind: str = "architecture"  # fixed: the kind this spec registers as
+    distribution: str = ""  # set by the host: the distribution that registered it
+    version: str = ""  # set by the host: that distribution's version
 
     def __post_init__(self):
         if self.view not in VIEWS:
@@ -89,17 +114,18 @@ class ArchitectureSpec:
 
 @dataclass
 class ImageData:
-    """Images of a dataset in its official train/test split.
+    """Images of a dataset in its official train/test split, as ``DatasetSpec.load`` returns them.
 
-    ``train_images``/``test_images`` are ``(N, C, H, W)`` uint8; labels ``(N,)`` int64.
-    ``checksums`` maps source file names to digests (recorded in the zoo manifest).
+    The harness draws the validation split from the training images (``DatasetSpec.num_val``,
+    ``split_seed``), so ``load`` gives only the official two.
     """
 
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    classes: Sequence[str]
+    train_images: np.ndarray  # (N_train, C, H, W) uint8, 0..255
+    train_labels: np.ndarray  # (N_train,) int64 in 0 .. len(classes) - 1
+    test_images: np.ndarray  # (N_test, C, H, W) uint8, same C, H, W
+    test_labels: np.ndarray  # (N_test,) int64
+    classes: Sequence[str]  # class names; their count is ``TaskInfo.num_classes``
+    # Source file name -> digest (MD5 or SHA-256 hex), recorded in the zoo manifest for provenance.
     checksums: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -107,74 +133,85 @@ class ImageData:
 class DatasetSpec:
     """A dataset: official images plus the INR spec and fitting recipe of its zoo.
 
-    ``load(data_dir)`` returns :class:`ImageData`, reading (or downloading into)
-    ``data_dir``. The harness splits, fits the INR zoo and caches it.
+    ``load(data_dir)`` gets a :class:`pathlib.Path` (``--data-dir``, ``WSBENCH_DATA``, or a folder
+    in the user cache) and returns :class:`ImageData`, reading its files there or downloading them
+    into it (``wsbench.ensure`` downloads a missing file and checks its MD5). It must return the
+    same arrays every time.
+    The harness then splits, fits one SIREN ``2 -> inr_hidden... -> C`` per image (seeded) and
+    caches the zoo, keyed by a hash of the images, spec and recipe.
     """
 
-    name: str
-    load: Callable[..., ImageData]
-    description: str = ""
-    num_val: int = 0
-    split_seed: int = 0
-    inr_hidden: Sequence[int] = (32, 32)
+    name: str  # unique among datasets; what ``--dataset`` takes
+    load: Callable[..., ImageData]  # load(data_dir: Path) -> ImageData
+    description: str = ""  # one line, shown by ``wsbench plugins``
+    num_val: int = 0  # training images held out as the validation split (model selection)
+    split_seed: int = 0  # seed of the train/val permutation; stored with the zoo
+    inr_hidden: Sequence[int] = (32, 32)  # hidden widths of the SIREN fitted to each image
+    # Overrides of the fitting recipe ``wsbench.inr.DEFAULT_RECIPE``; its keys: ``steps``, ``lr``,
+    # ``w0`` (also the SirenSpec's), ``decay_frac``, ``lr_final``, ``init`` ("independent" or
+    # "shared"), ``psnr_target``, ``chunk_size`` and ``optimizer`` ("adam").
     inr_recipe: Mapping[str, Any] = field(default_factory=dict)
-    kind: str = "dataset"
-    distribution: str = ""
-    version: str = ""
+    kind: str = "dataset"  # fixed: the kind this spec registers as
+    distribution: str = ""  # set by the host
+    version: str = ""  # set by the host
 
 
 @dataclass
-class GridRequest:
-    """What the harness asks of a metric's batched ``grid`` path (see :class:`MetricSpec`).
+class BatchRequest:
+    """What the harness asks of a metric's ``batched`` path (see :class:`MetricSpec`).
 
-    ``pairs`` (Q, 2) int64: the wanted ``(r, s)`` indices into the representation list.
-    ``weights`` (n, B) float64 or None: bootstrap sample counts, one resample per column
-    (each column sums to n); a resample is a reweighting of the n samples.
-    ``perms`` (P, n) int64 or None: null draw ``p`` compares ``reps[r]`` with ``reps[s][perms[p]]``.
-    ``max_bytes``: budget for temporaries; chunk to stay under it.
-    ``progress(fraction)``: optional, called with the fraction of the work done.
+    Tensors are on the device of the representations.
     """
 
-    pairs: Any
+    pairs: Any  # (Q, 2) int64: the wanted (r, s) indices into the representation list
+    # (n, B) float64 or None: bootstrap sample counts, one resample per column (each column sums
+    # to n); a resample is a reweighting of the n samples.
     weights: Any = None
-    perms: Any = None
-    max_bytes: int = 2 << 30
-    progress: Callable[[float], None] | None = None
+    perms: Any = None  # (P, n) int64 or None: null draw p compares reps[r] with reps[s][perms[p]]
+    max_bytes: int = 2 << 30  # budget for temporaries; chunk to stay under it
+    progress: Callable[[float], None] | None = None  # optional: call with the fraction of the work done
 
 
 @dataclass
-class GridResult:
-    """``values`` (Q,), ``boot`` (B, Q) or None, ``null`` (P, Q) or None, in ``pairs`` order."""
+class BatchResult:
+    """What a ``batched`` path returns, every tensor float64 and in ``request.pairs`` order."""
 
-    values: Any
-    boot: Any = None
-    null: Any = None
+    values: Any  # (Q,): the metric on the full samples, equal to ``fn`` on each pair
+    boot: Any = None  # (B, Q) or None: the metric on every bootstrap resample (when weights were asked)
+    null: Any = None  # (P, Q) or None: the metric on every permuted pairing (when perms were asked)
 
 
 @dataclass
 class MetricSpec:
     """A representation similarity measure.
 
-    ``fn(x, y)`` takes two float64 tensors ``(n, d1)`` and ``(n, d2)`` whose rows
-    are the same samples, and returns a float. That is all a metric needs: the
-    harness then loops over pairs, resamples and permutations itself (slow path).
+    ``fn(x, y)`` takes two float64 torch tensors ``(n, d1)`` and ``(n, d2)`` whose rows are the
+    same samples (on the CPU, or the device of ``wsbench similarity --device``) and returns a
+    Python float (NaN where undefined, e.g. a constant representation). That is all a metric
+    needs: the harness then loops over pairs, resamples and permutations itself (the slow path).
+    Its cost: ``wsbench similarity`` calls ``fn`` once per layer pair for the value, once per
+    resample per layer pair (1,000 resamples by default) and once per permutation per layer pair
+    (100 by default), so an ``fn`` of 10 ms over 100 layer pairs takes about 18 minutes; lower
+    ``--resamples``/``--permutations`` or add a ``batched`` path.
 
-    ``grid(reps, request)`` is an optional fast path: ``reps`` is a list of M
-    float64 tensors ``(n, d_i)`` on one device, ``request`` a :class:`GridRequest`;
-    it returns a :class:`GridResult` whose values equal ``fn`` on the same pairs.
-    ``invariances`` names transformations of one input that leave the value
-    unchanged, checked by every similarity job: ``orthogonal``,
-    ``isotropic-scaling``, ``translation``.
+    ``batched(reps, request)`` is the optional fast path: ``reps`` is a list of M float64 tensors
+    ``(n, d_i)`` on one device, ``request`` a :class:`BatchRequest`; it returns a
+    :class:`BatchResult` whose values equal ``fn`` on the same pairs (every job checks that).
     """
 
-    name: str
-    fn: Callable[..., float]
-    description: str = ""
+    name: str  # unique among metrics; what ``--metric`` takes (``wsbench leaderboard --metric NAME``)
+    fn: Callable[..., float]  # fn(x (n, d1) float64, y (n, d2) float64) -> float; the reference
+    description: str = ""  # one line, shown by ``wsbench plugins``
+    # Full estimator id, stored on every similarity row and hashed into its key, e.g.
+    # "linear-kernel/debiased-hsic(song2012)/feature-space/float64": change it when the numbers change.
     estimator: str = ""
-    higher_is_better: bool = True
-    symmetric: bool = True
+    higher_is_better: bool = True  # whether a higher value means more similar
+    symmetric: bool = True  # whether fn(x, y) == fn(y, x)
+    # Transformations of one input that leave the value unchanged, checked by every similarity job
+    # (optional; a claim that fails marks the rows' ``checks_passed`` false): "orthogonal",
+    # "isotropic-scaling", "translation". Other names are recorded but not checked.
     invariances: Sequence[str] = ()
-    grid: Callable[..., GridResult] | None = None
-    kind: str = "metric"
-    distribution: str = ""
-    version: str = ""
+    batched: Callable[..., BatchResult] | None = None  # optional fast path, see above
+    kind: str = "metric"  # fixed: the kind this spec registers as
+    distribution: str = ""  # set by the host
+    version: str = ""  # set by the host

@@ -1,1 +1,2 @@
-"""wsbench's built-in plugins, loaded through the ``wsbench`` entry-point group like any other."""
+"""wsbench's built-in plugins: each module implements wsbench hooks through the public ``wsbench`` API
+alone, like a third-party plugin, and ``wsbench.plugins.DEFAULT_PLUGINS`` registers them all first."""

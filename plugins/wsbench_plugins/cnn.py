@@ -10,10 +10,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from wsbench.hookspecs import hookimpl
-from wsbench.specs import ArchitectureSpec
-
-from wsbench_plugins.head import Head
+from wsbench import ArchitectureSpec, Head, hookimpl
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:

@@ -35,156 +35,33 @@ incoming weights and bias and its outgoing weights, or shifting its phase ``w0 *
 negating its outgoing weights, leaves the INR unchanged. ``canon=phase`` (the default) maps every
 INR to the representative whose hidden phases lie in ``[0, pi/2]`` (as ScaleGMN's phase
 canonicalisation does), ``canon=sign`` only makes hidden biases non-negative, ``canon=none`` keeps
-the weights as fitted. Either way the map is per neuron, so it commutes with permutations.
+the weights as fitted. Either way the map is per neuron, so it commutes with permutations. The graph,
+the statistics and the canonical forms are the harness's (``wsbench.ParamGraph``, ``layer_statistics``,
+``canonical_phases``, ``canonical_signs``); this module is the model.
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
-from functools import cached_property
 
-import numpy as np
 import torch
 from torch import nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
-from wsbench.compiling import compile_fn
-from wsbench.errors import WsbenchError
-from wsbench.hookspecs import hookimpl
-from wsbench.specs import ArchitectureSpec, SirenSpec
-from wsbench.weights import unflatten
-
-from wsbench_plugins.head import Head
-
-
-@dataclass(frozen=True)
-class ParamGraph:
-    """The parameter graph shared by every MLP of widths ``dims`` (``d_0 .. d_L``).
-
-    Nodes are numbered layer by layer; edges of layer ``l`` follow ``W_l (out, in)`` row-major,
-    the order of the flattened weights. Node groups (the orbits of the readout): one per input
-    neuron, one per hidden layer, one per output neuron; edge groups: one per layer.
-    """
-
-    dims: tuple
-
-    @property
-    def layer_shapes(self) -> list[tuple[int, int]]:
-        return [(self.dims[k + 1], self.dims[k]) for k in range(len(self.dims) - 1)]
-
-    @cached_property
-    def node_offsets(self) -> list[int]:
-        return [int(v) for v in np.cumsum([0, *self.dims])]
-
-    @cached_property
-    def edge_offsets(self) -> list[int]:
-        return [int(v) for v in np.cumsum([0, *(o * i for o, i in self.layer_shapes)])]
-
-    @property
-    def edge_counts(self) -> list[int]:
-        return [o * i for o, i in self.layer_shapes]
-
-    @property
-    def num_nodes(self) -> int:
-        return self.node_offsets[-1]
-
-    @property
-    def num_edges(self) -> int:
-        return self.edge_offsets[-1]
-
-    @property
-    def num_hidden_layers(self) -> int:
-        return len(self.dims) - 2
-
-    @property
-    def num_node_groups(self) -> int:
-        return self.dims[0] + self.num_hidden_layers + self.dims[-1]
-
-    @property
-    def num_groups(self) -> int:
-        """Pooled vectors per graph: node groups then edge groups."""
-        return self.num_node_groups + len(self.layer_shapes)
-
-    def edge_index(self) -> torch.Tensor:
-        """``(2, E)`` (source, target) in the order of the flattened weights."""
-        parts = []
-        for k, (o, i) in enumerate(self.layer_shapes):
-            dst = torch.arange(o).repeat_interleave(i) + self.node_offsets[k + 1]
-            src = torch.arange(i).repeat(o) + self.node_offsets[k]
-            parts.append(torch.stack([src, dst]))
-        return torch.cat(parts, 1)
-
-    def node_group(self) -> torch.Tensor:
-        """``(N,)`` readout group of every node."""
-        d0, hl = self.dims[0], self.num_hidden_layers
-        parts = [torch.arange(d0)]
-        parts += [torch.full((self.dims[k],), d0 + k - 1) for k in range(1, hl + 1)]
-        parts.append(d0 + hl + torch.arange(self.dims[-1]))
-        return torch.cat(parts)
-
-    def edge_group(self) -> torch.Tensor:
-        """``(E,)`` layer of every edge."""
-        return torch.cat([torch.full((o * i,), k) for k, (o, i) in enumerate(self.layer_shapes)])
-
-
-def layer_statistics(spec: SirenSpec, mean: np.ndarray, std: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """Per-layer ``(w_mean, w_std, b_mean, b_std)`` from per-coordinate training statistics.
-
-    A layer's values pool equally many samples per coordinate, so its mean is the mean of the
-    coordinate means and its variance the mean of ``std_c^2 + mean_c^2`` minus the squared mean.
-    """
-    mean = np.asarray(mean, dtype=np.float64)
-    var = np.asarray(std, dtype=np.float64) ** 2
-    out, k = [], 0
-    for o, i in spec.layer_shapes:
-        stats = []
-        for n in (o * i, o):
-            m = mean[k:k + n].mean()
-            v = (var[k:k + n] + mean[k:k + n] ** 2).mean() - m * m
-            stats += [float(m), float(np.sqrt(max(v, 0.0)) + 1e-8)]
-            k += n
-        out.append(tuple(stats))
-    return out
-
-
-def canonical_signs(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Flip hidden neurons so that their biases are non-negative (a SIREN symmetry: sine is odd).
-
-    ``layers``: ``[(W (B, out, in), b (B, out)), ...]``; returns new tensors, same shapes.
-    """
-    out = list(layers)
-    for k in range(len(out) - 1):
-        w, b = out[k]
-        s = torch.where(b < 0, -1.0, 1.0).to(b.dtype)  # (B, out)
-        out[k] = (w * s.unsqueeze(2), b * s)
-        w_next, b_next = out[k + 1]
-        out[k + 1] = (w_next * s.unsqueeze(1), b_next)
-    return out
-
-
-def canonical_phases(layers: list[tuple[torch.Tensor, torch.Tensor]], w0: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Map every hidden neuron's phase ``w0 * b`` into ``[0, pi/2]`` without changing the INR.
-
-    Three identities of ``sin(a + phase)`` do it: ``sin(a + pi) = -sin(a)`` (shift the phase by
-    pi, flip the outgoing weights), repeated to bring the phase into ``[0, pi)``; then
-    ``sin(a + phase) = sin(-a + (pi - phase))`` (negate the incoming weights, reflect the phase),
-    for phases above pi/2. Sign flips are covered: the result is the same for both signs.
-    """
-    out = list(layers)
-    for k in range(len(out) - 1):
-        w, b = out[k]
-        phase = w0 * b
-        shifts = torch.floor(phase / math.pi)
-        phase = phase - shifts * math.pi
-        flip_out = 1.0 - 2.0 * torch.remainder(shifts, 2.0)  # (-1)^shifts
-        reflect = phase > math.pi / 2
-        phase = torch.where(reflect, math.pi - phase, phase)
-        out[k] = (w * torch.where(reflect, -1.0, 1.0).to(w.dtype).unsqueeze(2), phase / w0)
-        w_next, b_next = out[k + 1]
-        out[k + 1] = (w_next * flip_out.unsqueeze(1), b_next)
-    return out
+from wsbench import (
+    ArchitectureSpec,
+    Head,
+    ParamGraph,
+    SirenSpec,
+    WsbenchError,
+    canonical_phases,
+    canonical_signs,
+    compile_fn,
+    hookimpl,
+    layer_statistics,
+    unflatten,
+)
 
 
 class GMNLayer(MessagePassing):

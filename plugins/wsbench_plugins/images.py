@@ -25,10 +25,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from wsbench.download import download, ensure, md5_file
-from wsbench.errors import WsbenchError
-from wsbench.hookspecs import hookimpl
-from wsbench.specs import DatasetSpec, ImageData
+from wsbench import DatasetSpec, ImageData, WsbenchError, ensure, hookimpl, md5_file
 
 # Canonical mirrors (the ones torchvision uses), tried in order; tests point these at a local server.
 MIRRORS = {
@@ -206,8 +203,7 @@ def load_cifar10(data_dir: Path) -> ImageData:
             got = md5_file(archive)
             if got != CIFAR_ARCHIVE_MD5:
                 raise WsbenchError(f"{archive} has MD5 {got}, expected {CIFAR_ARCHIVE_MD5}; {_redo(archive)}")
-        else:
-            download([m + CIFAR_ARCHIVE for m in MIRRORS["cifar10"]], archive, CIFAR_ARCHIVE_MD5)
+        ensure(archive, [m + CIFAR_ARCHIVE for m in MIRRORS["cifar10"]], CIFAR_ARCHIVE_MD5)  # downloads it if missing
         _extract_cifar(archive, folder)
     checksums = {f"{CIFAR_FOLDER}/{n}": md5_file(folder / n) for n in names}
     return _cifar_from(lambda n: (folder / n).read_bytes(), str(folder), checksums)

@@ -1,7 +1,7 @@
 """More similarity measures: RBF CKA, mutual k-NN alignment, orthogonal Procrustes, SVCCA.
 
-Each has a per-pair ``fn`` (the reference) and a ``grid`` fast path for whole grids
-with bootstrap and permutation null; tests hold the two to agree.
+Each has a per-pair ``fn`` (the reference) and a ``batched`` fast path for every pair of a
+set of representations at once, with bootstrap and permutation null; tests hold the two to agree.
 
 - ``cka-rbf``: CKA with a Gaussian kernel ``exp(-|x_i - x_j|^2 / (2 sigma^2))``, ``sigma`` =
   1.0 x the median Euclidean distance between distinct samples (lower median; over
@@ -25,10 +25,19 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-from wsbench.hookspecs import hookimpl
-from wsbench.specs import GridRequest, GridResult, MetricSpec
-
-from wsbench_plugins.cka import F64, KernelStack, _center, _row_chunk, kernel_grid, pad_stack
+from wsbench import (
+    F64,
+    BatchRequest,
+    BatchResult,
+    KernelStack,
+    MetricSpec,
+    center,
+    hookimpl,
+    hsic_gram_unbiased,
+    kernel_batched,
+    pad_stack,
+    row_chunk,
+)
 
 MEDIAN_SAMPLES = 4096
 RBF_SIGMA_FACTOR = 1.0
@@ -60,18 +69,8 @@ def rbf_gram(x: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.exp(-gamma * (sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * x @ x.T).clamp_min(0))
 
 
-def hsic_gram_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
-    """Song et al.'s unbiased HSIC from two ``(n, n)`` Gram matrices."""
-    n = k.shape[0]
-    k, l = k.clone(), l.clone()
-    k.fill_diagonal_(0)
-    l.fill_diagonal_(0)
-    return ((k * l).sum() + k.sum() * l.sum() / ((n - 1) * (n - 2))
-            - 2.0 / (n - 2) * (k.sum(0) @ l.sum(0))) / (n * (n - 3))
-
-
 def cka_rbf(x: torch.Tensor, y: torch.Tensor) -> float:
-    x, y = _center(x), _center(y)
+    x, y = center(x), center(y)
     if x.shape[0] < 4:
         return float("nan")
     k, l = rbf_gram(x, _rbf_gamma(x)), rbf_gram(y, _rbf_gamma(y))
@@ -103,7 +102,7 @@ class RbfStack(KernelStack):
         return self.xp.new_ones(self.n, self.m)
 
     def matmul(self, w: torch.Tensor, budget: int) -> torch.Tensor:
-        c = _row_chunk(self.m, self.n, budget)
+        c = row_chunk(self.m, self.n, budget)
         out = w.new_empty(self.m, self.n, w.shape[1])
         for a in range(0, self.n, c):
             rows = slice(a, min(self.n, a + c))
@@ -115,11 +114,11 @@ class RbfStack(KernelStack):
         return self._kernel(g, self.sq[:, ri], self.sq[:, ci])
 
 
-def rbf_grid(reps: Sequence[torch.Tensor], request: GridRequest) -> GridResult:
-    xs = [_center(r) for r in reps]
+def rbf_batched(reps: Sequence[torch.Tensor], request: BatchRequest) -> BatchResult:
+    xs = [center(r) for r in reps]
     gammas = torch.tensor([_rbf_gamma(x) for x in xs], dtype=torch.float64, device=xs[0].device)
     stack = RbfStack(pad_stack(xs), [x.shape[1] for x in xs], gammas)
-    return kernel_grid(stack, request, True)
+    return kernel_batched(stack, request, True)
 
 
 # Mutual k-NN --------------------------------------------------------------------------------
@@ -162,7 +161,7 @@ def mknn(x: torch.Tensor, y: torch.Tensor) -> float:
     return float(_overlap(knn_indices(x, k), knn_indices(y, k)).mean())
 
 
-def mknn_grid(reps: Sequence[torch.Tensor], request: GridRequest) -> GridResult:
+def mknn_batched(reps: Sequence[torch.Tensor], request: BatchRequest) -> BatchResult:
     n = reps[0].shape[0]
     k = _k(n)
     budget = int(request.max_bytes)
@@ -190,13 +189,13 @@ def mknn_grid(reps: Sequence[torch.Tensor], request: GridRequest) -> GridResult:
             if request.progress:
                 request.progress(0.5 + 0.5 * (p + 1) / len(request.perms))
         null = torch.stack(rows)
-    return GridResult(values=per_sample.mean(1), boot=boot, null=null)
+    return BatchResult(values=per_sample.mean(1), boot=boot, null=null)
 
 
 # Moment-based measures: Procrustes and SVCCA ------------------------------------------------
 
 def procrustes(x: torch.Tensor, y: torch.Tensor) -> float:
-    x, y = _center(x), _center(y)
+    x, y = center(x), center(y)
     nx, ny = torch.linalg.norm(x), torch.linalg.norm(y)
     if nx <= 0 or ny <= 0:
         return float("nan")
@@ -212,7 +211,7 @@ def _svcca_basis(x: torch.Tensor) -> torch.Tensor:
 
 
 def svcca(x: torch.Tensor, y: torch.Tensor) -> float:
-    x, y = _center(x), _center(y)
+    x, y = center(x), center(y)
     if torch.linalg.norm(x) <= 0 or torch.linalg.norm(y) <= 0:
         return float("nan")
     rho = torch.linalg.svdvals(_svcca_basis(x).T @ _svcca_basis(y)).clamp(max=1.0)
@@ -241,17 +240,17 @@ def _svcca_from_moments(cself: torch.Tensor, ccross: torch.Tensor, pr, ps) -> to
     return torch.where(total[pr, 0] * total[ps, 0] > 0, val, torch.full_like(val, float("nan")))
 
 
-def moment_grid(from_moments: Callable) -> Callable[..., GridResult]:
-    """A grid path for measures that are functions of the centred second moments of each pair.
+def moment_batched(from_moments: Callable) -> Callable[..., BatchResult]:
+    """A batched path for measures that are functions of the centred second moments of each pair.
 
     Per resample the weighted moments ``X^T diag(w) Y - (X^T w)(Y^T w)^T / n`` of every
     pair come from one ``(D, D)`` product; a permutation replaces the cross moments by
     ``X^T Y[perm]``. Zero padding to one width changes neither measure.
     """
-    def grid(reps: Sequence[torch.Tensor], request: GridRequest) -> GridResult:
+    def batched(reps: Sequence[torch.Tensor], request: BatchRequest) -> BatchResult:
         xs = []
         for r in reps:
-            x = _center(r)
+            x = center(r)
             nrm = torch.linalg.norm(x)
             xs.append(x / nrm if nrm > 0 else x)
         xp = pad_stack(xs)  # (M, n, d)
@@ -283,29 +282,29 @@ def moment_grid(from_moments: Callable) -> Callable[..., GridResult]:
         if request.perms is not None:
             null = torch.stack([from_moments(c0, moments(None, p.to(xp.device))[1], pr, ps)
                                 for p in request.perms])
-        return GridResult(values=values, boot=boot, null=null)
-    return grid
+        return BatchResult(values=values, boot=boot, null=null)
+    return batched
 
 
 @hookimpl
 def register_metrics(register):
     register(MetricSpec(
-        name="cka-rbf", fn=cka_rbf, grid=rbf_grid,
+        name="cka-rbf", fn=cka_rbf, batched=rbf_batched,
         estimator=f"rbf-kernel(sigma={RBF_SIGMA_FACTOR}x median distance)/debiased-hsic(song2012)/gram/float64",
         description="CKA with a Gaussian kernel, bandwidth 1.0x the median distance, debiased HSIC",
         higher_is_better=True, symmetric=True, invariances=(*ROTATION_SCALE, "translation")))
     register(MetricSpec(
-        name="mknn", fn=mknn, grid=mknn_grid,
+        name="mknn", fn=mknn, batched=mknn_batched,
         estimator=f"mutual-knn(k={MKNN_K},cosine)/huh2024/bootstrap=per-sample-overlap",
         description="Mutual k-nearest-neighbour alignment (Huh et al. 2024), k = 10, cosine neighbours",
         higher_is_better=True, symmetric=True, invariances=ROTATION_SCALE))
     register(MetricSpec(
-        name="procrustes", fn=procrustes, grid=moment_grid(_procrustes_from_moments),
+        name="procrustes", fn=procrustes, batched=moment_batched(_procrustes_from_moments),
         estimator="orthogonal-procrustes/nuclear-norm(X^T Y)/unit-frobenius/float64",
         description="Orthogonal Procrustes similarity ||X^T Y||_* of centred, unit-norm representations",
         higher_is_better=True, symmetric=True, invariances=(*ROTATION_SCALE, "translation")))
     register(MetricSpec(
-        name="svcca", fn=svcca, grid=moment_grid(_svcca_from_moments),
+        name="svcca", fn=svcca, batched=moment_batched(_svcca_from_moments),
         estimator=f"svcca(keep={SVCCA_KEEP} variance)/mean-canonical-correlation/float64",
         description="SVCCA (Raghu et al. 2017): SVD to 99 % variance, then mean canonical correlation",
         higher_is_better=True, symmetric=True, invariances=(*ROTATION_SCALE, "translation")))

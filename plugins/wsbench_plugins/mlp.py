@@ -5,8 +5,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from wsbench.hookspecs import hookimpl
-from wsbench.specs import ArchitectureSpec
+from wsbench import ArchitectureSpec, hookimpl
 
 
 class MLP(nn.Module):

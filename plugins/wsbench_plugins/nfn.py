@@ -17,13 +17,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from wsbench.errors import WsbenchError
-from wsbench.hookspecs import hookimpl
-from wsbench.specs import ArchitectureSpec, SirenSpec
-from wsbench.weights import unflatten
-
-from wsbench_plugins.gmn import layer_statistics
-from wsbench_plugins.head import Head
+from wsbench import ArchitectureSpec, Head, SirenSpec, WsbenchError, hookimpl, layer_statistics, unflatten
 
 Layers = list  # [(W (B, out, in, c), b (B, out, c)), ...], channels last
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from wsbench.hookspecs import hookimpl
-from wsbench.specs import DatasetSpec, ImageData
+from wsbench import DatasetSpec, ImageData, hookimpl
 
 CLASSES = ("disk", "square", "triangle", "ring", "cross", "bar")
 SIZE = 16

@@ -259,7 +259,7 @@ def _table(head, rows, cls="", num_cols=(), row_cls=None) -> str:
     return "".join(out)
 
 
-def _range(values) -> tuple[float, float]:
+def heatmap_range(values) -> tuple[float, float]:
     """Colour scale of a heatmap: [0, 1] for similarity-like values (CKA, agreement; the debiased
     estimator's small negatives clip to 0), else the values' own range."""
     vals = [v for row in values for v in row if v is not None and not math.isnan(v)]
@@ -285,7 +285,7 @@ def _heatmaps(mats: list[dict], title) -> str:
     """A row of titled layer x layer heatmaps, each on its own value range."""
     parts = []
     for m in mats:
-        vmin, vmax = _range(m["values"])
+        vmin, vmax = heatmap_range(m["values"])
         t = title(m)
         parts.append(f"<div><h3>{_e(t)}</h3>{heatmap_svg(m, vmin=vmin, vmax=vmax, title=t)}</div>")
     return '<div class="figs">' + "".join(parts) + "</div>"

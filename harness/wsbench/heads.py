@@ -1,5 +1,5 @@
-"""The classifier head shared by the built-in models: Linear-activation-Dropout blocks, then a
-linear classifier, recording each block's output as ``head{k}`` and the logits as ``logits``."""
+"""The classifier head of the built-in models, for any architecture plugin: Linear-activation-Dropout
+blocks, then a linear classifier, recording each block's output as ``head{k}`` and the logits as ``logits``."""
 from __future__ import annotations
 
 from torch import nn
