@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from wsbench import config as cfg
 from wsbench.plugins import load_registry
 from wsbench.task import make_task

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from wsbench import SirenSpec, TaskInfo
 from wsbench import config as cfg
 from wsbench.plugins import load_registry

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from wsbench.inr import fit_batch, init_siren
 from wsbench.siren import to_internal
 from wsbench.specs import SirenSpec
@@ -72,7 +73,7 @@ def real_images(dataset: str, data_dir: Path | None, n: int, seed: int = 0) -> n
         return None
     try:
         data = _registry().dataset(dataset).load(Path(data_dir))
-    except Exception as exc:  # noqa: BLE001 - no data here: speed falls back to random pixels
+    except Exception as exc:
         print(f"  ({dataset}: no real images: {exc})", file=sys.stderr)
         return None
     idx = np.random.default_rng(seed).choice(len(data.train_images), size=min(n, len(data.train_images)),
@@ -161,7 +162,7 @@ def sweep(n: int, steps: int, data_dir, psnr_n: int) -> list[dict]:
         for f in cf.as_completed(futures):
             try:
                 variants.append(f.result())
-            except Exception as exc:  # noqa: BLE001 - a variant that does not build is reported, not fatal
+            except Exception as exc:
                 failed.append({"variant": futures[f], "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
     variants = [v for v in VARIANTS if v in variants]
     print(f"  compiled {len(variants)} variants in {time.perf_counter() - t:.1f} s; failed: {failed}")
@@ -320,7 +321,7 @@ def main(argv=None) -> dict:
             best = pick_variant(rows)
             inr_cuda.WARPS, inr_cuda.PRECISION, inr_cuda.FAST_SIN = best["warps"], best["precision"], best["fast_sin"]
             result["sweep"] = rows
-        except Exception as exc:  # noqa: BLE001 - keep the rest of the benchmark
+        except Exception as exc:
             result["sweep_error"] = f"{type(exc).__name__}: {exc}"
             print(f"sweep failed: {result['sweep_error']}")
     if kind == "cuda":

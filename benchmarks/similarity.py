@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from wsbench import BatchRequest, hsic_gram_unbiased, prepare_linear
 from wsbench import similarity as sim
 from wsbench.kernels import cka_from_hsic, combine
@@ -113,7 +114,7 @@ def load_pytorch_cka(wheel: str | None):
         stub.tqdm = lambda it=None, **k: it
         sys.modules["tqdm"] = stub
     try:
-        import cka as pcka  # noqa: F401
+        import cka as pcka
         from cka import cka_from_features
         version = getattr(pcka, "__version__", "?")
         return cka_from_features, version

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from wsbench import config as cfg
 from wsbench.plugins import load_registry
 from wsbench.task import make_task

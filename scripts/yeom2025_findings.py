@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
 from wsbench.reporting import export
 from wsbench.reporting.board import accuracy_rows, build
 from wsbench.reporting.stats import diff_ci, mean_ci

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from wsbench.augment import MAX_ROTATION, MAX_SCALE, MAX_SHIFT, augmenter, crop_flip, random_affine, warp_inrs
 from wsbench.errors import WsbenchError
 from wsbench.inr import init_siren

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
+
 from wsbench import plugins
 from wsbench.cli import app
 from wsbench.conformance import check_architecture

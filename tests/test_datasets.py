@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from wsbench.errors import WsbenchError
 from wsbench.plugins import load_registry
 from wsbench.task import make_task, split_ids

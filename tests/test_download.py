@@ -5,6 +5,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from wsbench.download import download, ensure, md5_file
 from wsbench.errors import WsbenchError
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch
+
 from wsbench import ParamGraph, canonical_phases, canonical_signs, layer_statistics
 from wsbench.errors import WsbenchError
 from wsbench.plugins import load_registry

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
+
 from wsbench import plugins as plugin_mod
 from wsbench.claims import Claims
 from wsbench.errors import WsbenchError

@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+
 from wsbench.reporting import html as H
 from wsbench.reporting.board import build
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
+
 from wsbench.cli import app
 from wsbench.errors import WsbenchError
 from wsbench.importers import import_zoo

@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+
 from wsbench import inr
 from wsbench.inr import fit_batch, fit_from, init_siren
 from wsbench.siren import (

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
+
 from wsbench.reporting import export
 from wsbench.reporting.board import (
     Board,

@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from wsbench import BatchRequest, KernelStack, hsic_gram_unbiased, kernel_batched, pad_stack, prepare_linear
 from wsbench.plugins import load_registry
 from wsbench.similarity import TRANSFORMS, bootstrap_weights, permutations

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+
 from wsbench.config import resolve
 from wsbench.plugins import load_registry
 from wsbench.specs import SirenSpec, TaskInfo

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 import torch
+
 from wsbench.config import parse_overrides, resolve, run_id
 from wsbench.errors import WsbenchError
 from wsbench.plugins import load_registry

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from wsbench import hookspecs
 from wsbench.errors import WsbenchError
 from wsbench.hookspecs import hookimpl

@@ -31,6 +31,7 @@ def test_grid_on_a_local_ray_cluster_stores_every_cell_once_and_resumes(tmp_path
 def test_ray_executor_runs_cells_in_workers_and_isolates_failures(tmp_path, shapes_task):
     """In-process: a NaN cell is stored as diverged by its worker and the others finish."""
     import ray
+
     from wsbench.executors import RayExecutor
     from wsbench.grid import run_grid
     from wsbench.plugins import load_registry

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from wsbench import ImageData
 from wsbench.config import resolve
 from wsbench.plugins import load_registry

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from typer.testing import CliRunner
+
 from wsbench import similarity as sim
 from wsbench.cli import app
 from wsbench.errors import WsbenchError

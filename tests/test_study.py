@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from wsbench.errors import WsbenchError
 from wsbench.runner import Settings
 from wsbench.study import known_studies, load_study, study_settings

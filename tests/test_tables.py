@@ -3,6 +3,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from wsbench.store import Store
 from wsbench.tables import (
     PARTITIONS,

@@ -2,6 +2,7 @@
 import numpy as np
 import torch
 from torch import nn
+
 from wsbench.config import resolve
 from wsbench.plugins import load_registry
 from wsbench.train import recalibrate_batchnorm, train

@@ -58,11 +58,39 @@ _API = {
 }
 
 # The plugin API (the names of _API, and the version).
-__all__ = ["__version__", "ArchitectureSpec", "BatchRequest", "BatchResult", "DatasetSpec", "F64", "Head",
-           "ImageData", "KernelStack", "MetricSpec", "ParamGraph", "SirenSpec", "TaskInfo", "VIEWS", "WsbenchError",
-           "canonical_phases", "canonical_signs", "center", "compile_fn", "ensure", "flatten", "hookimpl",
-           "hsic_gram_unbiased", "kernel_batched", "layer_statistics", "md5_file", "pad_stack", "prepare_linear",
-           "render", "row_chunk", "unflatten"]
+__all__ = [
+    "F64",
+    "VIEWS",
+    "ArchitectureSpec",
+    "BatchRequest",
+    "BatchResult",
+    "DatasetSpec",
+    "Head",
+    "ImageData",
+    "KernelStack",
+    "MetricSpec",
+    "ParamGraph",
+    "SirenSpec",
+    "TaskInfo",
+    "WsbenchError",
+    "__version__",
+    "canonical_phases",
+    "canonical_signs",
+    "center",
+    "compile_fn",
+    "ensure",
+    "flatten",
+    "hookimpl",
+    "hsic_gram_unbiased",
+    "kernel_batched",
+    "layer_statistics",
+    "md5_file",
+    "pad_stack",
+    "prepare_linear",
+    "render",
+    "row_chunk",
+    "unflatten",
+]
 
 if TYPE_CHECKING:  # what type checkers and editors follow; the same names as _API
     from wsbench.compiling import compile_fn

@@ -249,7 +249,7 @@ def leaderboard(ctx: typer.Context,
     board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions)
     title = title or tables.manifest.get("title") or "wsbench leaderboard"
     want_html = format == "html" or (output is not None and (_is_folder(output) or output.endswith(".html")))
-    if images and want_html or (output is not None and _is_folder(output) and images):
+    if (images and want_html) or (output is not None and _is_folder(output) and images):
         export.attach_images(tables, board, _dataset_loader(data_dir),
                              warn=lambda m: err_console.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
     if output is not None and _is_folder(output):

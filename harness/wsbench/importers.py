@@ -60,7 +60,7 @@ def load_state(path: Path) -> dict:
     """A state dict read without running code; a one-line error names a file that is not one."""
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to load it safely is the same user error
+    except Exception as exc:
         raise WsbenchError(f"{path} could not be loaded as a plain state dict ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:200]}); it is not a weights-only .pth file") from None
     if not isinstance(sd, dict):

@@ -16,7 +16,7 @@ ops on the GPU. Deterministic: no atomics, fixed order.
 ``tests/test_inr.py`` runs the kernel in Triton's CPU interpreter against the CPU fit;
 ``benchmarks/inr_fit.py`` compares it with the CPU fit on the GPU (about 2e-6 after 5 steps).
 """
-# ruff: noqa: PIE808 - the kernel source stays as benchmarked (range(0, H))
+
 from __future__ import annotations
 
 import math
@@ -247,7 +247,7 @@ def fit(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, 
     imgs = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     try:
         mse = fit_triton(imgs, theta, spec, recipe, cb)
-    except Exception as exc:  # noqa: BLE001 - a Triton/driver combination that cannot build the kernel
+    except Exception as exc:
         warnings.warn(f"fused INR kernel unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
                       "fitting with PyTorch ops instead")
         return None

@@ -62,7 +62,7 @@ class Settings:
     overrides: dict | None = None
     recipe: dict | None = None  # INR fitting recipe overrides (a different zoo, so different run ids)
 
-    def absolute(self) -> "Settings":
+    def absolute(self) -> Settings:
         """The same settings with absolute paths (workers may run in another directory)."""
         def a(p):
             return None if p is None else Path(p).expanduser().resolve()
@@ -184,8 +184,8 @@ class Runner:
         return {
             "run_id": rid, "seed": cell.seed, "status": "finished", "error": None,
             "test_acc": result.test_acc, "val_acc": result.val_acc, "best_epoch": result.best_epoch,
-            "epochs": int(config["epochs"]), "n_train": int(len(task.splits["train"])),
-            "n_val": int(len(task.splits["val"])), "n_test": int(len(task.splits["test"])),
+            "epochs": int(config["epochs"]), "n_train": len(task.splits["train"]),
+            "n_val": len(task.splits["val"]), "n_test": len(task.splits["test"]),
             "view": arch.view, "limit": self.settings.limit,
             "config": json.dumps(config, sort_keys=True), "history": json.dumps(result.history),
             "layers": json.dumps(list(result.layers)), "zoo_key": task.zoo.manifest["key"] if task.zoo else None,

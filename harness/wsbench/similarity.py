@@ -374,7 +374,7 @@ def _run_job(store, ds, m, grid_runs, ids, pairs, reps_of, device, resamples, pe
         rows_by_pair.setdefault((a["run_id"], b["run_id"]), (a, b, []))[2].append({
             "run_a": a["run_id"], "run_b": b["run_id"], "arch_a": a["arch"], "arch_b": b["arch"],
             "seed_a": int(a["seed"]), "seed_b": int(b["seed"]), "layer_a": na_, "layer_b": nb_,
-            "layer_index_a": la, "layer_index_b": lb, "value": float(res["value"][k]), "n": int(len(ids)),
+            "layer_index_a": la, "layer_index_b": lb, "value": float(res["value"][k]), "n": len(ids),
             "d_a": int(da), "d_b": int(db), "estimator": m.estimator, "higher_is_better": m.higher_is_better,
             "ci_low": fin(res["ci_low"][k]), "ci_high": fin(res["ci_high"][k]),
             "null_mean": fin(res["null_mean"][k]), "null_high": fin(res["null_high"][k]),

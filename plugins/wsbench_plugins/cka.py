@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+
 from wsbench import (
     BatchRequest,
     BatchResult,

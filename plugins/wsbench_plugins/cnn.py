@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+
 from wsbench import ArchitectureSpec, Head, hookimpl
 
 

@@ -49,6 +49,7 @@ from torch import nn
 from torch_geometric.data import Batch, Data
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
+
 from wsbench import (
     ArchitectureSpec,
     Head,
@@ -89,7 +90,7 @@ class GMNLayer(MessagePassing):
     def _node_update(self, h, hn, m_f, m_b):
         return h + self.node_out(self.act(self.node_h(hn) + self.node_f(m_f) + self.node_b(m_b)))
 
-    def forward_dense(self, h: torch.Tensor, e: torch.Tensor, graph: "ParamGraph"):
+    def forward_dense(self, h: torch.Tensor, e: torch.Tensor, graph: ParamGraph):
         """Dense path: ``h (N, B, d)``, ``e (E, B, d)`` -> updated ``(h, e)``, same shapes.
 
         Neurons and weights lead, so a layer's nodes and edges are contiguous blocks: the edges of

@@ -25,6 +25,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
 from wsbench import DatasetSpec, ImageData, WsbenchError, ensure, hookimpl, md5_file
 
 # Canonical mirrors (the ones torchvision uses), tried in order; tests point these at a local server.

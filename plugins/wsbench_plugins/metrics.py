@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+
 from wsbench import (
     F64,
     BatchRequest,

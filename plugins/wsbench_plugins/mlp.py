@@ -5,6 +5,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+
 from wsbench import ArchitectureSpec, hookimpl
 
 

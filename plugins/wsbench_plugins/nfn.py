@@ -17,6 +17,7 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
+
 from wsbench import ArchitectureSpec, Head, SirenSpec, WsbenchError, hookimpl, layer_statistics, unflatten
 
 Layers = list  # [(W (B, out, in, c), b (B, out, c)), ...], channels last

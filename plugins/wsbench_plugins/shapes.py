@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+
 from wsbench import DatasetSpec, ImageData, hookimpl
 
 CLASSES = ("disk", "square", "triangle", "ring", "cross", "bar")
