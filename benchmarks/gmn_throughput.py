@@ -16,6 +16,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -133,8 +134,8 @@ def main() -> None:
     arch = load_registry().architecture("gmn")
     config = cfg.resolve(arch, "mnist", cfg.parse_overrides(args.set))
     bs = args.batch_size or int(config["batch_size"])
-    result = {"spec": "2-32-32-1", "config": config, "torch": torch.__version__, "host": platform.node(),
-              "cpu_threads": torch.get_num_threads(), "results": {}}
+    result: dict[str, Any] = {"spec": "2-32-32-1", "config": config, "torch": torch.__version__,
+                              "host": platform.node(), "cpu_threads": torch.get_num_threads(), "results": {}}
     for name in args.devices.split(","):
         device = torch.device(name)
         if device.type == "cuda":

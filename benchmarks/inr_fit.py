@@ -23,6 +23,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ def _sync(device):
 
 
 def hardware(device: str) -> dict:
-    info = {"torch": torch.__version__, "python": platform.python_version(), "host": platform.node()}
+    info: dict[str, object] = {"torch": torch.__version__, "python": platform.python_version(), "host": platform.node()}
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
         try:
@@ -285,6 +286,7 @@ def full_zoos(device: str, datasets: list[str], data_dir, cache: Path) -> dict:
         t = time.perf_counter()
         task = make_task(spec, data_dir, cache, None, device)
         seconds = time.perf_counter() - t
+        assert task.zoo is not None  # a built task carries its zoo
         m = task.zoo.manifest
         out[name] = {"inrs": m["count"], "seconds_total": round(seconds, 2), "fit_seconds": m["fit_seconds"],
                      "psnr": {k: round(v, 2) for k, v in m["psnr"].items()}, "recipe": m["recipe"]}
@@ -312,7 +314,7 @@ def main(argv=None) -> dict:
     kind = "cuda" if torch.device(device).type == "cuda" else "cpu"
     n = args.speed_n or (32768 if kind == "cuda" else 512)
     steps = args.speed_steps or (50 if kind == "cuda" else 20)
-    result = {"hardware": hardware(device), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    result: dict[str, Any] = {"hardware": hardware(device), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     print(f"device {device}: {result['hardware']}")
     if args.sweep and kind == "cuda":
         from wsbench import inr_cuda

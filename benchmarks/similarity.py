@@ -31,6 +31,7 @@ import time
 import types
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,7 +111,7 @@ def load_pytorch_cka(wheel: str | None):
     try:
         import tqdm  # noqa: F401
     except ImportError:
-        stub = types.ModuleType("tqdm")
+        stub: Any = types.ModuleType("tqdm")  # a stand-in module: attributes set below
         stub.tqdm = lambda it=None, **k: it
         sys.modules["tqdm"] = stub
     try:

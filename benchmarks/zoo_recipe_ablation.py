@@ -16,6 +16,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,7 +27,7 @@ from wsbench.train import resolve_device, train
 
 OUT = Path(__file__).parent / "results" / "zoo_recipe_ablation.json"
 # name -> overrides of the dataset's recipe
-RECIPES = {
+RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
     "lr1e-3-200steps": {"lr": 1e-3, "steps": 200, "decay_frac": 0.0},
     "lr1e-3-50steps": {"lr": 1e-3, "steps": 50, "decay_frac": 0.0},
@@ -70,6 +71,7 @@ def main() -> None:
         task = make_task(spec, args.data_dir, args.cache_dir, args.limit, device=str(device))
         zoo_s = time.perf_counter() - t0
         run = train(task, arch, config, args.seed, device)
+        assert task.zoo is not None  # a built task carries its zoo
         psnr = task.zoo.manifest["psnr"]
         row = {"recipe": spec.inr_recipe, "psnr_mean": round(psnr["mean"], 2), "psnr_p5": round(psnr["p5"], 2),
                "zoo_s": round(zoo_s, 1), "test_acc": run.test_acc, "val_acc": round(run.val_acc, 4),

@@ -82,7 +82,7 @@ def claim_c(predictions, runs, datasets) -> list[str]:
     out = [("| dataset | test samples | gmn: all 5 seeds right | images: all 10 runs wrong | "
             "gmn right & images wrong (observed) | expected if independent |"), "|---|---|---|---|---|---|"]
     for ds in datasets:
-        right = defaultdict(dict)
+        right: defaultdict[str, dict[int, bool]] = defaultdict(dict)  # run_id -> {sample_id: correct}
         for p in predictions:
             r = finished.get(p["run_id"])
             if r is not None and r["dataset"] == ds:

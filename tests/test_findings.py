@@ -7,6 +7,7 @@ import pytest
 
 _path = Path(__file__).resolve().parents[1] / "scripts" / "yeom2025_findings.py"
 _spec = importlib.util.spec_from_file_location("yeom2025_findings", _path)
+assert _spec is not None and _spec.loader is not None
 findings = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(findings)
 

@@ -34,6 +34,7 @@ def read_png(data: bytes) -> np.ndarray:
         elif tag == b"IDAT":
             idat += body
         pos += 12 + n
+    assert w is not None, "no IHDR chunk"
     raw = zlib.decompress(idat)
     stride = w * ch
     out = np.zeros((h, stride), dtype=np.int64)

@@ -285,7 +285,9 @@ def _imported(module: str) -> set[str]:
     import ast
     import importlib.util
     from pathlib import Path
-    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text())
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -370,9 +370,11 @@ def inrs_build(dataset: str = typer.Option(..., "--dataset"), data_dir: Optional
     settings = _settings(Path("results"), data_dir, cache_dir, device, limit, None, [], None, recipe)
     with _progress() as progress:
         task = Runner(_registry(), settings).task(dataset, progress=zoo_bar(progress, dataset))
-    m = task.zoo.manifest
+    zoo = task.zoo
+    assert zoo is not None  # a built task carries its zoo
+    m = zoo.manifest
     p = m["psnr"]
-    out_console.print(f"{dataset}: {m['count']} INRs ({m['num_params']} parameters each) at {task.zoo.path}\n"
+    out_console.print(f"{dataset}: {m['count']} INRs ({m['num_params']} parameters each) at {zoo.path}\n"
                       f"PSNR dB: mean {p['mean']:.2f}, std {p['std']:.2f}, 5th percentile {p['p5']:.2f}, "
                       f"min {p['min']:.2f}, max {p['max']:.2f}")
 

@@ -8,6 +8,7 @@ killed or failed download never leaves a file that looks complete. Errors are on
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import sys
@@ -56,7 +57,8 @@ def _fetch(url: str, tmp: Path, name: str) -> str:
                 got += len(block)
                 progress.update(task, advance=len(block))
         if total is not None and got != total:
-            raise urllib.error.ContentTooShortError(f"got {got} of {total} bytes", None)
+            # content as urlretrieve gives it: (filename, headers)
+            raise urllib.error.ContentTooShortError(f"got {got} of {total} bytes", (str(tmp), resp.headers))
     return h.hexdigest()
 
 
@@ -74,7 +76,7 @@ def download(urls: Sequence[str], dest: Path, md5: str) -> Path:
     failures = []
     for url in urls:
         try:
-            atomic_write(dest, lambda tmp, url=url: _fetch_verified(url, tmp, dest, md5))
+            atomic_write(dest, functools.partial(_fetch_verified, url, dest=dest, md5=md5))
             return dest
         except (OSError, http.client.HTTPException, ValueError) as exc:
             failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")

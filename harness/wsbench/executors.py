@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from multiprocessing import util
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -309,7 +309,7 @@ class RayExecutor:
         self.settings = runner.settings.absolute()
         self.address, self.num_cpus, self.poll_s = address, num_cpus, poll_s
         self._owns = False
-        self._task = None
+        self._task: Any = None  # the Ray remote function of a cell, once connected
 
     def _connect(self) -> None:
         """Start or join the cluster (only once there is a cell to run)."""

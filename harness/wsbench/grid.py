@@ -93,6 +93,7 @@ def run_grid(cells: list[Cell], runner: Runner, executor, on_event: Callable[[di
                 now = _runs_mtime(runner, cell)
                 if now is not None and now != before:
                     row = runner.stored_row(cell)
+                    assert row is not None  # its runs file changed: the row is there
                     status = "elsewhere" if row["status"] == "finished" else row["status"]
                     outcomes[cell] = CellOutcome(cell, status, row)
                     emit({"type": "end", "cell": cell, "status": status, "row": row})

@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -153,7 +154,7 @@ def scan_nfn(root: Path, prefix: str = "randinit_smaller", split_points: tuple[i
     ids = [e.sample_id for e in entries]
     if len(set(ids)) != len(ids):
         raise WsbenchError(f"{root}: the same net<index>.pth appears under two labels; the zoo is inconsistent")
-    return sorted(entries, key=lambda e: e.sample_id)
+    return sorted(entries, key=lambda e: cast(int, e.sample_id))  # every entry here has its index
 
 
 def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None, w0: float = 30.0,
@@ -170,7 +171,9 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
     if not root.is_dir():
         raise WsbenchError(f"{root} is not a folder; pass the folder that holds the {layout} INRs")
     entries = scan_nfn(root) if layout == "nfn" else scan_dwsnets(root, splits_file)
-    rows, labels, spec = [], [], None
+    rows: list[np.ndarray] = []
+    label_list: list[int] = []
+    spec: SirenSpec | None = None
     for k, e in enumerate(entries):
         sd = load_state(e.path)
         params = params_of(sd, e.path)
@@ -185,11 +188,12 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
         label = e.label if e.label is not None else label_of(sd)
         if label is None:
             raise WsbenchError(f"{e.path}: no label in its path, the splits file or its state dict")
-        labels.append(label)
+        label_list.append(label)
         if progress is not None:
             progress(k + 1, len(entries))
+    assert spec is not None  # the scans raise when they find no INR
     weights = np.stack(rows)
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = np.asarray(label_list, dtype=np.int64)
     ids = np.array([e.sample_id if e.sample_id is not None else -1 for e in entries], dtype=np.int64)
     if (ids < 0).any() or len(set(ids.tolist())) != len(ids):
         ids = np.arange(len(entries), dtype=np.int64)  # no usable ids in the layout: file order
@@ -203,12 +207,12 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
     for a in (weights, labels, ids, np.array([SPLITS.index(s) for s in split], dtype=np.int8)):
         h.update(np.ascontiguousarray(a).tobytes())
     key = h.hexdigest()
-    label = name or f"{layout}-{root.name}"
-    path = Path(cache_dir) / "zoos" / f"imported-{label}-{key[:16]}"
+    zoo_name = name or f"{layout}-{root.name}"
+    path = Path(cache_dir) / "zoos" / f"imported-{zoo_name}-{key[:16]}"
     if (path / "manifest.json").exists():
         return open_zoo(path)
     manifest = {
-        "format": ZOO_FORMAT, "key": key, "dataset": label, "count": len(ids),
+        "format": ZOO_FORMAT, "key": key, "dataset": zoo_name, "count": len(ids),
         "num_params": int(weights.shape[1]), "spec": spec.to_dict(),
         "recipe": {"imported": layout, "steps": None}, "seed": None,
         "psnr": None, "wsbench_version": __version__, "source": {"layout": layout, "root": str(root.resolve())},

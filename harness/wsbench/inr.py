@@ -58,7 +58,8 @@ def init_siren(batch: int, spec: SirenSpec, generator: torch.Generator) -> list[
 
 
 def fit_batch(images: np.ndarray, spec: SirenSpec, recipe: dict, generator: torch.Generator,
-              device: torch.device, on_step: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+              device: torch.device | str,
+              on_step: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fit one SIREN per image, all at once. Returns ``(weights (B, P) float32, psnr (B,))``.
 
     The loss is the sum over INRs of each INR's mean squared error, so each INR's
@@ -70,7 +71,7 @@ def fit_batch(images: np.ndarray, spec: SirenSpec, recipe: dict, generator: torc
     return fit_from(images, theta, spec, recipe, device, on_step)
 
 
-def fit_from(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, device: torch.device,
+def fit_from(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, device: torch.device | str,
              on_step: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`fit_batch` from given initial weights ``theta (B, P)`` (internal layout, CPU)."""
     recipe = {**DEFAULT_RECIPE, **recipe}
@@ -123,7 +124,8 @@ def _fit_blocks(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe
             hi = min(b, lo + block)
             part = out[lo:hi].clone()
             target = targets_cm(images[lo:hi])
-            fit_internal(part, target, spec, recipe, grid, None if report is None else (lambda k, n=hi - lo: report(n)))
+            step_cb: Callable[[int], None] | None = None if report is None else (lambda k, n=hi - lo: report(n))
+            fit_internal(part, target, spec, recipe, grid, step_cb)
             quality[lo:hi] = psnr(siren_eval(part, spec, grid), target)
             out[lo:hi] = part
     return out, quality
@@ -194,6 +196,7 @@ def _fit_cpu(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: d
     done = [0]
 
     def report(n: int) -> None:
+        assert on_step is not None  # passed on only when there is an on_step
         with lock:
             done[0] += n
             frac = done[0] / (b * steps)

@@ -23,6 +23,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -185,6 +186,13 @@ if triton is not None:
             _adam(row, mrow, vrow, o_b3 + jc, g_b3, cmask, lr_t, bc2_sqrt, B1, B2, EPS)
 
 
+class _LaunchOptions(TypedDict):
+    """The keyword arguments of :func:`_launch` that stay fixed over a fit."""
+    warps: int
+    precision: str
+    fast: bool
+
+
 def _launch(theta, m, v, images, grid: PixelGrid, mse, active, spec: SirenSpec, step: int, lr: float, update: bool,
             warps: int, precision: str, fast: bool) -> None:
     n, c, h, w = images.shape
@@ -215,7 +223,7 @@ def fit_triton(images: torch.Tensor, theta: torch.Tensor, spec: SirenSpec, recip
     mse = torch.empty(n, device=theta.device)
     active = torch.ones(n, dtype=torch.int8, device=theta.device)
     target_db = recipe.get("psnr_target")
-    args = {"warps": warps, "precision": precision, "fast": fast}
+    args: _LaunchOptions = {"warps": warps, "precision": precision, "fast": fast}
     for step in range(1, int(recipe["steps"]) + 1):
         if target_db is not None and step > 1 and (step - 1) % CHECK_EVERY == 0:
             _launch(theta, m, v, images, grid, mse, active, spec, step, 0.0, False, **args)

@@ -12,7 +12,15 @@ import time
 from typing import Any, Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 def bars(console: Console) -> Progress:
@@ -58,7 +66,7 @@ class GridDisplay:
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                  console=console, transient=False)
-        self.grid_task = None
+        self.grid_task: TaskID | None = None
         self.total = 0
         self.counts = {"done": 0, "failed": 0}
         self.running: dict = {}  # cell -> {"task", "t0", "frac"}
@@ -133,8 +141,8 @@ class GridDisplay:
                 self(dict(type="start", cell=cell))
             r = self.running[cell]
             r["frac"] = event["epoch"] / max(1, event["total"])
-            val = event.get("val_acc")
-            loss = event.get("train_loss")
+            val: float = event["val_acc"]  # an epoch event always carries both
+            loss: float = event["train_loss"]
             self.progress.update(r["task"], total=event["total"], completed=event["epoch"],
                                  info=f"epoch {event['epoch']}/{event['total']} · loss {loss:.3f} · "
                                       f"val {100 * val:.1f}%")

@@ -169,8 +169,9 @@ def evaluate(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]
         max_bytes=int(max_bytes or default_budget(device)), progress=progress)
     started = time.perf_counter()
     # "grid" is the name the stored checks give the batched path.
-    path = "grid" if (use_batched and metric.batched is not None) else "fn"
-    res = metric.batched(mats, request) if path == "grid" else slow_batched(metric, mats, request)
+    batched = metric.batched if use_batched else None
+    path = "grid" if batched is not None else "fn"
+    res = batched(mats, request) if batched is not None else slow_batched(metric, mats, request)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     q = len(request.pairs)
@@ -263,8 +264,8 @@ def _stored_matches(path, resamples: int, permutations_: int, seed: int) -> bool
     return all(meta.get(k) == v for k, v in want.items())
 
 
-def _blocks(runs: list[dict], reps_of) -> list[tuple[list[dict], np.ndarray, dict]]:
-    """Groups of runs sharing their sample ids: ``(runs, ids, {run_id: (ids, layers)})``."""
+def _blocks(runs: list[dict], reps_of) -> list[tuple[list[dict], np.ndarray]]:
+    """Groups of runs sharing their sample ids: ``(runs, ids)``."""
     groups: dict = {}
     for r in runs:
         ids, _ = reps_of(r)
@@ -302,7 +303,8 @@ def compute(store: Store, metrics: Iterable[MetricSpec], datasets: Iterable[str]
             if missing:
                 jobs.append((ds, m, missing))
     started = time.perf_counter()
-    summaries, written = [], 0
+    summaries: list[dict] = []
+    written = 0
     total = float(len(jobs))
     for j, (ds, m, missing) in enumerate(jobs):
         involved = {r["run_id"]: r for ab in missing for r in ab}
@@ -331,7 +333,9 @@ def compute(store: Store, metrics: Iterable[MetricSpec], datasets: Iterable[str]
 
 def _run_job(store, ds, m, grid_runs, ids, pairs, reps_of, device, resamples, permutations_, seed, max_bytes,
              tick, summaries) -> int:
-    reps, index, dims = [], {}, {}
+    reps: list[np.ndarray] = []
+    index: dict[tuple[str, int], int] = {}
+    dims: dict[int, tuple[str, int]] = {}
     for r in grid_runs:
         rid, layers = reps_of(r)
         pos = np.searchsorted(rid, ids)  # ids are sorted; the common ids sit at these rows

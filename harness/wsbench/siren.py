@@ -321,6 +321,7 @@ def fit_internal(theta: torch.Tensor, target: torch.Tensor, spec: SirenSpec, rec
         check = target_db is not None and (step - 1) % CHECK_EVERY == 0 and step > 1
         grad, mse = siren_grads(th, t, spec, grid, grad, need_mse=check)
         if check:
+            assert mse is not None and target_db is not None  # need_mse=check; check needs a target
             done = 10.0 * torch.log10(4.0 / mse.clamp_min(1e-12)) >= float(target_db)
             if bool(done.any()):
                 theta[active[done]] = th[done]

@@ -74,11 +74,12 @@ class Store:
         names = t.column("layer").to_pylist()
         ids = t.column("sample_id").to_numpy()
         values = t.column("values").combine_chunks()
-        out, sample_ids = {}, None
+        out: dict = {}
+        sample_ids: np.ndarray | None = None
         for k in np.unique(layer_index):
             rows = np.flatnonzero(layer_index == k)  # contiguous after the sort
             block = values.slice(int(rows[0]), len(rows)).flatten().to_numpy(zero_copy_only=False)
             out[names[rows[0]]] = block.astype(np.float32, copy=False).reshape(len(rows), -1)
             sample_ids = ids[rows] if sample_ids is None else sample_ids
-        return sample_ids, out
+        return (ids if sample_ids is None else sample_ids), out  # no layers: the (empty) ids column
 

@@ -138,7 +138,7 @@ def _build_locked(path, key, dataset, images, ids, spec, recipe, seed, device, e
     # On a GPU, fit several chunks per call: small chunks would leave it idle.
     per_call = max(1, GPU_BATCH // chunk) if device.type == "cuda" else 1
     todo = [k for k in range(n_chunks) if k not in done]
-    groups = []
+    groups: list[list[int]] = []
     for k in todo:
         if groups and groups[-1][-1] == k - 1 and len(groups[-1]) < per_call:
             groups[-1].append(k)

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -138,6 +140,12 @@ class GMN(nn.Module):
     (``(B, groups * d)``), ``head{k}`` the head's hidden layers, ``logits``.
     """
 
+    # Registered buffers (nn.Module.__getattr__ alone would type them Tensor | Module).
+    stats: torch.Tensor
+    edge_index: torch.Tensor
+    node_group: torch.Tensor
+    edge_group: torch.Tensor
+
     def __init__(self, spec: SirenSpec, num_classes: int, d: int = 64, depth: int = 4, head_hidden=(256,),
                  dropout: float = 0.0, stats=None, canon: str = "phase", impl: str = "dense", aggr: str = "mean",
                  precision: str = "fp32", compile: str = "none", probes: int = 0):
@@ -148,7 +156,8 @@ class GMN(nn.Module):
         # it; evaluation is cheap and stays eager). compile=cuda compiles the message-passing stack;
         # cuda-full the whole forward (canonicalisation and head too): 10 % more samples/s, but 40 s more
         # compilation, which pays off only beyond about 250 epochs (benchmarks/results/gmn_throughput.json).
-        self._stack_compiled = self._forward_compiled = None
+        self._stack_compiled: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]] | None = None
+        self._forward_compiled: Callable[[torch.Tensor], tuple[torch.Tensor, OrderedDict]] | None = None
         if impl == "dense" and torch.cuda.is_available():
             if compile == "cuda":
                 self._stack_compiled = compile_fn(self._dense_stack, dynamic=True)
@@ -194,16 +203,17 @@ class GMN(nn.Module):
             params = canonical_signs(params)
         elif self.canon == "phase":
             params = canonical_phases(params, self.spec.w0)
-        nodes, edges = [x.new_zeros(x.shape[0], self.graph.dims[0])], []
+        node_parts = [x.new_zeros(x.shape[0], self.graph.dims[0])]
+        edges: list[torch.Tensor] = []
         last = len(params) - 1
         for k, (w, b) in enumerate(params):
             wm, ws, bm, bs = self.stats[k]
             edges.append(((w - wm) / ws).reshape(x.shape[0], -1))
             if self.canon == "phase" and k < last:
-                nodes.append(b * (self.spec.w0 / (math.pi / 4)) - 1.0)
+                node_parts.append(b * (self.spec.w0 / (math.pi / 4)) - 1.0)
             else:
-                nodes.append((b - bm) / bs)
-        nodes = torch.cat(nodes, 1).unsqueeze(2)
+                node_parts.append((b - bm) / bs)
+        nodes = torch.cat(node_parts, 1).unsqueeze(2)
         if self.probes:
             nodes = torch.cat([nodes, self.probe_values(params).to(nodes.dtype)], 2)
         return nodes, torch.cat(edges, 1)
@@ -229,7 +239,7 @@ class GMN(nn.Module):
     def node_encoding(self) -> torch.Tensor:
         """``(N, d)``, built by expand and cat (their backward is deterministic, unlike index_add)."""
         g = self.graph
-        parts = [self.emb_in]
+        parts: list[torch.Tensor] = [self.emb_in]
         parts += [self.emb_hidden[k - 1:k].expand(g.dims[k], -1) for k in range(1, g.num_hidden_layers + 1)]
         parts.append(self.emb_out)
         return torch.cat(parts)
@@ -259,7 +269,7 @@ class GMN(nn.Module):
         h, e = self.embed_dense(nodes, edges)
         out = []
         for layer in self.mp:
-            h, e = layer.forward_dense(h, e, self.graph)
+            h, e = cast(GMNLayer, layer).forward_dense(h, e, self.graph)  # self.mp holds GMNLayers
             out.append(self.pool_dense(h, e))
         return out
 
@@ -296,9 +306,10 @@ class GMN(nn.Module):
     # --- forward --------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
         use_bf16 = self.precision == "bf16" and x.is_cuda
-        compiled = self._forward_compiled is not None and x.is_cuda and torch.is_grad_enabled()
+        compiled = self._forward_compiled
+        run = compiled if compiled is not None and x.is_cuda and torch.is_grad_enabled() else self._forward
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            logits, reps = (self._forward_compiled if compiled else self._forward)(x)
+            logits, reps = run(x)
         if use_bf16:
             reps = OrderedDict((k, v.float()) for k, v in reps.items())
             logits = reps["logits"]
@@ -309,8 +320,8 @@ class GMN(nn.Module):
         b = x.shape[0]
         reps = OrderedDict()
         if self.impl == "dense":
-            compiled = self._stack_compiled is not None and x.is_cuda and torch.is_grad_enabled()
-            stack = self._stack_compiled if compiled else self._dense_stack
+            compiled = self._stack_compiled
+            stack = compiled if compiled is not None and x.is_cuda and torch.is_grad_enabled() else self._dense_stack
             for k, pooled in enumerate(stack(nodes, edges)):
                 reps[f"mp{k + 1}"] = pooled
         else:

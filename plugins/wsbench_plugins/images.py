@@ -182,7 +182,9 @@ def _extract_cifar(archive: Path, folder: Path) -> None:
                 member = tar.getmember(f"{CIFAR_FOLDER}/{name}")
                 if not member.isfile():
                     raise WsbenchError(f"{archive}: {member.name} is not a regular file; {_redo(archive)}")
-                (tmp / name).write_bytes(tar.extractfile(member).read())
+                data = tar.extractfile(member)
+                assert data is not None  # a regular file (checked above)
+                (tmp / name).write_bytes(data.read())
         os.replace(tmp, folder)
     except (KeyError, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise WsbenchError(f"{archive} could not be extracted ({type(exc).__name__}: {exc}); "

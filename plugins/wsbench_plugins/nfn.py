@@ -69,6 +69,8 @@ class NFNNP(nn.Module):
     """``x (B, P)`` -> ``(logits, {"np1": ..., "head1": ..., "logits": ...})``; ``np{k}`` are the
     pooled invariants after equivariant layer ``k``."""
 
+    stats: torch.Tensor  # a registered buffer (L, 4); nn.Module.__getattr__ alone would type it Tensor | Module
+
     def __init__(self, spec: SirenSpec, num_classes: int, channels: int = 64, depth: int = 3,
                  head_hidden=(256,), dropout: float = 0.0, stats=None):
         super().__init__()

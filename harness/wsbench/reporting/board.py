@@ -113,7 +113,7 @@ def layer_pair_rows(similarity: list[dict], metric: str, same_arch: bool) -> lis
     the matrix is symmetric); otherwise pairs of different architectures, oriented
     with ``arch_a < arch_b``.
     """
-    groups = defaultdict(list)
+    groups: defaultdict[tuple, list[dict]] = defaultdict(list)
     for s in similarity:
         if s["metric"] != metric or (s["arch_a"] == s["arch_b"]) != same_arch:
             continue
@@ -121,14 +121,18 @@ def layer_pair_rows(similarity: list[dict], metric: str, same_arch: bool) -> lis
             continue
         a = (s["arch_a"], s["layer_index_a"], s["layer_a"])
         b = (s["arch_b"], s["layer_index_b"], s["layer_b"])
+        # The keys are built apart: mypy reads a starred tuple inside [] as 3.11-only syntax.
         if same_arch:
-            groups[(s["dataset"], *a, *b)].append(s)
+            key = (s["dataset"], *a, *b)
+            groups[key].append(s)
             if a != b:
-                groups[(s["dataset"], *b, *a)].append(s)
+                key = (s["dataset"], *b, *a)
+                groups[key].append(s)
             continue
         if a[0] > b[0]:
             a, b = b, a
-        groups[(s["dataset"], *a, *b)].append(s)
+        key = (s["dataset"], *a, *b)
+        groups[key].append(s)
     rows = []
     for (ds, aa, ia, la, ab, ib, lb), rs in sorted(groups.items()):
         m, sd, lo, hi = mean_ci([s["value"] for s in rs])
@@ -186,7 +190,7 @@ def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, li
     is the same).
     """
     finished = {r["run_id"]: r for r in runs if r.get("status") == "finished"}
-    by_run = defaultdict(dict)  # run_id -> {sample_id: (label, pred)}
+    by_run: defaultdict[str, dict[int, tuple[int, int]]] = defaultdict(dict)  # run_id -> {sample_id: (label, pred)}
     for p in predictions:
         if p["run_id"] in finished:
             by_run[p["run_id"]][int(p["sample_id"])] = (int(p["label"]), int(p["pred"]))

@@ -157,7 +157,7 @@ def accuracy_svg(rows: list[dict], width: int = 560) -> str:
                      f'<text x="{x(v)}" y="{h - 8}" text-anchor="middle" class="tick">{100 * v:.0f}%</text>')
     for i, r in enumerate(rows):
         y = top + i * row_h + row_h / 2
-        c = VIEW_COLOURS.get(r.get("view"), "#374151")
+        c = VIEW_COLOURS.get(r.get("view") or "", "#374151")
         tip = (f"{r['arch']}: {fmt_pct(r['mean'])} % (95 % CI {fmt_interval(r['ci_low'], r['ci_high'], fmt_pct)}, "
                f"{r['seeds']} seeds)")
         parts.append(f'<g><title>{_e(tip)}</title>'

@@ -20,12 +20,14 @@ def fmt_num(x: float | None, digits: int = 4) -> str:
 
 def fmt_pct(x: float | None) -> str:
     """A fraction as a percentage with two decimals (no % sign)."""
-    return "–" if is_missing(x) else f"{100 * x:.2f}"
+    return "–" if x is None or is_missing(x) else f"{100 * x:.2f}"
 
 
 def fmt_interval(lo: float | None, hi: float | None, fmt: Callable[[float], str] = fmt_num) -> str:
     """``[lo, hi]``, each formatted by ``fmt``; ``–`` when either end is missing."""
-    return "–" if is_missing(lo) or is_missing(hi) else f"[{fmt(lo)}, {fmt(hi)}]"
+    if lo is None or hi is None or is_missing(lo) or is_missing(hi):
+        return "–"
+    return f"[{fmt(lo)}, {fmt(hi)}]"
 
 
 def class_name(names: list[str], k: int | None) -> str:
