@@ -17,8 +17,9 @@ from wsbench.runner import FAILED_STATUSES, Cell, Runner, Settings
 
 
 def grid_cells(datasets: Iterable[str], architectures: Iterable[str], seeds: Iterable[int]) -> list[Cell]:
-    """Every (dataset, architecture, seed) cell, in that nesting order."""
-    architectures, seeds = list(architectures), list(seeds)
+    """Every (dataset, architecture, seed) cell, in that nesting order; a name or seed given twice
+    counts once (a repeated cell would wait on itself and report ``elsewhere``)."""
+    datasets, architectures, seeds = (list(dict.fromkeys(x)) for x in (datasets, architectures, seeds))
     return [Cell(d, a, s) for d in datasets for a in architectures for s in seeds]
 
 
@@ -91,8 +92,8 @@ def run_grid(cells: list[Cell], runner: Runner, executor, on_event: Callable[[di
                     continue
                 del waiting[cell]
                 now = _runs_mtime(runner, cell)
-                if now is not None and now != before:
-                    row = runner.stored_row(cell)
+                row = runner.stored_row(cell) if now is not None and now != before else None
+                if row is not None:
                     status = "elsewhere" if row["status"] == "finished" else row["status"]
                     outcomes[cell] = CellOutcome(cell, status, row)
                     emit({"type": "end", "cell": cell, "status": status, "row": row})
