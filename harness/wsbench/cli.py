@@ -244,12 +244,39 @@ def _dataset_loader(data_dir: Optional[Path]):
     return load
 
 
+def _metric_of(metric: Optional[str], sets: list, what: str) -> tuple[str, Optional[tuple[float, float]]]:
+    """The similarity metric a leaderboard shows, and its declared range (to clip intervals to).
+
+    Default: the metric an export was made with, else ``cka`` when stored (or nothing is), else the
+    only (first) metric stored. A name that is neither stored nor installed is an error; an
+    installed one with no stored rows is a warning saying how to compute them.
+    """
+    stored = sorted({s["metric"] for t in sets for s in t.similarity if s.get("metric")})
+    if metric is None:
+        remembered = [t.manifest["metric"] for t in sets if t.manifest.get("metric")]
+        if remembered and (remembered[0] in stored or not stored):
+            metric = remembered[0]
+        else:
+            metric = "cka" if "cka" in stored or not stored else stored[0]
+    reg = _registry()
+    if metric not in stored and metric not in reg.metrics:
+        raise WsbenchError(f"unknown metric {metric!r}; metrics stored in {what}: {', '.join(stored) or '(none)'}; "
+                           f"installed: {', '.join(sorted(reg.metrics))}")
+    if metric not in stored and stored:
+        err_console.print(f"[yellow]warning:[/yellow] no {metric} similarity in {what} (stored: {', '.join(stored)}); "
+                          f"compute it with `wsbench similarity --metric {metric}`", highlight=False, soft_wrap=True)
+    spec = reg.metrics.get(metric)
+    return metric, (tuple(spec.range) if spec is not None and spec.range is not None else None)
+
+
 @leaderboard_app.callback(invoke_without_command=True)
 def leaderboard(ctx: typer.Context,
                 out: Path = typer.Option(Path("results"), "--out", help="Results root, or a folder exported with "
                                          "--output DIR/ (re-rendered from its tables)."),
                 format: str = typer.Option("rich", "--format", help="rich (terminal), md or html."),
-                metric: str = typer.Option("cka", "--metric", help="Similarity metric for the similarity tables."),
+                metric: Optional[str] = typer.Option(None, "--metric", help="Similarity metric of the stability "
+                                                     "and similarity tables (`wsbench plugins` lists them); default: "
+                                                     "an export's own metric, else cka, else the one stored."),
                 output: Optional[str] = typer.Option(None, "--output", help="FILE.md or FILE.html: write that page; "
                                                      "DIR/: export Markdown, HTML and the small tables."),
                 title: Optional[str] = typer.Option(None, "--title", help="Page title."),
@@ -267,7 +294,9 @@ def leaderboard(ctx: typer.Context,
     tables = export.load(out)
     if not tables.runs:
         raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --out")
-    board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions)
+    metric, value_range = _metric_of(metric, [tables], str(out))
+    board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions,
+                     value_range=value_range)
     title = title or tables.manifest.get("title") or "wsbench leaderboard"
     want_html = format == "html" or (output is not None and (_is_folder(output) or output.endswith(".html")))
     if (images and want_html) or (output is not None and _is_folder(output) and images):
@@ -299,21 +328,22 @@ def leaderboard(ctx: typer.Context,
 def leaderboard_compare(a: Path = typer.Argument(..., help="Results root or exported leaderboard (the reference)."),
                         b: Path = typer.Argument(..., help="Results root or exported leaderboard (compared to A)."),
                         format: str = typer.Option("rich", "--format", help="rich or md."),
-                        metric: str = typer.Option("cka", "--metric", help="Similarity metric."),
+                        metric: Optional[str] = typer.Option(None, "--metric", help="Similarity metric (default: "
+                                                             "as `wsbench leaderboard`)."),
                         output: Optional[Path] = typer.Option(None, "--output", help="Write Markdown to this file.")):
     """Two result sets side by side per dataset and architecture: differences B - A with 95 % intervals."""
     from wsbench import reporting as lb
     from wsbench.reporting import export
     if format not in ("md", "rich"):
         raise WsbenchError(f"unknown format {format!r}; known formats: md, rich")
-    boards = []
-    for p in (a, b):
-        t = export.load(p)
-        boards.append(lb.build(t.runs, t.similarity, metric=metric))
+    ta, tb = export.load(a), export.load(b)
+    metric, value_range = _metric_of(metric, [ta, tb], f"{a} and {b}")
     names = [p.name or str(p) for p in (a, b)]
     if names[0] == names[1]:
         names = [str(a), str(b)]
-    comparison = lb.compare(boards[0], boards[1], names[0], names[1])
+    # Labelled together: a row is one (dataset, architecture, settings) on both sides.
+    comparison = lb.compare_sets(ta.runs, ta.similarity, tb.runs, tb.similarity, names[0], names[1], metric=metric,
+                                 value_range=value_range)
     if output is not None:
         _write_page(output, lb.render_comparison_markdown(comparison))
     if format == "md":

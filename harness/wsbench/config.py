@@ -267,12 +267,11 @@ def parse_recipe(items: Iterable[str]) -> dict:
         if key not in DEFAULT_RECIPE:
             raise WsbenchError(f"unknown INR recipe key {key!r}; known keys: {', '.join(sorted(DEFAULT_RECIPE))}")
         out[key] = parse_value(value)
-    out = check_recipe_values(out, "--recipe")
     try:
         check_recipe({**DEFAULT_RECIPE, **out})
     except (TypeError, ValueError):
         raise WsbenchError(f"--recipe values must be numbers where the recipe has numbers; got {out}") from None
-    return dict(sorted(out.items()))
+    return dict(sorted(check_recipe_values(out, "--recipe").items()))
 
 
 def resolve(arch: ArchitectureSpec, dataset: str, overrides: Mapping[str, Any]) -> dict:

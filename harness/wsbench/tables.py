@@ -172,16 +172,17 @@ def abandoned(tmp: Path, now: float | None = None) -> bool:
     return age > TEMP_STALE_S
 
 
-def sweep_temporaries(folders: Iterable[Path | str], patterns: Iterable[str] = (".*.tmp",)) -> list[Path]:
-    """Remove abandoned temporaries (:func:`abandoned`) matching ``patterns`` under ``folders``
-    (recursively); returns what was removed. Anything in use is left alone."""
+def sweep_temporaries(folders: Iterable[Path | str], patterns: Iterable[str] = (".*.tmp",),
+                      recursive: bool = True) -> list[Path]:
+    """Remove abandoned temporaries (:func:`abandoned`) matching ``patterns`` in ``folders`` (and their
+    subfolders when ``recursive``); returns what was removed. Anything in use is left alone."""
     removed = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             continue
         for pattern in patterns:
-            for tmp in folder.rglob(pattern):
+            for tmp in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
                 if not abandoned(tmp):
                     continue
                 try:
