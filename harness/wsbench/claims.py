@@ -181,6 +181,15 @@ class Claims:
                 pass
         aside.unlink(missing_ok=True)
 
+    def break_owned_by(self, run_id: str, hostname: str, pid: int) -> bool:
+        """Remove the claim on ``run_id`` if process ``pid`` on ``hostname`` holds it: an owner known to
+        be dead (a crashed Ray worker, which may have run on another host). True when it was removed."""
+        info = self.owner(run_id)
+        if info is None or info.get("pid") != pid or info.get("hostname") != hostname:
+            return False
+        self._break(run_id, info)
+        return not self.path(run_id).exists()
+
     def still_mine(self, claim: Claim) -> bool:
         try:
             return json.loads(claim.path.read_text()).get("token") == claim.token

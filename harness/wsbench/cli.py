@@ -198,8 +198,17 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
     if resamples < 0 or permutations < 0:
         raise WsbenchError(f"--resamples {resamples} / --permutations {permutations}: use 0 or a positive count")
     store = Store(out)
-    if not store.finished_runs():
+    if out.exists() and not out.is_dir():
+        raise WsbenchError(f"--out {out} is a file; pass the results root (the folder with runs/)")
+    finished = store.finished_runs()
+    if not finished:
         raise WsbenchError(f"no finished runs under {out}; run `wsbench grid` first or pass --out")
+    stored = sorted({r["dataset"] for r in finished})
+    unknown = sorted(set(dataset) - set(stored))
+    if unknown:
+        raise WsbenchError(f"--dataset {unknown[0]}: no finished runs of it under {out}; datasets with runs there: "
+                           f"{', '.join(stored)}")
+    store.check_writable()
     with _progress() as progress:
         t = progress.add_task("similarity", total=None, info="")
         counts = sim.compute(store, metrics, dataset or None, device=str(resolve_device(device)),
@@ -212,6 +221,10 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
         self_max = "undefined" if job["self_max"] is None else f"{job['self_max']:.1e}"
         err_console.print(f"checks {job['dataset']}/{job['metric']} ({job['pairs']} layer pairs, n {job['n']}, "
                           f"{job['path']} path, {job['seconds']:.1f} s): {flag}; |self - 1| {self_max}; {inv}")
+    if counts.get("skipped_runs"):
+        err_console.print(f"[yellow]warning:[/yellow] {len(counts['skipped_runs'])} run(s) left out because their "
+                          "representations are unreadable (named above); rerun the grid to retrain them, then this "
+                          "command", highlight=False, soft_wrap=True)
     out_console.print(f"similarity: {counts['pairs']} run pairs computed in {counts['seconds']:.1f} s "
                       f"({', '.join(metric)}; {resamples} resamples, {permutations} permutations); "
                       f"stored under {out / 'similarity'}")

@@ -125,6 +125,8 @@ def run_cells(cells: list[Cell], settings: Settings, registry: Registry, executo
     (:func:`wsbench.executors.make_executor`), closed at the end."""
     runner = Runner(registry, settings)
     runner.validate(cells)  # before the executor starts (Ray, worker processes): bad names fail at once
+    runner.store.check_writable()
+    runner.store.sweep()  # temporaries of writers killed earlier (SIGKILL leaves them)
     ex = make_executor(executor, runner, ray_address, isolate=isolate, workers=workers)
     try:
         return run_grid(cells, runner, ex, on_event=on_event)

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from wsbench.errors import damaged
+from wsbench.errors import WsbenchError, damaged
 from wsbench.tables import (
     PARTITIONS,
     REQUIRED_COLUMNS,
@@ -35,6 +35,7 @@ from wsbench.tables import (
     TABLES,
     partitioning,
     sweep_temporaries,
+    temp_path,
     write_parquet,
 )
 
@@ -82,6 +83,21 @@ class Store:
         if "schema_version" not in rows.column_names:
             rows = rows.append_column("schema_version", pa.array([SCHEMA_VERSION] * rows.num_rows, pa.int32()))
         return write_parquet(self.path(table, key, **parts), rows)
+
+    def check_writable(self) -> None:
+        """Fail at once, with the fix, when the results root is a file or cannot be written to."""
+        if self.root.exists() and not self.root.is_dir():
+            raise WsbenchError(f"--out {self.root} is a file, not a results folder; pass a folder (it is created "
+                               "when missing)")
+        probe = temp_path(self.root / "write-check")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+        except OSError as exc:
+            raise WsbenchError(f"results root {self.root} is not writable ({exc.strerror or exc}); pass --out with "
+                               "a folder you can write to, or fix its permissions") from None
+        finally:
+            probe.unlink(missing_ok=True)
 
     def sweep(self) -> list[Path]:
         """Remove the temporaries that killed writers left under the root (tables and claims); see
