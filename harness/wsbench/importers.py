@@ -170,6 +170,10 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
         raise WsbenchError(f"unknown zoo layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
     if not root.is_dir():
         raise WsbenchError(f"{root} is not a folder; pass the folder that holds the {layout} INRs")
+    label = name or f"{layout}-{root.name}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", label):
+        raise WsbenchError(f"--name {label!r} is not a plain name; use letters, digits, '.', '_' and '-' (it names "
+                           "a folder inside the zoo cache)")
     entries = scan_nfn(root) if layout == "nfn" else scan_dwsnets(root, splits_file)
     rows, labels, spec = [], [], None
     for k, e in enumerate(entries):
@@ -205,9 +209,6 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
         h.update(np.ascontiguousarray(a).tobytes())
     key = h.hexdigest()
     label = name or f"{layout}-{root.name}"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", label):
-        raise WsbenchError(f"--name {label!r} is not a plain name; use letters, digits, '.', '_' and '-' (it names "
-                           "a folder inside the zoo cache)")
     path = Path(cache_dir) / "zoos" / f"imported-{label}-{key[:16]}"
     if (path / "manifest.json").exists():
         try:
