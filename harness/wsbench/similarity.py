@@ -344,9 +344,9 @@ def compute(store: Store, metrics: Iterable[MetricSpec], datasets: Iterable[str]
                 grid_runs = ga if ga is gb else ga + gb
                 todo.append((grid_runs, np.intersect1d(ids_a, ids_b), pairs))
         for t, (grid_runs, ids, pairs) in enumerate(todo):
-            def tick(frac, _t=t):
+            def tick(frac, _t=t, _j=j, _n=len(todo)):
                 if progress is not None:
-                    progress(j + (_t + frac) / len(todo), total)
+                    progress(_j + (_t + frac) / _n, total)
             written += _run_job(store, ds, m, grid_runs, ids, pairs, reps_of, device, resamples, permutations,
                                 seed, max_bytes, tick, summaries)
         cache.clear()
@@ -410,7 +410,7 @@ def _run_job(store, ds, m, grid_runs, ids, pairs, reps_of, device, resamples, pe
             "checks_passed": bool(job_ok and cs <= CHECK_TOLERANCE), "checks": checks_json,
             "schema_version": SCHEMA_VERSION})
     meta = {"resamples": str(resamples), "permutations": str(permutations_), "stats_seed": str(seed)}
-    for (ra, rb), (a, b, rows) in rows_by_pair.items():
+    for (ra, rb), (_, _, rows) in rows_by_pair.items():
         table = pa.Table.from_pylist(rows, schema=SIMILARITY_SCHEMA.with_metadata(meta))
         store.write("similarity", pair_key(ra, rb, m), table, dataset=ds, metric=m.name)
     return len(rows_by_pair)

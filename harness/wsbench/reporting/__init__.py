@@ -15,5 +15,6 @@ from wsbench.reporting.text import render_comparison_markdown, render_comparison
 
 __all__ = [
     "Board", "Comparison", "Tables", "attach_images", "build", "compare", "compare_sets", "load",
-    "render_comparison_markdown", "render_comparison_rich", "render_html", "render_markdown", "render_rich", "write_export",
+    "render_comparison_markdown", "render_comparison_rich", "render_html", "render_markdown", "render_rich",
+    "write_export",
 ]
