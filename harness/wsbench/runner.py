@@ -116,6 +116,9 @@ class Runner:
     def validate(self, cells: list[Cell]) -> None:
         """Fail before any work on an unknown name, a seed out of range, or a config key or value
         that is not valid (:func:`wsbench.config.resolve` types every value)."""
+        limit = self.settings.limit
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise WsbenchError(f"--limit {limit!r}: give a positive number of samples per split, or leave it out")
         for cell in cells:
             cfg.check_seed(cell.seed)
             self.registry.dataset(cell.dataset)

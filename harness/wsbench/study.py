@@ -225,7 +225,7 @@ def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = 
         t0 = stage("export")
         tables = export.load(out)
         board = reporting.build(tables.runs, tables.similarity, metric=study.metrics[0],
-                                  predictions=tables.predictions)
+                                predictions=tables.predictions, value_range=metrics[0].range)
         if images is not None:
             export.attach_images(tables, board, images, warn=lambda m: emit({"type": "warning", "message": m}))
         written = export.write_export(tables, board, Path(target), study.title)
