@@ -333,14 +333,18 @@ def test_verifying_a_zoo_hashes_each_file_state_once_per_process(tmp_path, monke
     zoo, _ = _tiny_zoo(tmp_path)
     calls = []
     real = zoo_mod.file_sha256
-    monkeypatch.setattr(zoo_mod, "file_sha256", lambda p: calls.append(p) or real(p))
-    zoo_mod._verified.clear()
+    monkeypatch.setattr(zoo_mod, "file_sha256", lambda p: calls.append(p.name) or real(p))
     open_zoo(zoo.path)
     open_zoo(zoo.path)
-    assert len(calls) == 3  # weights, psnr, ids: once, not per open
+    assert calls == []  # hashed when the build sealed it: no open hashes it again
+    weights = (zoo.path / "weights.npy").read_bytes()
     np.save(zoo.path / "weights.npy", np.zeros_like(np.asarray(zoo.weights)))  # a new state: hashed again
     with pytest.raises(ZooDamaged):
         open_zoo(zoo.path)
+    (zoo.path / "weights.npy").write_bytes(weights)  # the right bytes back (a new mtime): hashed once more
+    open_zoo(zoo.path)
+    open_zoo(zoo.path)
+    assert calls == ["weights.npy", "weights.npy"]
 
 
 # 5. Errors reach wsbench's handler -----------------------------------------------------------------------
@@ -665,3 +669,15 @@ def test_the_readme_tables_example_runs_with_pyarrow_alone(results, tmp_path, mo
     namespace: dict = {}
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["runs"].num_rows == 4
+
+
+def test_a_dataset_spec_types_its_fields_when_registered():
+    from wsbench import DatasetSpec
+    for bad, needle in (({"num_val": -1}, "num_val"), ({"split_seed": 1.5}, "split_seed"),
+                        ({"inr_hidden": (32, 0)}, "inr_hidden")):
+        with pytest.raises(ValueError, match=needle):
+            DatasetSpec(name="d", load=lambda p: None, **bad)
+    reg = load_registry()
+    runner = Runner(reg, Settings(recipe={"steps": 1.5}))
+    with pytest.raises(WsbenchError, match="'steps' = 1.5 is not valid; expected an integer >= 1"):
+        runner.validate([Cell("shapes", "flat-mlp", 0)])

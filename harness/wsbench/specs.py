@@ -190,6 +190,18 @@ class DatasetSpec:
     distribution: str = ""  # set by the host
     version: str = ""  # set by the host
 
+    def __post_init__(self):
+        # Typed like a config (the recipe's keys are checked against wsbench.config.RECIPE_PARAMS when used).
+        def whole(x: Any) -> bool:
+            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+        if not whole(self.num_val) or self.num_val < 0:
+            raise ValueError(f"dataset {self.name!r}: num_val must be a whole number >= 0, got {self.num_val!r}")
+        if not whole(self.split_seed) or not 0 <= self.split_seed < 2**63:
+            raise ValueError(f"dataset {self.name!r}: split_seed must be a whole number from 0 to 2**63 - 1, "
+                             f"got {self.split_seed!r}")
+        if not self.inr_hidden or not all(whole(h) and h >= 1 for h in self.inr_hidden):
+            raise ValueError(f"dataset {self.name!r}: inr_hidden must be widths >= 1, got {self.inr_hidden!r}")
+
 
 @dataclass
 class BatchRequest:

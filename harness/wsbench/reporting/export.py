@@ -269,6 +269,7 @@ def write_export(tables: Tables, board: Board, out: Path, title: str) -> list[Pa
     try:
         written = _write_files(tables, board, tmp, title)
         ours = set(written)
+        previous = exported_files(out) if out.is_dir() else None  # again: another export may have landed since
         if previous is not None:
             # The authors' files (anything the previous export did not write) move with the folder.
             for f in sorted(out.rglob("*")):
