@@ -90,7 +90,11 @@ def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path |
     is fitted again (:func:`wsbench.zoo.build_zoo`)."""
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    data = spec.load(data_dir)
+    try:
+        data = spec.load(data_dir)
+    except SystemExit as exc:  # a plugin must raise, not end the whole command silently
+        raise WsbenchError(f"dataset {spec.name!r} called sys.exit({exc.code!r}) while loading; a dataset plugin "
+                           "must raise an exception (WsbenchError for a problem the user can fix) instead") from exc
     n_tr, n_te = len(data.train_images), len(data.test_images)
     ids_by_split = split_ids(n_tr, n_te, spec.num_val, spec.split_seed, limit)
     all_images = data.train_images, data.test_images
