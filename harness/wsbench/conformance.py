@@ -145,7 +145,7 @@ def check_architecture(arch: ArchitectureSpec, device: str = "cpu", seed: int = 
             opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
             idx = torch.arange(8, device=dev)
 
-            def loss():
+            def loss(model=model, idx=idx):
                 torch.manual_seed(seed + 1)  # the same dropout masks before and after the step
                 return F.cross_entropy(_forward(model, x_all[idx])[0], y_all[idx])
             before = loss()
