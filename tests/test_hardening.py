@@ -312,6 +312,10 @@ def test_a_zero_byte_weights_file_is_an_error_message_not_aborted_even_under_deb
     assert "Aborted" not in err
     with pytest.raises(ZooDamaged):  # --debug: the traceback, not a bare "Aborted."
         main(["--debug", *map(str, args)])
+    code, out, err = cli(capsys, "inrs", "build", "--dataset", "shapes", "--limit", LIMIT, "--cache-dir", cache)
+    assert code == 0 and "fitting it again" in err and f"{zoo_dir}" in out.replace("\n", "")
+    code, out, err = cli(capsys, *args)
+    assert code == 0 and "test accuracy" in out, err
 
 
 def test_inrs_info_lists_a_broken_zoo_as_broken_and_the_others_still(capsys, tmp_path):
