@@ -114,7 +114,10 @@ class Store:
 
     def report(self, path: Path, table: str, problem: str) -> None:
         """Name a damaged file of ``table`` and the fix; it is skipped (an error under --strict)."""
-        damaged(f"skipped {path}: {problem}; {_FIX[table]}")
+        foreign = "not a wsbench" in problem
+        fix = "move it out of the results root: every .parquet file there is read as a table" if foreign \
+            else _FIX[table]
+        damaged(f"skipped {path}: {problem}; {fix}")
 
     def usable(self, path: Path, table: str) -> bool:
         """Whether ``path`` is a readable file of ``table``; a damaged one is reported."""

@@ -282,11 +282,17 @@ def _build_locked(path, key, dataset, images, ids, spec, recipe, seed, device, e
     n_chunks = max(1, -(-n // chunk))
     bounds = [(k * chunk, min(n, (k + 1) * chunk)) for k in range(n_chunks)]
     done_file, weights_file, psnr_file = path / "done.json", path / "weights.npy", path / "psnr.partial.npy"
-    done = set(json.loads(done_file.read_text())) if done_file.exists() else set()
+    try:  # a resume state damaged by the kill counts as none
+        done = set(json.loads(done_file.read_text())) if done_file.exists() else set()
+    except (OSError, ValueError, TypeError):
+        done = set()
     quality = None
     if done and weights_file.exists() and psnr_file.exists():
-        quality = np.load(psnr_file)
-        if quality.shape != (n,):
+        try:
+            quality = np.load(psnr_file)
+        except (OSError, ValueError, EOFError):
+            quality = None
+        if quality is not None and quality.shape != (n,):
             quality = None
     if quality is None:  # nothing reusable: start over
         done, quality = set(), np.zeros(n, dtype=np.float32)
