@@ -55,3 +55,94 @@ def test_ray_executor_runs_cells_in_workers_and_isolates_failures(tmp_path, shap
     assert not ray.is_initialized()
     rows = Store(tmp_path / "R").runs()
     assert {r["status"] for r in rows} == {"diverged"} and all("NonFiniteLoss" in r["error"] for r in rows)
+
+
+# An editable install finds wsbench through a finder that runs after sys.path's (setuptools adds it to
+# sys.meta_path); this sitecustomize does the same for the source tree under test.
+_EDITABLE_FINDER = """
+import importlib.machinery, sys
+ROOTS = {roots!r}
+
+class _Editable:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name in ROOTS:
+            return importlib.machinery.PathFinder.find_spec(name, [ROOTS[name]])
+        return None
+
+# After sys.path's own finder, as an editable install's is (and before any other editable wsbench installed).
+sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder) + 1, _Editable)
+"""
+
+
+def test_ray_workers_import_the_installed_wsbench_not_a_wsbench_folder_in_the_working_directory(tmp_path,
+                                                                                                 shapes_task):
+    """Issue #14 item 8: started from a folder holding a ``wsbench/`` checkout, Ray workers imported that
+    folder (Ray puts the driver's working directory first on their sys.path) and every cell failed with
+    ``cannot import name '__version__'``."""
+    import wsbench
+    import wsbench_plugins
+    site = tmp_path / "site"
+    site.mkdir()
+    roots = {"wsbench": str(os.path.dirname(os.path.dirname(wsbench.__file__))),
+             "wsbench_plugins": str(os.path.dirname(os.path.dirname(wsbench_plugins.__file__)))}
+    (site / "sitecustomize.py").write_text(_EDITABLE_FINDER.format(roots=roots))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "wsbench_cli.py").write_text("from wsbench.cli import main\nmain()\n")
+    work = tmp_path / "work"
+    (work / "wsbench" / "harness").mkdir(parents=True)  # a checkout of the repository, named like the package
+    (work / "wsbench" / "README.md").write_text("a checkout\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    args = [sys.executable, str(tmp_path / "bin" / "wsbench_cli.py"), "grid", "--arch", "mlp", "--seeds", "1",
+            "--limit", "120", "--epochs", "1", "--cache-dir", str(shapes_task.zoo.path.parent.parent),
+            "--out", "R", "--executor", "ray"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=work, env=env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert "grid: 1 finished" in res.stdout
+    assert "__version__" not in res.stderr and "Traceback" not in res.stderr
+
+
+CRASHING_PLUGIN = """
+import os
+from wsbench import ArchitectureSpec, hookimpl
+
+def build(info, config):
+    os._exit(3)  # the worker process ends, as a segfault or the OOM killer would end it
+
+@hookimpl
+def register_architectures(register):
+    register(ArchitectureSpec(name="crash", view="images", build=build, description="ends its process"))
+"""
+
+
+def test_a_crashed_ray_worker_leaves_its_cell_failed_and_no_claim_behind(tmp_path, shapes_task, monkeypatch):
+    """Issue #14 item 8: a Ray worker that died mid-cell left its claim in ``.claims/``."""
+    import ray
+
+    from wsbench.executors import RayExecutor
+    from wsbench.grid import run_grid
+    from wsbench.plugins import load_registry
+    from wsbench.runner import Cell, Runner, Settings
+    from wsbench.store import Store
+    site = tmp_path / "site"
+    info = site / "wsbench_crash-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "wsbench_crash.py").write_text(CRASHING_PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wsbench-crash\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[wsbench]\ncrash = wsbench_crash\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("WSBENCH_PLUGINS", "wsbench,wsbench-crash")
+    settings = Settings(out=tmp_path / "R", limit=120, cache_dir=shapes_task.zoo.path.parent.parent,
+                        overrides={"epochs": 1})
+    runner = Runner(load_registry(strict=True), settings)
+    ex = RayExecutor(runner, num_cpus=2)
+    try:
+        outcomes = run_grid([Cell("shapes", "crash", 0), Cell("shapes", "mlp", 0)], runner, ex)
+    finally:
+        ex.close()
+    assert not ray.is_initialized()
+    assert [o.status for o in outcomes] == ["failed", "finished"]
+    rows = {r["arch"]: r for r in Store(tmp_path / "R").runs()}
+    assert rows["crash"]["status"] == "failed"
+    assert not (tmp_path / "R" / ".claims").exists() or not list((tmp_path / "R" / ".claims").iterdir())

@@ -28,6 +28,7 @@ _API = {
     "DatasetSpec": "wsbench.specs",
     "ImageData": "wsbench.specs",
     "MetricSpec": "wsbench.specs",
+    "Param": "wsbench.specs",
     "SirenSpec": "wsbench.specs",
     "TaskInfo": "wsbench.specs",
     "VIEWS": "wsbench.specs",
@@ -69,6 +70,7 @@ __all__ = [
     "ImageData",
     "KernelStack",
     "MetricSpec",
+    "Param",
     "ParamGraph",
     "SirenSpec",
     "TaskInfo",
@@ -117,6 +119,7 @@ if TYPE_CHECKING:  # what type checkers and editors follow; the same names as _A
         DatasetSpec,
         ImageData,
         MetricSpec,
+        Param,
         SirenSpec,
         TaskInfo,
     )

@@ -6,7 +6,8 @@ local workers, sharing one results root never train the same run twice. A claim
 names its owner (host, pid, process start time); a killed owner (SIGKILL
 included) leaves a claim the next process takes over at once when the owner ran
 on this host, or after ``WSBENCH_CLAIM_STALE_S`` seconds without a heartbeat when
-it ran on another host.
+it ran on another host. An empty or unreadable claim file (damage) is taken over
+after :data:`UNREADABLE_GRACE_S`.
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+# How long an empty or unreadable claim file is respected (instead of WSBENCH_CLAIM_STALE_S): wsbench's own
+# claims are whole the moment they appear, so only a writer of another kind can be mid-write for longer.
+UNREADABLE_GRACE_S = 10.0
 
 
 def utc_now() -> str:
@@ -105,7 +110,7 @@ class Claims:
         except (OSError, ValueError):
             # Unreadable (written by another tool or damaged): judge by age alone.
             try:
-                return {"token": None, "age_s": time.time() - p.stat().st_mtime}
+                return {"token": None, "unreadable": True, "age_s": time.time() - p.stat().st_mtime}
             except FileNotFoundError:
                 return None
         return info
@@ -114,6 +119,10 @@ class Claims:
         if info.get("host") == host_key() and info.get("pid") is not None:
             if not pid_alive(int(info["pid"]), info.get("start")):
                 return True
+        if info.get("unreadable"):
+            # Claims are written whole and linked into place, so no live owner ever shows an empty or
+            # garbled one for more than a moment: it is damage (or another tool's), not a training process.
+            return info["age_s"] > min(UNREADABLE_GRACE_S, self.stale_after_s)
         return info["age_s"] > self.stale_after_s
 
     def holder(self, run_id: str) -> dict | None:
@@ -171,6 +180,15 @@ class Claims:
             except OSError:
                 pass
         aside.unlink(missing_ok=True)
+
+    def break_owned_by(self, run_id: str, hostname: str, pid: int) -> bool:
+        """Remove the claim on ``run_id`` if process ``pid`` on ``hostname`` holds it: an owner known to
+        be dead (a crashed Ray worker, which may have run on another host). True when it was removed."""
+        info = self.owner(run_id)
+        if info is None or info.get("pid") != pid or info.get("hostname") != hostname:
+            return False
+        self._break(run_id, info)
+        return not self.path(run_id).exists()
 
     def still_mine(self, claim: Claim) -> bool:
         try:

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
+import traceback
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,7 +17,7 @@ from rich.table import Table
 
 from wsbench import __version__
 from wsbench.config import parse_overrides, parse_recipe
-from wsbench.errors import WsbenchError
+from wsbench.errors import WsbenchError, WsbenchWarning
 from wsbench.progress import bars, zoo_bar
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -68,20 +71,38 @@ def _settings(out, data_dir, cache_dir, device, limit, epochs, sets, config_file
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"3"`` -> [0, 1, 2]; ``"0,2,5"`` -> [0, 2, 5]."""
+    """``"3"`` -> [0, 1, 2]; ``"0,2,5"`` -> [0, 2, 5]. Seeds are whole numbers from 0 to 2**63 - 1
+    (stored as int64); a count is at most :data:`wsbench.config.MAX_SEED_COUNT`."""
+    from wsbench.config import MAX_SEED, MAX_SEED_COUNT, check_seed
+    hint = "write a count (5: seeds 0..4) or a comma list (0,1,2)"
     try:
         if "," in text:
             seeds = [int(s) for s in text.split(",") if s.strip()]
+            if not seeds:
+                raise WsbenchError(f"--seeds {text!r} lists no seed; {hint}")
+            for s in seeds:
+                check_seed(s, f"--seeds {text!r}: seed")
         else:
             n = int(text)
             if n <= 0:
                 raise ValueError
+            if n > MAX_SEED_COUNT:
+                raise WsbenchError(f"--seeds {n} asks for {n} seeds; a grid takes at most {MAX_SEED_COUNT}: pass a "
+                                   f"smaller count, or a comma list of seeds (each from 0 to {MAX_SEED})")
             seeds = list(range(n))
     except ValueError:
-        raise WsbenchError(f"--seeds {text!r} is neither a positive count nor a comma list; write 5 or 0,1,2") from None
+        raise WsbenchError(f"--seeds {text!r} is neither a positive count nor a comma list; {hint}") from None
     if len(set(seeds)) != len(seeds):
         raise WsbenchError(f"--seeds {text!r} repeats a seed; list each seed once")
     return seeds
+
+
+def _unique(option: str, values: List[str]) -> List[str]:
+    """``values`` of a repeatable option, each once: a repeat is an error naming it."""
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise WsbenchError(f"{option} {repeated[0]} is given more than once; list each once")
+    return values
 
 
 def _run_cells(cells, settings, keep_going: bool, executor: str = "local", ray_address: str | None = None,
@@ -143,7 +164,7 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
     """
     from wsbench.grid import grid_cells, summarize
     settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config, recipe)
-    cells = grid_cells(dataset, arch, parse_seeds(seeds))
+    cells = grid_cells(_unique("--dataset", dataset), _unique("--arch", arch), parse_seeds(seeds))
     outcomes = _run_cells(cells, settings, keep_going=True, executor=executor, ray_address=ray_address,
                           workers=workers)
     out_console.print("grid: " + ", ".join(f"{v} {k}" for k, v in summarize(outcomes).items()))
@@ -177,8 +198,17 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
     if resamples < 0 or permutations < 0:
         raise WsbenchError(f"--resamples {resamples} / --permutations {permutations}: use 0 or a positive count")
     store = Store(out)
-    if not store.finished_runs():
+    if out.exists() and not out.is_dir():
+        raise WsbenchError(f"--out {out} is a file; pass the results root (the folder with runs/)")
+    finished = store.finished_runs()
+    if not finished:
         raise WsbenchError(f"no finished runs under {out}; run `wsbench grid` first or pass --out")
+    stored = sorted({r["dataset"] for r in finished})
+    unknown = sorted(set(dataset) - set(stored))
+    if unknown:
+        raise WsbenchError(f"--dataset {unknown[0]}: no finished runs of it under {out}; datasets with runs there: "
+                           f"{', '.join(stored)}")
+    store.check_writable()
     with _progress() as progress:
         t = progress.add_task("similarity", total=None, info="")
         counts = sim.compute(store, metrics, dataset or None, device=str(resolve_device(device)),
@@ -191,6 +221,10 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
         self_max = "undefined" if job["self_max"] is None else f"{job['self_max']:.1e}"
         err_console.print(f"checks {job['dataset']}/{job['metric']} ({job['pairs']} layer pairs, n {job['n']}, "
                           f"{job['path']} path, {job['seconds']:.1f} s): {flag}; |self - 1| {self_max}; {inv}")
+    if counts.get("skipped_runs"):
+        err_console.print(f"[yellow]warning:[/yellow] {len(counts['skipped_runs'])} run(s) left out because their "
+                          "representations are unreadable (named above); rerun the grid to retrain them, then this "
+                          "command", highlight=False, soft_wrap=True)
     out_console.print(f"similarity: {counts['pairs']} run pairs computed in {counts['seconds']:.1f} s "
                       f"({', '.join(metric)}; {resamples} resamples, {permutations} permutations); "
                       f"stored under {out / 'similarity'}")
@@ -223,12 +257,39 @@ def _dataset_loader(data_dir: Optional[Path]):
     return load
 
 
+def _metric_of(metric: Optional[str], sets: list, what: str) -> tuple[str, Optional[tuple[float, float]]]:
+    """The similarity metric a leaderboard shows, and its declared range (to clip intervals to).
+
+    Default: the metric an export was made with, else ``cka`` when stored (or nothing is), else the
+    only (first) metric stored. A name that is neither stored nor installed is an error; an
+    installed one with no stored rows is a warning saying how to compute them.
+    """
+    stored = sorted({s["metric"] for t in sets for s in t.similarity if s.get("metric")})
+    if metric is None:
+        remembered = [t.manifest["metric"] for t in sets if t.manifest.get("metric")]
+        if remembered and (remembered[0] in stored or not stored):
+            metric = remembered[0]
+        else:
+            metric = "cka" if "cka" in stored or not stored else stored[0]
+    reg = _registry()
+    if metric not in stored and metric not in reg.metrics:
+        raise WsbenchError(f"unknown metric {metric!r}; metrics stored in {what}: {', '.join(stored) or '(none)'}; "
+                           f"installed: {', '.join(sorted(reg.metrics))}")
+    if metric not in stored and stored:
+        err_console.print(f"[yellow]warning:[/yellow] no {metric} similarity in {what} (stored: {', '.join(stored)}); "
+                          f"compute it with `wsbench similarity --metric {metric}`", highlight=False, soft_wrap=True)
+    spec = reg.metrics.get(metric)
+    return metric, (tuple(spec.range) if spec is not None and spec.range is not None else None)
+
+
 @leaderboard_app.callback(invoke_without_command=True)
 def leaderboard(ctx: typer.Context,
                 out: Path = typer.Option(Path("results"), "--out", help="Results root, or a folder exported with "
                                          "--output DIR/ (re-rendered from its tables)."),
                 format: str = typer.Option("rich", "--format", help="rich (terminal), md or html."),
-                metric: str = typer.Option("cka", "--metric", help="Similarity metric for the similarity tables."),
+                metric: Optional[str] = typer.Option(None, "--metric", help="Similarity metric of the stability "
+                                                     "and similarity tables (`wsbench plugins` lists them); default: "
+                                                     "an export's own metric, else cka, else the one stored."),
                 output: Optional[str] = typer.Option(None, "--output", help="FILE.md or FILE.html: write that page; "
                                                      "DIR/: export Markdown, HTML and the small tables."),
                 title: Optional[str] = typer.Option(None, "--title", help="Page title."),
@@ -246,7 +307,9 @@ def leaderboard(ctx: typer.Context,
     tables = export.load(out)
     if not tables.runs:
         raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --out")
-    board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions)
+    metric, value_range = _metric_of(metric, [tables], str(out))
+    board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions,
+                     value_range=value_range)
     title = title or tables.manifest.get("title") or "wsbench leaderboard"
     want_html = format == "html" or (output is not None and (_is_folder(output) or output.endswith(".html")))
     if (images and want_html) or (output is not None and _is_folder(output) and images):
@@ -278,21 +341,22 @@ def leaderboard(ctx: typer.Context,
 def leaderboard_compare(a: Path = typer.Argument(..., help="Results root or exported leaderboard (the reference)."),
                         b: Path = typer.Argument(..., help="Results root or exported leaderboard (compared to A)."),
                         format: str = typer.Option("rich", "--format", help="rich or md."),
-                        metric: str = typer.Option("cka", "--metric", help="Similarity metric."),
+                        metric: Optional[str] = typer.Option(None, "--metric", help="Similarity metric (default: "
+                                                             "as `wsbench leaderboard`)."),
                         output: Optional[Path] = typer.Option(None, "--output", help="Write Markdown to this file.")):
     """Two result sets side by side per dataset and architecture: differences B - A with 95 % intervals."""
     from wsbench import reporting as lb
     from wsbench.reporting import export
     if format not in ("md", "rich"):
         raise WsbenchError(f"unknown format {format!r}; known formats: md, rich")
-    boards = []
-    for p in (a, b):
-        t = export.load(p)
-        boards.append(lb.build(t.runs, t.similarity, metric=metric))
+    ta, tb = export.load(a), export.load(b)
+    metric, value_range = _metric_of(metric, [ta, tb], f"{a} and {b}")
     names = [p.name or str(p) for p in (a, b)]
     if names[0] == names[1]:
         names = [str(a), str(b)]
-    comparison = lb.compare(boards[0], boards[1], names[0], names[1])
+    # Labelled together: a row is one (dataset, architecture, settings) on both sides.
+    comparison = lb.compare_sets(ta.runs, ta.similarity, tb.runs, tb.similarity, names[0], names[1], metric=metric,
+                                 value_range=value_range)
     if output is not None:
         _write_page(output, lb.render_comparison_markdown(comparison))
     if format == "md":
@@ -365,11 +429,12 @@ def plugins_check(name: str = typer.Argument(..., help="Architecture to check.")
 def inrs_build(dataset: str = typer.Option(..., "--dataset"), data_dir: Optional[Path] = DataOpt,
                cache_dir: Optional[Path] = CacheOpt, device: str = DeviceOpt, limit: Optional[int] = LimitOpt,
                recipe: List[str] = RecipeOpt):
-    """Fit (or resume) the INR zoo of a dataset and print its PSNR summary."""
+    """Fit (or resume) the INR zoo of a dataset and print its PSNR summary; a cached zoo that fails
+    its integrity check (truncated, edited, unreadable manifest) is fitted again."""
     from wsbench.runner import Runner
     settings = _settings(Path("results"), data_dir, cache_dir, device, limit, None, [], None, recipe)
     with _progress() as progress:
-        task = Runner(_registry(), settings).task(dataset, progress=zoo_bar(progress, dataset))
+        task = Runner(_registry(), settings).task(dataset, progress=zoo_bar(progress, dataset), repair=True)
     zoo = task.zoo
     assert zoo is not None  # a built task carries its zoo
     m = zoo.manifest
@@ -388,12 +453,17 @@ def inrs_info(zoo: Optional[str] = typer.Argument(None, help="A zoo's key prefix
     root = cache_dir or default_cache_dir()
     zoos = list_zoos(root)
     if zoo is not None:
-        hits = [z for z in zoos if z["key"].startswith(zoo) or Path(z["path"]).name.startswith(zoo)]
+        hits = [z for z in zoos if str(z["key"]).startswith(zoo) or Path(z["path"]).name.startswith(zoo)]
         if len(hits) != 1:
             known = ", ".join(Path(z["path"]).name for z in zoos) or "(none)"
             raise WsbenchError(f"{'no' if not hits else 'more than one'} cached zoo matches {zoo!r} under {root}; "
                                f"zoos: {known}")
-        sys.stdout.write(json.dumps(hits[0], indent=2, sort_keys=True) + "\n")
+        hit = hits[0]
+        if "broken" not in hit:  # one zoo: its arrays are hashed too
+            hit = next(z for z in list_zoos(root, full=True) if z["path"] == hit["path"])
+        sys.stdout.write(json.dumps(hit, indent=2, sort_keys=True) + "\n")
+        if "broken" in hit:
+            raise WsbenchError(f"INR zoo {hit['path']} is damaged: {hit['broken']}; {hit['fix']}")
         return
     if as_json:
         sys.stdout.write(json.dumps(zoos, indent=2) + "\n")
@@ -405,6 +475,10 @@ def inrs_info(zoo: Optional[str] = typer.Argument(None, help="A zoo's key prefix
     for col in ("dataset", "count", "spec", "recipe", "PSNR mean", "PSNR p5", "PSNR min", "device", "fit s", "key"):
         t.add_column(col)
     for z in zoos:
+        if "broken" in z:
+            t.add_row(str(z.get("dataset", "?")), "[red]BROKEN[/red]", "-", "(see below)", "-", "-", "-", "-", "-",
+                      str(z["key"])[:16])
+            continue
         spec = "-".join(str(d) for d in [z["spec"]["in_dim"], *z["spec"]["hidden"], z["spec"]["out_dim"]])
         r, p = z.get("recipe") or {}, z.get("psnr") or {}
         recipe = f"imported ({r['imported']})" if r.get("imported") else f"{r.get('steps')} steps, lr {r.get('lr')}"
@@ -412,6 +486,10 @@ def inrs_info(zoo: Optional[str] = typer.Argument(None, help="A zoo's key prefix
         t.add_row(z["dataset"], str(z["count"]), spec, recipe, *db, str(z.get("device", "-")),
                   str(z.get("fit_seconds", "-")), z["key"][:16])
     out_console.print(t)
+    for z in zoos:
+        if "broken" in z:
+            err_console.print(f"[yellow]warning:[/yellow] INR zoo {z['path']} is damaged: {z['broken']}; {z['fix']}",
+                              highlight=False, soft_wrap=True)
     out_console.print("`wsbench inrs info KEY` prints a zoo's whole manifest (checksums, splits, recipe, versions)")
 
 
@@ -484,21 +562,99 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
         raise typer.Exit(1)
 
 
-def main() -> None:
-    """Console entry point: one-line errors, tracebacks only with --debug."""
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """wsbench's own warnings (damaged files skipped, ...) as one line; others as Python prints them."""
+    if issubclass(category, WsbenchWarning):
+        err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _framework_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(exit, usage error, abort) exception classes of the CLI framework: typer's own (it vendors
+    click since 0.2x), plus click's where an older typer builds on click itself."""
+    exits: list[type] = [typer.Exit]
+    errors: list[type] = [typer.TyperException] if hasattr(typer, "TyperException") else []
+    aborts: list[type] = [typer.Abort]
     try:
-        app()
+        import click
+        exits.append(click.exceptions.Exit)
+        errors.append(click.exceptions.ClickException)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(exits), tuple(errors), tuple(aborts)
+
+
+def _show_usage_error(exc: Exception) -> None:
+    if type(exc).__name__ == "NoArgsIsHelpError":  # the help is the message
+        exc.show()  # type: ignore[attr-defined]
+        return
+    try:
+        from typer import rich_utils
+        rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
+    except Exception:  # typer without rich formatting
+        exc.show()  # type: ignore[attr-defined]
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console entry point: one-line errors, tracebacks only with --debug.
+
+    The app runs outside click's standalone mode, so every exception reaches the handlers here
+    (standalone mode turns an EOFError into a bare ``Aborted.`` and Ctrl-C into a silent exit 130):
+    usage errors exit 2 with click's message, :class:`WsbenchError` 2 with its one line, Ctrl-C 130
+    saying what is kept and the command that resumes, anything else 1 with its type and message.
+    ``--debug`` shows the traceback of every one of them.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    _state["debug"] = False
+    warnings.showwarning = _show_warning
+    command = typer.main.get_command(app)
+    exits, usage_errors, aborts = _framework_exceptions()
+    code = 0
+    try:
+        try:
+            with command.make_context("wsbench", args) as ctx:
+                command.invoke(ctx)
+        except exits as exc:  # --help, --version, typer.Exit(n)
+            code = exc.exit_code
+    except usage_errors as exc:  # a bad option, a missing argument: exit 2 with the framework's message
+        if _state["debug"]:
+            traceback.print_exc()
+        _show_usage_error(exc)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except aborts:
+        err_console.print("aborted")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        if _state["debug"]:
+            traceback.print_exc()
+        err_console.print("interrupted: everything stored so far is kept (finished runs, similarity pairs, the "
+                          "fitted chunks of an INR zoo); rerun the same command to resume:\n  "
+                          + shlex.join(["wsbench", *args]), highlight=False, soft_wrap=True)
+        sys.exit(130)
     except WsbenchError as exc:
         if _state["debug"]:
             raise
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; stored runs are kept, rerun the same command to resume")
-        sys.exit(130)
+    except PermissionError as exc:
+        if _state["debug"]:
+            raise
+        where = exc.filename or "a file"
+        err_console.print(f"[bold red]error:[/bold red] permission denied writing or reading {where}; choose a "
+                          "folder you can write to (--out, --cache-dir, --output) or fix its permissions",
+                          highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except BrokenPipeError:
+        sys.exit(1)  # the reader of our output went away (e.g. `| head`)
     except Exception as exc:
         if _state["debug"]:
             raise
         err_console.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc} (rerun with --debug for the "
                           "traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
+    sys.exit(code)

@@ -95,7 +95,7 @@ def check_architecture(arch: ArchitectureSpec, device: str = "cpu", seed: int = 
             detail = fn()
             results.append(CheckResult(name, True, detail or "ok"))
             return True
-        except Exception as exc:  # a check reports, it never crashes the command
+        except (Exception, SystemExit) as exc:  # a check reports, it never crashes the command (nor sys.exit)
             results.append(CheckResult(name, False, f"{type(exc).__name__}: {exc}"))
             return False
 

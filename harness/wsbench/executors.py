@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -310,6 +312,8 @@ class RayExecutor:
         self.address, self.num_cpus, self.poll_s = address, num_cpus, poll_s
         self._owns = False
         self._task: Any = None  # the Ray remote function of a cell, once connected
+        self._cwd: str | None = None
+        self._where: dict[Cell, str] = {}  # cell -> "host:pid" of the worker running it (from its start event)
 
     def _connect(self) -> None:
         """Start or join the cluster (only once there is a cell to run)."""
@@ -323,12 +327,21 @@ class RayExecutor:
                 if v is not None:
                     env[k] = str(v)
             kwargs = {"num_cpus": self.num_cpus} if self.num_cpus and not self.address else {}
+            # Ray puts the driver's working directory first on every worker's sys.path: a folder there named
+            # like a package (a `wsbench/` checkout beside the results) would shadow the installed wsbench in
+            # the workers (an editable install is found after sys.path). So Ray starts from an empty folder of
+            # its own, kept until close() (a local cluster's workers run in it); settings are absolute paths.
+            self._cwd = tempfile.mkdtemp(prefix="wsbench-ray-")
+            here = os.getcwd()
+            os.chdir(self._cwd)
             try:
                 ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False,
                          logging_level=logging.ERROR, runtime_env={"env_vars": env}, **kwargs)
             except ConnectionError as exc:
                 raise WsbenchError(f"could not reach the Ray cluster at {self.address!r} ({exc}); check "
                                    "--ray-address or leave it out to start a local cluster") from None
+            finally:
+                os.chdir(here)
         resources = ray.cluster_resources()
         self.gpus = float(resources.get("GPU", 0))
         self.cpus = float(resources.get("CPU", 0))
@@ -362,6 +375,8 @@ class RayExecutor:
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=self.poll_s)
                 for event in ray.get(sink.drain.remote()):
+                    if event["type"] == "start":
+                        self._where[event["cell"]] = event["where"]
                     if event["cell"] not in ended:  # a late epoch event must not revive an ended cell
                         emit(event)
                 for ref in ready:
@@ -383,13 +398,27 @@ class RayExecutor:
         except WsbenchError:
             raise  # a RayTaskError is also an instance of its cause: bad input, not a failed cell
         except ray.exceptions.RayError as exc:
-            # The worker died (killed, out of memory) before it could store the failure itself.
+            # The worker died (killed, out of memory) before it could store the failure itself; its claim
+            # is left behind: take it over (at once when the worker ran on this host, else by its owner's
+            # name, since Ray says that worker is gone) and store the failure under it.
             oom = isinstance(exc, getattr(ray.exceptions, "OutOfMemoryError", ()))
-            return self.runner.record_failure(cell, exc, started, status="oom" if oom else "failed")
+            _, rid = self.runner.config_for(cell)
+            host, _, pid = self._where.get(cell, "").rpartition(":")
+            if pid.isdigit():
+                self.runner.claims.break_owned_by(rid, host, int(pid))
+            claim = self.runner.claims.acquire(rid)
+            try:
+                return self.runner.record_failure(cell, exc, started, status="oom" if oom else "failed")
+            finally:
+                if claim is not None:
+                    self.runner.claims.release(claim)
 
     def close(self) -> None:
         if self._owns and self.ray.is_initialized():
             self.ray.shutdown()
+        if self._cwd is not None:
+            shutil.rmtree(self._cwd, ignore_errors=True)
+            self._cwd = None
 
 
 def make_executor(name: str, runner: Runner, ray_address: str | None = None, isolate: bool = True,

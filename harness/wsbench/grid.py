@@ -17,9 +17,12 @@ from wsbench.runner import FAILED_STATUSES, Cell, Runner, Settings
 
 
 def grid_cells(datasets: Iterable[str], architectures: Iterable[str], seeds: Iterable[int]) -> list[Cell]:
-    """Every (dataset, architecture, seed) cell, in that nesting order."""
-    architectures, seeds = list(architectures), list(seeds)
-    return [Cell(d, a, s) for d in datasets for a in architectures for s in seeds]
+    """Every (dataset, architecture, seed) cell, in that nesting order; a name or seed given twice
+    counts once (a repeated cell would wait on itself and report ``elsewhere``)."""
+    names = list(dict.fromkeys(datasets))
+    archs = list(dict.fromkeys(architectures))
+    unique_seeds = list(dict.fromkeys(seeds))
+    return [Cell(d, a, s) for d in names for a in archs for s in unique_seeds]
 
 
 @dataclass
@@ -91,9 +94,8 @@ def run_grid(cells: list[Cell], runner: Runner, executor, on_event: Callable[[di
                     continue
                 del waiting[cell]
                 now = _runs_mtime(runner, cell)
-                if now is not None and now != before:
-                    row = runner.stored_row(cell)
-                    assert row is not None  # its runs file changed: the row is there
+                row = runner.stored_row(cell) if now is not None and now != before else None
+                if row is not None:
                     status = "elsewhere" if row["status"] == "finished" else row["status"]
                     outcomes[cell] = CellOutcome(cell, status, row)
                     emit({"type": "end", "cell": cell, "status": status, "row": row})
@@ -125,6 +127,8 @@ def run_cells(cells: list[Cell], settings: Settings, registry: Registry, executo
     (:func:`wsbench.executors.make_executor`), closed at the end."""
     runner = Runner(registry, settings)
     runner.validate(cells)  # before the executor starts (Ray, worker processes): bad names fail at once
+    runner.store.check_writable()
+    runner.store.sweep()  # temporaries of writers killed earlier (SIGKILL leaves them)
     ex = make_executor(executor, runner, ray_address, isolate=isolate, workers=workers)
     try:
         return run_grid(cells, runner, ex, on_event=on_event)

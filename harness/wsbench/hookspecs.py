@@ -53,6 +53,13 @@ def register_architectures(register):
       ``spec.dataset_defaults[info.dataset]``, then the user's ``--set key=value``. Defaults are
       plain values (numbers, strings, booleans, lists of them): they are hashed into the run id,
       stored with every run and overridable from the command line.
+    - Every config value is typed and checked before any zoo or training work, so ``build`` sees
+      values of the right type and range: ``spec.params`` (key -> :class:`~wsbench.specs.Param`,
+      e.g. ``Param(int, ge=1)``, ``Param(str, choices=("sum", "mean"))``) declares a key's type and
+      range; the harness declares the training keys (``wsbench.config.COMMON_PARAMS``: ``epochs``,
+      ``batch_size``, ``lr``, ``dropout``, ``grad_clip``, ...); any other key is typed by its default.
+      A value that does not fit is an error naming the key, the value, the expected type or range
+      and the architecture.
 
     ``wsbench plugins check NAME`` runs these expectations against a registered architecture.
     """
@@ -102,6 +109,9 @@ def register_metrics(register):
     null (``--permutations``, 100 by default) by calling ``fn`` once per layer pair for each, so
     its cost is about 1,100 calls per layer pair. ``spec.batched`` is the optional fast path for
     all pairs at once (see :class:`~wsbench.specs.BatchRequest`); it must agree with ``fn``.
+
+    ``spec.range`` (optional, ``(low, high)``) is the values the metric can take: leaderboards clip
+    the seed-level intervals they show to it.
 
     ``spec.invariances`` are optional claims (``"orthogonal"``, ``"isotropic-scaling"``,
     ``"translation"``) that every similarity job checks on ``fn``, with self-similarity (1 for a

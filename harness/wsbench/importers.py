@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from wsbench.errors import WsbenchError
 from wsbench.specs import SirenSpec
 from wsbench.tables import atomic_write
 from wsbench.task import SPLITS
-from wsbench.zoo import ZOO_FORMAT, Zoo, open_zoo
+from wsbench.zoo import ARRAYS, ZOO_FORMAT, Zoo, ZooDamaged, open_zoo, seal
 
 LAYOUTS = ("dwsnets", "nfn")
 NFN_SPLIT_POINTS = (45_000, 50_000)
@@ -170,6 +171,10 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
         raise WsbenchError(f"unknown zoo layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
     if not root.is_dir():
         raise WsbenchError(f"{root} is not a folder; pass the folder that holds the {layout} INRs")
+    zoo_name = name or f"{layout}-{root.name}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", zoo_name):
+        raise WsbenchError(f"--name {zoo_name!r} is not a plain name; use letters, digits, '.', '_' and '-' (it names "
+                           "a folder inside the zoo cache)")
     entries = scan_nfn(root) if layout == "nfn" else scan_dwsnets(root, splits_file)
     rows: list[np.ndarray] = []
     label_list: list[int] = []
@@ -210,7 +215,10 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
     zoo_name = name or f"{layout}-{root.name}"
     path = Path(cache_dir) / "zoos" / f"imported-{zoo_name}-{key[:16]}"
     if (path / "manifest.json").exists():
-        return open_zoo(path)
+        try:
+            return open_zoo(path)
+        except ZooDamaged:
+            shutil.rmtree(path)  # importing again is the repair
     manifest = {
         "format": ZOO_FORMAT, "key": key, "dataset": zoo_name, "count": len(ids),
         "num_params": int(weights.shape[1]), "spec": spec.to_dict(),
@@ -228,6 +236,7 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
         np.save(tmp / "ids.npy", ids)
         np.save(tmp / "labels.npy", labels)
         (tmp / "splits.json").write_text(json.dumps(splits))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        sealed = seal(manifest, tmp, (*ARRAYS, "labels.npy"))
+        (tmp / "manifest.json").write_text(json.dumps(sealed, indent=2, sort_keys=True))
     atomic_write(path, write)
     return open_zoo(path)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from wsbench import __version__, augment
@@ -37,6 +36,10 @@ from wsbench.train import NonFiniteLoss, RunResult, resolve_device, train
 
 # The statuses of a cell stored as failed (see failure_status).
 FAILED_STATUSES = ("failed", "diverged", "oom")
+
+
+class PluginExit(RuntimeError):
+    """An architecture's code called ``sys.exit()`` while training: its cell fails, the grid goes on."""
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,15 @@ class Runner:
         return config, cfg.run_id(cell.dataset, cell.arch, cell.seed, config, self.settings.limit)
 
     def validate(self, cells: list[Cell]) -> None:
-        """Fail before any work on an unknown name or config key."""
+        """Fail before any work on an unknown name, a seed out of range, or a config key or value
+        that is not valid (:func:`wsbench.config.resolve` types every value)."""
+        limit = self.settings.limit
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise WsbenchError(f"--limit {limit!r}: give a positive number of samples per split, or leave it out")
         for cell in cells:
+            cfg.check_seed(cell.seed)
             self.registry.dataset(cell.dataset)
+            self.recipe(cell.dataset)
             self.config_for(cell)
 
     def status(self, cell: Cell) -> str | None:
@@ -121,27 +130,31 @@ class Runner:
         return self.store.run_status(cell.dataset, cell.arch, rid)
 
     def is_done(self, cell: Cell) -> bool:
-        return self.status(cell) == "finished"
+        """Whether the cell is stored, finished, with readable predictions and representations: a
+        cell whose files are damaged is trained again."""
+        _, rid = self.config_for(cell)
+        return self.store.is_complete(cell.dataset, cell.arch, rid)
 
     def stored_row(self, cell: Cell) -> dict | None:
-        """The cell's stored ``runs`` row, or None when it has none."""
+        """The cell's stored ``runs`` row, or None when it has none (or its file is damaged)."""
         _, rid = self.config_for(cell)
-        path = self.store.path("runs", rid, dataset=cell.dataset, arch=cell.arch)
-        try:
-            return pq.read_table(path).to_pylist()[0]
-        except FileNotFoundError:
-            return None
+        return self.store.run_row(cell.dataset, cell.arch, rid)
 
     def recipe(self, dataset: str) -> dict:
-        """The INR recipe the dataset's zoo is fitted with: defaults <- dataset's recipe <- ``--recipe``."""
-        return dict(sorted({**DEFAULT_RECIPE, **self.registry.dataset(dataset).inr_recipe,
-                            **(self.settings.recipe or {})}.items()))
+        """The INR recipe the dataset's zoo is fitted with: defaults <- dataset's recipe <- ``--recipe``
+        (checked against :data:`wsbench.config.RECIPE_PARAMS`; values as given, so zoo keys stay put)."""
+        recipe = dict(sorted({**DEFAULT_RECIPE, **self.registry.dataset(dataset).inr_recipe,
+                              **(self.settings.recipe or {})}.items()))
+        cfg.check_recipe_values(recipe, f"INR recipe of dataset {dataset!r}")
+        return recipe
 
-    def task(self, dataset: str, progress=None) -> Task:
+    def task(self, dataset: str, progress=None, repair: bool = False) -> Task:
+        """The dataset's Task, built once; ``repair`` fits a damaged cached zoo again instead of failing."""
         if dataset not in self._tasks:
             spec = replace(self.registry.dataset(dataset), inr_recipe=self.recipe(dataset))
             self._tasks[dataset] = make_task(spec, self.settings.data_dir, self.settings.cache_dir,
-                                             self.settings.limit, str(self.device), progress=progress)
+                                             self.settings.limit, str(self.device), progress=progress,
+                                             repair=repair)
         return self._tasks[dataset]
 
     def run(self, cell: Cell, on_epoch: Callable | None = None, isolate: bool = False) -> dict:
@@ -154,7 +167,7 @@ class Runner:
         """
         arch = self.registry.architecture(cell.arch)
         config, rid = self.config_for(cell)
-        if self.store.run_status(cell.dataset, cell.arch, rid) == "finished":
+        if self.store.is_complete(cell.dataset, cell.arch, rid):
             return {"run_id": rid, "status": "skipped"}
         claim = self.claims.acquire(rid)
         if claim is None:
@@ -162,11 +175,15 @@ class Runner:
         started_clock = time.perf_counter()
         try:
             # Re-check under the claim: another process may have stored it since the first look.
-            if self.store.run_status(cell.dataset, cell.arch, rid) == "finished":
+            if self.store.is_complete(cell.dataset, cell.arch, rid):
                 return {"run_id": rid, "status": "skipped"}
             task = self.task(cell.dataset)
             started = utc_now()
-            result = train(task, arch, config, cell.seed, self.device, on_epoch=on_epoch)
+            try:
+                result = train(task, arch, config, cell.seed, self.device, on_epoch=on_epoch)
+            except SystemExit as exc:  # a plugin calling sys.exit() must fail its cell, not end the grid
+                raise PluginExit(f"architecture {cell.arch!r} called sys.exit({exc.code!r}) while training; "
+                                 "a plugin must raise an exception instead") from exc
             row = self._row(cell, arch, config, rid, task, started, result)
             self._write(cell, rid, row, result)
             return row
@@ -192,7 +209,7 @@ class Runner:
             "inr_psnr_mean": float(np.mean(task.psnr)),
             "wsbench_version": __version__, "plugin_distribution": arch.distribution,
             "plugin_version": arch.version, "torch_version": torch.__version__,
-            "device": str(self.device), "host": platform.node(),
+            "device": str(self.device), "threads": torch.get_num_threads(), "host": platform.node(),
             "wall_time_s": round(result.wall_time_s, 3), "started_at": started, "finished_at": utc_now(),
         }
 
@@ -221,7 +238,8 @@ class Runner:
             "config": json.dumps(config, sort_keys=True), "view": arch.view, "limit": self.settings.limit,
             "wsbench_version": __version__, "plugin_distribution": arch.distribution,
             "plugin_version": arch.version, "torch_version": torch.__version__, "device": str(self.device),
-            "host": platform.node(), "wall_time_s": round(time.perf_counter() - started, 3), "finished_at": utc_now(),
+            "threads": torch.get_num_threads(), "host": platform.node(),
+            "wall_time_s": round(time.perf_counter() - started, 3), "finished_at": utc_now(),
         }
         self.store.write("runs", rid, run_rows([row]), dataset=cell.dataset, arch=cell.arch)
         return row

@@ -280,17 +280,38 @@ def compute(store: Store, metrics: Iterable[MetricSpec], datasets: Iterable[str]
     """Compute and store every missing (run pair, metric) with intervals, null levels and checks.
 
     A stored pair counts as done when its file was written with the same ``resamples``,
-    ``permutations`` and ``seed``. Returns counts, seconds and the job summaries.
+    ``permutations`` and ``seed``. A run whose representations cannot be read is reported (a
+    :class:`~wsbench.errors.DamagedFileWarning`, an error under ``--strict``) and left out; the other
+    pairs are computed. Returns counts, seconds, the job summaries and ``skipped_runs``.
     """
     metrics = list(metrics)
     runs = store.finished_runs()
     wanted = set(datasets) if datasets else {r["dataset"] for r in runs}
     cache: dict = {}
+    unreadable: set[str] = set()  # runs whose representations could not be read: left out, with a warning
 
     def reps_of(r):
         if r["run_id"] not in cache:
             cache[r["run_id"]] = store.representations(r["dataset"], r["arch"], r["run_id"])
         return cache[r["run_id"]]
+
+    def readable(r) -> bool:
+        """Whether a run's representations can be read; a damaged file is reported once and its run
+        left out, so every other pair is still computed."""
+        if r["run_id"] in unreadable:
+            return False
+        path = store.path("representations", r["run_id"], dataset=r["dataset"], arch=r["arch"])
+        if r["run_id"] not in cache:
+            if not store.usable(path, "representations"):
+                unreadable.add(r["run_id"])
+                return False
+            try:
+                reps_of(r)
+            except Exception as exc:  # sound footer, damaged data
+                store.report(path, "representations", f"its data is damaged ({type(exc).__name__}: {exc})")
+                unreadable.add(r["run_id"])
+                return False
+        return True
 
     jobs = []
     for ds in sorted(wanted):
@@ -308,6 +329,11 @@ def compute(store: Store, metrics: Iterable[MetricSpec], datasets: Iterable[str]
     total = float(len(jobs))
     for j, (ds, m, missing) in enumerate(jobs):
         involved = {r["run_id"]: r for ab in missing for r in ab}
+        involved = {k: r for k, r in involved.items() if readable(r)}
+        missing = [(a, b) for a, b in missing if a["run_id"] in involved and b["run_id"] in involved]
+        if not missing:
+            cache.clear()
+            continue
         blocks = _blocks(sorted(involved.values(), key=lambda r: (r["arch"], r["seed"], r["run_id"])), reps_of)
         todo = []  # (runs of the grid, ids, run pairs wanted in it)
         for (ga, ids_a), (gb, ids_b) in itertools.combinations_with_replacement(blocks, 2):
@@ -328,7 +354,8 @@ def compute(store: Store, metrics: Iterable[MetricSpec], datasets: Iterable[str]
         cache.clear()
         if progress is not None:
             progress(j + 1, total)
-    return {"pairs": written, "seconds": time.perf_counter() - started, "jobs": summaries}
+    return {"pairs": written, "seconds": time.perf_counter() - started, "jobs": summaries,
+            "skipped_runs": sorted(unreadable)}
 
 
 def _run_job(store, ds, m, grid_runs, ids, pairs, reps_of, device, resamples, permutations_, seed, max_bytes,

@@ -1,6 +1,7 @@
 """The plugin contract's objects: every value a plugin builds or receives.
 
-A plugin builds :class:`ArchitectureSpec`, :class:`DatasetSpec` and :class:`MetricSpec` objects and
+A plugin builds :class:`ArchitectureSpec`, :class:`DatasetSpec` and :class:`MetricSpec` objects (an
+architecture's config keys typed with :class:`Param`) and
 hands them to the ``register`` callback of its hooks (:mod:`wsbench.hookspecs`); the harness hands
 back :class:`TaskInfo` (with its :class:`SirenSpec`) to an architecture's ``build``, expects
 :class:`ImageData` from a dataset's ``load``, and passes :class:`BatchRequest` to a metric's
@@ -17,6 +18,33 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 VIEWS = ("weights", "images")  # the inputs an architecture can read
+
+
+@dataclass(frozen=True)
+class Param:
+    """The type and range of one config key, checked (and converted) before any work.
+
+    ``ArchitectureSpec.params`` maps keys to these. A key without one is typed by its default:
+    ``int`` (rejects ``1.5``; ``2.0`` becomes ``2``), ``float`` (ints become floats; NaN and
+    infinities are rejected), ``bool``, ``str``, or a list (of the type of its items); a ``None``
+    default accepts anything. The harness declares the training keys (``epochs >= 1``,
+    ``batch_size >= 1``, ``lr > 0``, ``0 <= dropout < 1``, ``grad_clip >= 0`` or null, ...;
+    ``wsbench.config.COMMON_PARAMS``); a plugin's own ``Param`` for a key wins. A value outside its
+    type or range is an error naming the key, the value, what was expected and the architecture,
+    e.g. ``Param(int, ge=1)``, ``Param(float, gt=0, le=1)``, ``Param(str, choices=("sum", "mean"))``,
+    ``Param(float, ge=0, none=True)`` (null allowed, meaning off), ``Param(list, item=int)``.
+    """
+
+    type: Any = object  # int, float, bool, str, list, or object (anything)
+    ge: float | None = None  # value >= ge
+    gt: float | None = None  # value > gt
+    le: float | None = None  # value <= le
+    lt: float | None = None  # value < lt
+    choices: Sequence[Any] | None = None  # the only values allowed
+    none: bool = False  # whether None (TOML/JSON null) is allowed
+    item: Any = None  # a list's item type (int, float, bool or str)
+    finite: bool = True  # floats: reject NaN and infinities
+    help: str = ""  # one line: what the key does
 
 
 @dataclass(frozen=True)
@@ -103,6 +131,10 @@ class ArchitectureSpec:
     # Per dataset name, overrides of ``defaults`` (e.g. ``{"cifar10": {"epochs": 30}}``), with keys of
     # ``defaults`` or the training defaults.
     dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Optional: key -> Param, the type and range of a config key (see :class:`Param`); keys without one
+    # are typed by their default, the training keys by the harness. Checked before any zoo or training
+    # work, so a bad ``--set`` fails at once with the key, value and expected range.
+    params: Mapping[str, Param] = field(default_factory=dict)
     kind: str = "architecture"  # fixed: the kind this spec registers as
     distribution: str = ""  # set by the host: the distribution that registered it
     version: str = ""  # set by the host: that distribution's version
@@ -110,6 +142,9 @@ class ArchitectureSpec:
     def __post_init__(self):
         if self.view not in VIEWS:
             raise ValueError(f"architecture {self.name!r}: view must be one of {VIEWS}, got {self.view!r}")
+        bad = sorted(k for k, p in dict(self.params).items() if not isinstance(p, Param))
+        if bad:
+            raise TypeError(f"architecture {self.name!r}: params[{bad[0]!r}] must be a wsbench.Param")
 
 
 @dataclass
@@ -154,6 +189,18 @@ class DatasetSpec:
     kind: str = "dataset"  # fixed: the kind this spec registers as
     distribution: str = ""  # set by the host
     version: str = ""  # set by the host
+
+    def __post_init__(self):
+        # Typed like a config (the recipe's keys are checked against wsbench.config.RECIPE_PARAMS when used).
+        def whole(x: Any) -> bool:
+            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+        if not whole(self.num_val) or self.num_val < 0:
+            raise ValueError(f"dataset {self.name!r}: num_val must be a whole number >= 0, got {self.num_val!r}")
+        if not whole(self.split_seed) or not 0 <= self.split_seed < 2**63:
+            raise ValueError(f"dataset {self.name!r}: split_seed must be a whole number from 0 to 2**63 - 1, "
+                             f"got {self.split_seed!r}")
+        if not self.inr_hidden or not all(whole(h) and h >= 1 for h in self.inr_hidden):
+            raise ValueError(f"dataset {self.name!r}: inr_hidden must be widths >= 1, got {self.inr_hidden!r}")
 
 
 @dataclass
@@ -212,6 +259,9 @@ class MetricSpec:
     # "isotropic-scaling", "translation". Other names are recorded but not checked.
     invariances: Sequence[str] = ()
     batched: Callable[..., BatchResult] | None = None  # optional fast path, see above
+    # Optional ``(low, high)``: the values the metric can take (e.g. ``(0.0, 1.0)``). Leaderboards clip
+    # the seed-level intervals they show to it, so an interval never claims an impossible value.
+    range: tuple[float, float] | None = None
     kind: str = "metric"  # fixed: the kind this spec registers as
     distribution: str = ""  # set by the host
     version: str = ""  # set by the host

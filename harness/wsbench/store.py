@@ -10,6 +10,11 @@ builders are in :mod:`wsbench.tables`. Each file is written atomically
 (:func:`wsbench.tables.write_parquet`), so a killed process leaves no half file and
 concurrent workers never collide. A run's ``runs/`` row is written last: a run is
 stored once that file exists.
+
+Damaged files never stop a command: a file that is not readable Parquet, or whose columns are not
+the table's (a foreign file), is named in a :class:`wsbench.errors.DamagedFileWarning` with the fix
+and skipped (an error under ``--strict``); everything else is read. A run whose stored files are
+damaged counts as not stored, so a grid retrains it.
 """
 from __future__ import annotations
 
@@ -20,7 +25,47 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from wsbench.tables import PARTITIONS, RUNS_SCHEMA, SCHEMA_VERSION, partitioning, write_parquet
+from wsbench.errors import WsbenchError, damaged
+from wsbench.tables import (
+    PARTITIONS,
+    REQUIRED_COLUMNS,
+    RUNS_SCHEMA,
+    SCHEMA_VERSION,
+    TABLE_SCHEMAS,
+    TABLES,
+    partitioning,
+    sweep_temporaries,
+    temp_path,
+    write_parquet,
+)
+
+# What to do about a damaged file of each table.
+_FIX = {
+    "runs": "delete it, or rerun the grid: the cell counts as not stored and is trained again",
+    "predictions": "delete it, or rerun the grid: the cell counts as not stored and is trained again",
+    "representations": "delete it, or rerun the grid: the cell counts as not stored and is trained again",
+    "similarity": "delete it and rerun `wsbench similarity` to compute the pair again",
+}
+
+
+def file_problem(path: Path, table: str) -> str | None:
+    """Why ``path`` cannot be a file of ``table`` (unreadable footer, missing or mistyped columns), or
+    None when it can. Reads the footer only: cheap enough for every file of a table."""
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        return "it has disappeared"
+    except Exception as exc:  # ArrowInvalid (truncated, zero bytes, not Parquet), OSError
+        first = (str(exc).splitlines() or [""])[0][:160]
+        return f"it is not a readable Parquet file ({type(exc).__name__}: {first})"
+    missing = [c for c in REQUIRED_COLUMNS[table] if c not in schema.names]
+    if missing:
+        return f"it is not a wsbench {table} file (no {', '.join(missing)} column)"
+    canonical = TABLE_SCHEMAS[table]
+    for f in schema:
+        if f.name in canonical.names and not pa.types.is_null(f.type) and f.type != canonical.field(f.name).type:
+            return f"its column {f.name} is {f.type}, not {canonical.field(f.name).type}: not a wsbench {table} file"
+    return None
 
 
 class Store:
@@ -39,16 +84,77 @@ class Store:
             rows = rows.append_column("schema_version", pa.array([SCHEMA_VERSION] * rows.num_rows, pa.int32()))
         return write_parquet(self.path(table, key, **parts), rows)
 
-    def read(self, table: str, filter=None, columns=None) -> pa.Table:
-        """The whole table (partition columns included), or an empty table if none is stored."""
+    def check_writable(self) -> None:
+        """Fail at once, with the fix, when the results root is a file or cannot be written to."""
+        if self.root.exists() and not self.root.is_dir():
+            raise WsbenchError(f"--out {self.root} is a file, not a results folder; pass a folder (it is created "
+                               "when missing)")
+        probe = temp_path(self.root / "write-check")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+        except OSError as exc:
+            raise WsbenchError(f"results root {self.root} is not writable ({exc.strerror or exc}); pass --out with "
+                               "a folder you can write to, or fix its permissions") from None
+        finally:
+            probe.unlink(missing_ok=True)
+
+    def sweep(self) -> list[Path]:
+        """Remove the temporaries that killed writers left under the root (tables and claims); see
+        :func:`wsbench.tables.sweep_temporaries`. Returns what was removed."""
+        return (sweep_temporaries([self.root / t for t in TABLES])
+                + sweep_temporaries([self.root / ".claims"], (".*.tmp", ".*.stale.*")))
+
+    def files(self, table: str) -> list[Path]:
+        """Every stored file of ``table`` (temporary dot files of writers in flight left out)."""
         base = self.root / table
-        if not base.exists() or not any(base.rglob("*.parquet")):
+        if not base.is_dir():
+            return []
+        return sorted(p for p in base.rglob("*.parquet") if not p.name.startswith(".") and p.is_file())
+
+    def report(self, path: Path, table: str, problem: str) -> None:
+        """Name a damaged file of ``table`` and the fix; it is skipped (an error under --strict)."""
+        foreign = "not a wsbench" in problem
+        fix = "move it out of the results root: every .parquet file there is read as a table" if foreign \
+            else _FIX[table]
+        damaged(f"skipped {path}: {problem}; {fix}")
+
+    def usable(self, path: Path, table: str) -> bool:
+        """Whether ``path`` is a readable file of ``table``; a damaged one is reported."""
+        problem = file_problem(path, table)
+        if problem is not None and Path(path).exists():
+            self.report(Path(path), table, problem)
+        return problem is None
+
+    def read(self, table: str, filter=None, columns=None) -> pa.Table:
+        """The whole table (partition columns included), or an empty table if none is stored.
+
+        Damaged and foreign files are reported and skipped (see the module docstring).
+        """
+        base = self.root / table
+        good = [p for p in self.files(table) if self.usable(p, table)]
+        if not good:
             return pa.table({})
-        schema = None
+        parts = [(k, pa.string()) for k in PARTITIONS[table]]
         if table == "runs":
-            schema = pa.schema([*RUNS_SCHEMA, *[(k, pa.string()) for k in PARTITIONS[table]]])
-        ds = pads.dataset(base, format="parquet", partitioning=partitioning(table), schema=schema)
-        return ds.to_table(filter=filter, columns=columns)
+            schema = pa.schema([*RUNS_SCHEMA, *parts])
+        else:  # the union of the files' schemas: older files may lack newer columns
+            schema = pa.unify_schemas([pq.read_schema(p) for p in good] + [pa.schema(parts)])
+
+        def dataset(paths):
+            return pads.dataset([str(p) for p in paths], format="parquet", partitioning=partitioning(table),
+                                partition_base_dir=str(base), schema=schema)
+        try:
+            return dataset(good).to_table(filter=filter, columns=columns)
+        except (pa.ArrowException, OSError):
+            pass  # a file with a sound footer and damaged data: find it, file by file
+        pieces = []
+        for p in good:
+            try:
+                pieces.append(dataset([p]).to_table(filter=filter, columns=columns))
+            except (pa.ArrowException, OSError) as exc:
+                self.report(p, table, f"its data is damaged ({type(exc).__name__}: {str(exc)[:160]})")
+        return pa.concat_tables(pieces) if pieces else pa.table({})
 
     # Runs -----------------------------------------------------------------
     def runs(self) -> list[dict]:
@@ -60,11 +166,30 @@ class Store:
             rows = [r for r in rows if r["dataset"] == dataset]
         return sorted(rows, key=lambda r: (r["dataset"], r["arch"], r["seed"], r["run_id"]))
 
-    def run_status(self, dataset: str, arch: str, run_id: str) -> str | None:
+    def run_row(self, dataset: str, arch: str, run_id: str) -> dict | None:
+        """The stored ``runs`` row of a run, or None when it has none or its file is damaged (reported)."""
         path = self.path("runs", run_id, dataset=dataset, arch=arch)
-        if not path.exists():
+        if not path.exists() or not self.usable(path, "runs"):
             return None
-        return pq.read_table(path, columns=["status"]).column("status")[0].as_py()
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            self.report(path, "runs", f"its data is damaged ({type(exc).__name__}: {str(exc)[:160]})")
+            return None
+        return rows[0] if rows else None
+
+    def run_status(self, dataset: str, arch: str, run_id: str) -> str | None:
+        """The stored status of a run; None when it is not stored or its runs file is damaged."""
+        row = self.run_row(dataset, arch, run_id)
+        return None if row is None else row.get("status")
+
+    def is_complete(self, dataset: str, arch: str, run_id: str) -> bool:
+        """Whether a run is stored finished with readable predictions and representations (their
+        footers are checked, not their data): what a grid skips."""
+        if self.run_status(dataset, arch, run_id) != "finished":
+            return False
+        return all(self.usable(self.path(t, run_id, dataset=dataset, arch=arch), t)
+                   for t in ("predictions", "representations"))
 
     def representations(self, dataset: str, arch: str, run_id: str) -> tuple[np.ndarray, dict]:
         """``(sample_ids (n,), {layer: (n, d) float32})`` of one run, sorted by sample id."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ import tomllib
 
 from wsbench import plugins, reporting, similarity
 from wsbench.claims import utc_now
+from wsbench.config import MAX_SEED_COUNT
 from wsbench.errors import WsbenchError
 from wsbench.executors import make_executor
 from wsbench.grid import grid_cells, run_grid
@@ -57,6 +59,39 @@ class Study:
         return scoped(self.config)
 
 
+# A study's name becomes a file name (``study-<name>.json``): a plain name, never a path.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_study_fields(raw: dict, path: Path) -> None:
+    """Every field of a study file has its type (a string where a list belongs would be read letter
+    by letter); a one-line error names the field, what it holds and an example."""
+    def fail(key: str, expected: str, example: str) -> WsbenchError:
+        return WsbenchError(f"study file {path}: {key} = {raw[key]!r} is not {expected}; write e.g. {example}")
+    for key in ("datasets", "architectures", "metrics"):
+        v = raw.get(key)
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+            raise fail(key, "a non-empty list of names", f'{key} = ["{v if isinstance(v, str) else "name"}"]')
+        if len(set(v)) != len(v):
+            raise fail(key, "a list of distinct names", f"{key} = {sorted(set(v))!r}")
+    for key in ("name", "title", "export"):
+        if key in raw and not isinstance(raw[key], str):
+            raise fail(key, "a string", f'{key} = "text"')
+    if not NAME.fullmatch(raw["name"]):
+        raise fail("name", "a plain name (letters, digits, '.', '_', '-'; it names the study's log file)",
+                   'name = "my-study"')
+    seeds = raw.get("seeds")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEED_COUNT:
+        raise fail("seeds", f"a count of seeds from 1 to {MAX_SEED_COUNT}", "seeds = 5")
+    for key in ("resamples", "permutations"):
+        v = raw.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise fail(key, "a count (0 or more)", f"{key} = 100")
+    for key in ("published", "config"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise fail(key, "a table", f"[{key}]")
+
+
 def known_studies() -> list[str]:
     return sorted(p.stem for p in STUDY_DIR.glob("*.toml"))
 
@@ -81,6 +116,7 @@ def load_study(name_or_path: str) -> Study:
     missing = [k for k in ("name", "title", "datasets", "architectures", "seeds", "metrics") if k not in raw]
     if missing:
         raise WsbenchError(f"study file {path}: missing key(s) {', '.join(missing)}")
+    check_study_fields(raw, path)
     study = Study(**raw, path=str(path))
     study.overrides()  # a malformed [config] table is an error now, not when the grid starts
     return study
@@ -141,7 +177,9 @@ def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = 
     settings = study_settings(study, settings)
     out = Path(settings.out)
     runner = Runner(reg, settings)
-    runner.validate(grid_cells(datasets, study.architectures, [0]))
+    runner.validate(grid_cells(datasets, study.architectures, seeds or [0]))
+    runner.store.check_writable()
+    runner.store.sweep()
     dev = str(resolve_device(settings.device))
     store = Store(out)
     report = StudyReport()
@@ -187,7 +225,7 @@ def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = 
         t0 = stage("export")
         tables = export.load(out)
         board = reporting.build(tables.runs, tables.similarity, metric=study.metrics[0],
-                                  predictions=tables.predictions)
+                                predictions=tables.predictions, value_range=metrics[0].range)
         if images is not None:
             export.attach_images(tables, board, images, warn=lambda m: emit({"type": "warning", "message": m}))
         written = export.write_export(tables, board, Path(target), study.title)

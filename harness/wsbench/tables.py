@@ -14,14 +14,19 @@ partition columns, which live in the path.
 Writing: every file wsbench keeps (tables, exports, zoo arrays and manifests, downloads) goes
 through :func:`atomic_write`: written under a unique dot-prefixed temporary name in the same
 folder (readers ignore dot files) and renamed into place with ``os.replace``, so a killed process
-never leaves a half file and concurrent writers never collide.
+never leaves a half file and concurrent writers never collide. A temporary name carries its
+writer's host and pid (:func:`temp_path`), so the leftovers of a killed writer (SIGKILL leaves
+them) are removed by :func:`sweep_temporaries`: at once when the writer ran on this host and is
+dead, after :data:`TEMP_STALE_S` otherwise.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +34,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+
+from wsbench.claims import host_key, pid_alive
 
 SCHEMA_VERSION = 1
 TABLES = ("runs", "predictions", "representations", "similarity")
@@ -49,6 +56,9 @@ RUNS_SCHEMA = pa.schema([
     ("history", pa.string()), ("layers", pa.string()), ("zoo_key", pa.string()),
     ("inr_psnr_mean", pa.float64()), ("wsbench_version", pa.string()), ("plugin_distribution", pa.string()),
     ("plugin_version", pa.string()), ("torch_version", pa.string()), ("device", pa.string()),
+    # torch's intra-op thread count: CPU results depend on it (reductions split differently); older
+    # files lack the column and read as null.
+    ("threads", pa.int64()),
     ("host", pa.string()), ("wall_time_s", pa.float64()), ("started_at", pa.string()),
     ("finished_at", pa.string()), ("schema_version", pa.int32()),
 ])
@@ -75,6 +85,17 @@ SIMILARITY_SCHEMA = pa.schema([
     ("check_invariance", pa.float64()), ("checks_passed", pa.bool_()), ("checks", pa.string()),
     ("schema_version", pa.int32()),
 ])
+
+
+TABLE_SCHEMAS = {"runs": RUNS_SCHEMA, "predictions": PREDICTIONS_SCHEMA, "representations": REPRESENTATIONS_SCHEMA,
+                 "similarity": SIMILARITY_SCHEMA}
+# The columns without which a file is not one of the table's (a foreign or damaged file).
+REQUIRED_COLUMNS = {
+    "runs": ("run_id", "status", "seed"),
+    "predictions": ("run_id", "sample_id", "label", "pred"),
+    "representations": ("run_id", "layer", "layer_index", "sample_id", "values"),
+    "similarity": ("run_a", "run_b", "layer_a", "layer_b", "value"),
+}
 
 
 def partitioning(table: str) -> pads.Partitioning:
@@ -123,14 +144,66 @@ def representation_table(run_id: str, sample_ids: np.ndarray, layers: dict) -> p
 
 # Atomic writes ---------------------------------------------------------------------------
 
+TEMP_STALE_S = 3600.0  # a temporary file this old is abandoned whoever wrote it (no write takes an hour)
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(host_key().encode()).hexdigest()[:8]
+
+
+def temp_path(path: Path | str, suffix: str = "tmp") -> Path:
+    """A unique dot-prefixed sibling of ``path``: ``.NAME.HOST-PID.RANDOM.tmp`` (see :func:`sweep_temporaries`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{_host_tag()}-{os.getpid()}.{uuid.uuid4().hex[:8]}.{suffix}")
+
+
+def abandoned(tmp: Path, now: float | None = None) -> bool:
+    """Whether the temporary ``tmp`` was left by a writer that is gone: its pid (in the name) is dead
+    on this host, or it is older than :data:`TEMP_STALE_S`."""
+    parts = tmp.name.split(".")
+    owner = parts[-3] if len(parts) >= 4 else ""
+    host, _, pid = owner.rpartition("-")
+    if host == _host_tag() and pid.isdigit() and not pid_alive(int(pid), None):
+        return True
+    try:
+        age = (now or time.time()) - tmp.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > TEMP_STALE_S
+
+
+def sweep_temporaries(folders: Iterable[Path | str], patterns: Iterable[str] = (".*.tmp",),
+                      recursive: bool = True) -> list[Path]:
+    """Remove abandoned temporaries (:func:`abandoned`) matching ``patterns`` in ``folders`` (and their
+    subfolders when ``recursive``); returns what was removed. Anything in use is left alone."""
+    removed = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for pattern in patterns:
+            for tmp in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+                if not abandoned(tmp):
+                    continue
+                try:
+                    if tmp.is_dir() and not tmp.is_symlink():
+                        shutil.rmtree(tmp)
+                    else:
+                        tmp.unlink()
+                    removed.append(tmp)
+                except OSError:
+                    pass  # removed by someone else meanwhile, or not ours to remove
+    return removed
+
+
 def atomic_write(path: Path | str, write: Callable[[Path], object]) -> Path:
     """Create ``path`` through ``write(tmp)``, which writes a file (or builds a folder) at ``tmp``;
     then rename it into place. The parent folder is created. ``tmp`` is a unique dot-prefixed
-    name in the same folder, removed whatever happens; an exception from ``write`` leaves
-    ``path`` as it was. Returns ``path``."""
+    name in the same folder (:func:`temp_path`), removed whatever happens; an exception from
+    ``write`` leaves ``path`` as it was. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temp_path(path)
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -83,11 +83,18 @@ def split_ids(n_train_official: int, n_test_official: int, num_val: int, split_s
 
 
 def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path | None = None,
-              limit: int | None = None, device: str = "cpu", progress=None) -> Task:
-    """Load images, split them, fit (or reuse) the INR zoo, and assemble the Task."""
+              limit: int | None = None, device: str = "cpu", progress=None, repair: bool = False) -> Task:
+    """Load images, split them, fit (or reuse) the INR zoo, and assemble the Task.
+
+    A cached zoo that fails its integrity check is an error naming the fix, or with ``repair``
+    is fitted again (:func:`wsbench.zoo.build_zoo`)."""
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    data = spec.load(data_dir)
+    try:
+        data = spec.load(data_dir)
+    except SystemExit as exc:  # a plugin must raise, not end the whole command silently
+        raise WsbenchError(f"dataset {spec.name!r} called sys.exit({exc.code!r}) while loading; a dataset plugin "
+                           "must raise an exception (WsbenchError for a problem the user can fix) instead") from exc
     n_tr, n_te = len(data.train_images), len(data.test_images)
     ids_by_split = split_ids(n_tr, n_te, spec.num_val, spec.split_seed, limit)
     all_images = data.train_images, data.test_images
@@ -111,7 +118,7 @@ def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path |
                     extra_manifest={"source_checksums": dict(data.checksums),
                                     "splits": {s: len(ids_by_split[s]) for s in SPLITS},
                                     "split_seed": spec.split_seed, "limit": limit},
-                    progress=progress)
+                    progress=progress, repair=repair)
     split_file = zoo.path / "splits.json"
     if not split_file.exists():
         write_text(split_file, json.dumps({s: ids_by_split[s].tolist() for s in SPLITS}))

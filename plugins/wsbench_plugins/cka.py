@@ -81,8 +81,9 @@ def register_metrics(register):
     register(MetricSpec(
         name="cka", fn=cka_debiased, estimator="linear-kernel/debiased-hsic(song2012)/feature-space/float64",
         description="Linear CKA with the debiased HSIC estimator (default)", higher_is_better=True,
-        symmetric=True, invariances=INVARIANCES, batched=linear_batched(True)))
+        symmetric=True, invariances=INVARIANCES, batched=linear_batched(True),
+        range=(-1.0, 1.0)))  # the debiased estimator can dip below 0 for unrelated representations
     register(MetricSpec(
         name="cka-biased", fn=cka_biased, estimator="linear-kernel/biased-hsic/feature-space/float64",
         description="Linear CKA with the biased HSIC estimator (Kornblith et al. 2019)", higher_is_better=True,
-        symmetric=True, invariances=INVARIANCES, batched=linear_batched(False)))
+        symmetric=True, invariances=INVARIANCES, batched=linear_batched(False), range=(0.0, 1.0)))

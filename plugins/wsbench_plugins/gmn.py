@@ -55,6 +55,7 @@ from torch_geometric.utils import scatter
 from wsbench import (
     ArchitectureSpec,
     Head,
+    Param,
     ParamGraph,
     SirenSpec,
     WsbenchError,
@@ -372,6 +373,15 @@ DEFAULTS = {
     "epochs": 30, "batch_size": 512, "lr": 3e-3, "weight_decay": 1e-2, "warmup_epochs": 1, "grad_clip": 1.0,
 }
 
+# Types and ranges of the GMN's own keys, checked before any work (the training keys are the harness's).
+PARAMS = {
+    "hidden_dim": Param(int, ge=1, help="node and edge feature width"),
+    "depth": Param(int, ge=1, help="number of message-passing layers"),
+    "probes": Param(int, ge=0, help="learned probe points per neuron; 0: off"),
+    "head_hidden": Param(list, item=int, help="hidden widths of the classifier head"),
+    **{key: Param(str, choices=known) for key, known in CHOICES.items()},
+}
+
 
 @hookimpl
 def register_architectures(register):
@@ -379,7 +389,7 @@ def register_architectures(register):
         name="gmn", view="weights", build=build,
         description="Graph metanetwork: message passing over each INR's parameter graph (node per neuron, "
                     "edge per weight)",
-        defaults=DEFAULTS,
+        defaults=DEFAULTS, params=PARAMS,
         dataset_defaults={
             # On the shared-init zoos the GMN fits the training set (loss 0.01 by epoch 30) and overfits:
             # label smoothing and more dropout gave 95.1 % on MNIST against 94.4 % (H100, seed 0).

@@ -293,19 +293,19 @@ def register_metrics(register):
         name="cka-rbf", fn=cka_rbf, batched=rbf_batched,
         estimator=f"rbf-kernel(sigma={RBF_SIGMA_FACTOR}x median distance)/debiased-hsic(song2012)/gram/float64",
         description="CKA with a Gaussian kernel, bandwidth 1.0x the median distance, debiased HSIC",
-        higher_is_better=True, symmetric=True, invariances=(*ROTATION_SCALE, "translation")))
+        higher_is_better=True, symmetric=True, invariances=(*ROTATION_SCALE, "translation"), range=(-1.0, 1.0)))
     register(MetricSpec(
         name="mknn", fn=mknn, batched=mknn_batched,
         estimator=f"mutual-knn(k={MKNN_K},cosine)/huh2024/bootstrap=per-sample-overlap",
         description="Mutual k-nearest-neighbour alignment (Huh et al. 2024), k = 10, cosine neighbours",
-        higher_is_better=True, symmetric=True, invariances=ROTATION_SCALE))
+        higher_is_better=True, symmetric=True, invariances=ROTATION_SCALE, range=(0.0, 1.0)))
     register(MetricSpec(
         name="procrustes", fn=procrustes, batched=moment_batched(_procrustes_from_moments),
         estimator="orthogonal-procrustes/nuclear-norm(X^T Y)/unit-frobenius/float64",
         description="Orthogonal Procrustes similarity ||X^T Y||_* of centred, unit-norm representations",
-        higher_is_better=True, symmetric=True, invariances=(*ROTATION_SCALE, "translation")))
+        higher_is_better=True, symmetric=True, invariances=(*ROTATION_SCALE, "translation"), range=(0.0, 1.0)))
     register(MetricSpec(
         name="svcca", fn=svcca, batched=moment_batched(_svcca_from_moments),
         estimator=f"svcca(keep={SVCCA_KEEP} variance)/mean-canonical-correlation/float64",
         description="SVCCA (Raghu et al. 2017): SVD to 99 % variance, then mean canonical correlation",
-        higher_is_better=True, symmetric=True, invariances=(*ROTATION_SCALE, "translation")))
+        higher_is_better=True, symmetric=True, invariances=(*ROTATION_SCALE, "translation"), range=(0.0, 1.0)))

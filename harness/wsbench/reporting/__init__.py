@@ -8,12 +8,13 @@
 
 The main entry points are importable from here.
 """
-from wsbench.reporting.board import Board, Comparison, build, compare
+from wsbench.reporting.board import Board, Comparison, build, compare, compare_sets
 from wsbench.reporting.export import Tables, attach_images, load, write_export
 from wsbench.reporting.html import render_html
 from wsbench.reporting.text import render_comparison_markdown, render_comparison_rich, render_markdown, render_rich
 
 __all__ = [
-    "Board", "Comparison", "Tables", "attach_images", "build", "compare", "load", "render_comparison_markdown",
-    "render_comparison_rich", "render_html", "render_markdown", "render_rich", "write_export",
+    "Board", "Comparison", "Tables", "attach_images", "build", "compare", "compare_sets", "load",
+    "render_comparison_markdown", "render_comparison_rich", "render_html", "render_markdown", "render_rich",
+    "write_export",
 ]

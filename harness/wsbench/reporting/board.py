@@ -91,7 +91,22 @@ def _extras(rows: list[dict]) -> dict:
             "null_high": nanmean(r.get("null_high") for r in rows)}
 
 
-def stability_rows(similarity: list[dict], metric: str) -> list[dict]:
+def clip_interval(low: float, high: float, value_range: tuple[float, float] | None) -> tuple[float, float]:
+    """A seed-level t-interval clipped to the values the quantity can take (``value_range``, e.g. a
+    metric's declared range): a symmetric interval around a mean near a bound would otherwise claim
+    impossible values (a CKA of 1.0007, an agreement of 100.3 %). NaN stays NaN."""
+    if value_range is None:
+        return low, high
+    lo_bound, hi_bound = value_range
+    if not is_missing(low):
+        low = min(max(low, lo_bound), hi_bound)
+    if not is_missing(high):
+        high = max(min(high, hi_bound), lo_bound)
+    return low, high
+
+
+def stability_rows(similarity: list[dict], metric: str,
+                   value_range: tuple[float, float] | None = None) -> list[dict]:
     """Cross-seed similarity: same architecture, different seeds, same layer, averaged over seed pairs."""
     groups = defaultdict(list)
     for s in similarity:
@@ -101,12 +116,14 @@ def stability_rows(similarity: list[dict], metric: str) -> list[dict]:
     rows = []
     for (ds, arch, li, layer), rs in sorted(groups.items()):
         m, sd, lo, hi = mean_ci([s["value"] for s in rs])
+        lo, hi = clip_interval(lo, hi, value_range)
         rows.append({"dataset": ds, "metric": metric, "arch": arch, "layer_index": li, "layer": layer,
                      "mean": m, "std": sd, "ci_low": lo, "ci_high": hi, "pairs": len(rs), **_extras(rs)})
     return rows
 
 
-def layer_pair_rows(similarity: list[dict], metric: str, same_arch: bool) -> list[dict]:
+def layer_pair_rows(similarity: list[dict], metric: str, same_arch: bool,
+                    value_range: tuple[float, float] | None = None) -> list[dict]:
     """Layer x layer similarity averaged over run pairs, per (dataset, arch_a, arch_b).
 
     ``same_arch``: pairs of seeds of one architecture (both orientations pooled, so
@@ -136,15 +153,16 @@ def layer_pair_rows(similarity: list[dict], metric: str, same_arch: bool) -> lis
     rows = []
     for (ds, aa, ia, la, ab, ib, lb), rs in sorted(groups.items()):
         m, sd, lo, hi = mean_ci([s["value"] for s in rs])
+        lo, hi = clip_interval(lo, hi, value_range)
         rows.append({"dataset": ds, "metric": metric, "arch_a": aa, "layer_index_a": ia, "layer_a": la,
                      "arch_b": ab, "layer_index_b": ib, "layer_b": lb, "mean": m, "std": sd,
                      "ci_low": lo, "ci_high": hi, "pairs": len(rs), **_extras(rs)})
     return rows
 
 
-def cross_rows(similarity: list[dict], metric: str) -> list[dict]:
+def cross_rows(similarity: list[dict], metric: str, value_range: tuple[float, float] | None = None) -> list[dict]:
     """Cross-architecture similarity per (arch_a layer, arch_b layer), averaged over seed pairs."""
-    return layer_pair_rows(similarity, metric, same_arch=False)
+    return layer_pair_rows(similarity, metric, same_arch=False, value_range=value_range)
 
 
 def has_extras(rows: list[dict]) -> dict:
@@ -245,6 +263,7 @@ def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, li
                 if not rates:
                     continue
                 m, sd, lo, hi = mean_ci(rates)
+                lo, hi = clip_interval(lo, hi, (0.0, 1.0))  # a rate of agreement
                 agreement.append({"dataset": ds, "arch_a": a, "arch_b": b, "agreement": m, "std": sd,
                                   "ci_low": lo, "ci_high": hi, "pairs": len(rates), "samples": len(ids)})
     return summary, samples, agreement
@@ -259,9 +278,17 @@ def sample_groups(board: Board) -> list[tuple[tuple[str, str, str], list[dict]]]
 
 
 def variant_labels(runs: list[dict]) -> dict[str, str]:
-    """``run_id -> label``: the architecture's name, or, when one results root holds runs of an
-    architecture with different configs or limits, the name plus what differs ("mlp (epochs=2)"),
-    so that different settings are never pooled as if they were seeds."""
+    """``run_id -> label``: the architecture's name, or, when the runs hold an architecture with
+    different configs or limits, the name plus what differs ("mlp (epochs=2)"), so that different
+    settings are never pooled as if they were seeds. ``leaderboard compare`` labels the runs of both
+    result sets together, so a row matches the same settings on both sides.
+
+    CPU runs also differ by torch's thread count (``threads``): CPU kernels split their reductions
+    by thread, so the same run id trained under 1 and 2 threads gives other numbers. The thread count
+    is a variant label rather than part of the run id: the id stays what the user asked for, so a
+    grid resumed with another ``--workers`` keeps the cells it stored (and never trains one twice),
+    while the leaderboard never pools seeds trained under different thread counts. GPU runs are
+    labelled by config alone."""
     groups = defaultdict(list)
     for r in runs:
         groups[(r["dataset"], r["arch"])].append(r)
@@ -274,7 +301,10 @@ def variant_labels(runs: list[dict]) -> dict[str, str]:
                 config = {}
             # Nested settings (the zoo's inr_recipe) flattened, so a label names only the keys that differ.
             flat = {f"{k}.{sub}": v for k, d in config.items() if isinstance(d, dict) for sub, v in d.items()}
-            return {**{k: v for k, v in config.items() if not isinstance(v, dict)}, **flat, "limit": r.get("limit")}
+            out = {**{k: v for k, v in config.items() if not isinstance(v, dict)}, **flat, "limit": r.get("limit")}
+            if str(r.get("device") or "").startswith("cpu"):
+                out["threads"] = r.get("threads")
+            return out
         variants = {json.dumps(settings(r), sort_keys=True, default=str) for r in rs}
         if len(variants) == 1:
             labels.update({r["run_id"]: arch for r in rs})
@@ -288,9 +318,15 @@ def variant_labels(runs: list[dict]) -> dict[str, str]:
 
 
 def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
-          predictions: list[dict] | None = None) -> Board:
-    """The Board of a results set: rows of the runs, similarity and (optionally) predictions tables."""
-    labels = variant_labels(runs)
+          predictions: list[dict] | None = None, value_range: tuple[float, float] | None = None,
+          labels: dict[str, str] | None = None) -> Board:
+    """The Board of a results set: rows of the runs, similarity and (optionally) predictions tables.
+
+    ``value_range``: the metric's declared range (``MetricSpec.range``), to which the similarity
+    intervals are clipped; ``labels``: variant labels by run id (default :func:`variant_labels` of
+    ``runs``; ``leaderboard compare`` passes those of both result sets).
+    """
+    labels = {**variant_labels(runs), **(labels or {})}
     if any(labels[r["run_id"]] != r["arch"] for r in runs):
         runs = [{**r, "arch": labels[r["run_id"]]} for r in runs]
         similarity = [{**s, "arch_a": labels.get(s["run_a"], s["arch_a"]),
@@ -300,9 +336,9 @@ def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
     return Board(
         metric=metric,
         accuracy=accuracy_rows(runs),
-        stability=stability_rows(similarity, metric),
-        within=layer_pair_rows(similarity, metric, same_arch=True),
-        cross=cross_rows(similarity, metric),
+        stability=stability_rows(similarity, metric, value_range),
+        within=layer_pair_rows(similarity, metric, same_arch=True, value_range=value_range),
+        cross=cross_rows(similarity, metric, value_range),
         samples=summary, sample_list=samples, agreement=agreement,
         failures=[r for r in runs if r.get("status") not in ("finished", None)],
     )
@@ -350,3 +386,15 @@ def compare(a: Board, b: Board, name_a: str = "A", name_b: str = "B") -> Compari
         accuracy=_side_by_side(a.accuracy, b.accuracy, lambda r: (r["dataset"], r["arch"]), "seeds"),
         stability=_side_by_side(a.stability, b.stability, lambda r: (r["dataset"], r["arch"], r["layer"]), "pairs"),
     )
+
+
+def compare_sets(runs_a: list[dict], similarity_a: list[dict], runs_b: list[dict], similarity_b: list[dict],
+                 name_a: str = "A", name_b: str = "B", metric: str = "cka",
+                 value_range: tuple[float, float] | None = None) -> Comparison:
+    """:func:`compare` of two result sets, their runs labelled together (:func:`variant_labels` of
+    both): a row matches the same (dataset, architecture, settings) on both sides, and settings that
+    differ are separate, labelled rows, never one row."""
+    labels = variant_labels([*runs_a, *runs_b])
+    a = build(runs_a, similarity_a, metric, value_range=value_range, labels=labels)
+    b = build(runs_b, similarity_b, metric, value_range=value_range, labels=labels)
+    return compare(a, b, name_a, name_b)

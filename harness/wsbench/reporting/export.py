@@ -16,28 +16,39 @@ An exported leaderboard (``wsbench leaderboard --format md --output leaderboards
   samples/<dataset>/<sample_id>.png
 
 Representations stay out (they are the large table). ``wsbench leaderboard --out
-FOLDER`` re-renders from these tables alone.
+FOLDER`` re-renders from these tables alone, with the metric the export was made with.
+
+Writing is atomic as a whole: the export is built in a uniquely named dot folder beside the
+target, the files the folder's authors keep there (anything the previous export did not write:
+``README.md``, ``samples/README.md``, a study log) are linked into it, and it is swapped in with
+one rename. The manifest lists every file the export wrote (``files``), so the next export knows
+what it may replace; it never deletes a file it did not write. A killed export leaves the old
+folder as it was (its leftover dot folder is removed by the next export), and a folder without
+``manifest.json`` is never taken for an export.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
+import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from wsbench import __version__
-from wsbench.errors import WsbenchError
+from wsbench.errors import WsbenchError, damaged
 from wsbench.reporting.board import MAX_IMAGES, Board, sample_groups
 from wsbench.reporting.html import png_bytes, render_html
 from wsbench.reporting.text import render_markdown
 from wsbench.store import Store
-from wsbench.tables import PARTITIONS, partitioning, write_bytes, write_csv, write_parquet, write_text
+from wsbench.tables import sweep_temporaries, temp_path, write_bytes, write_csv, write_parquet, write_text
 
 EXPORT_FORMAT = 1
 
@@ -56,52 +67,67 @@ class Tables:
 
 
 def is_export(path: Path) -> bool:
-    return (Path(path) / "tables" / "runs.parquet").exists()
+    """Whether ``path`` is a complete exported leaderboard (its manifest is what completes it)."""
+    return (Path(path) / "tables" / "runs.parquet").exists() and (Path(path) / "manifest.json").exists()
 
 
 def read_table(root: Path, table: str) -> pa.Table:
-    """One store table with the union of its files' schemas (older files may lack newer columns)."""
-    base = Path(root) / table
-    if not base.exists() or not any(base.rglob("*.parquet")):
-        return pa.table({})
-    if table == "runs":
-        return Store(root).read("runs")
-    part = partitioning(table)
-    ds = pads.dataset(base, format="parquet", partitioning=part)
-    schema = pa.unify_schemas([f.physical_schema for f in ds.get_fragments()]
-                              + [pa.schema([(k, pa.string()) for k in PARTITIONS[table]])])
-    return pads.dataset(base, format="parquet", partitioning=part, schema=schema).to_table()
+    """One store table with the union of its files' schemas (older files may lack newer columns);
+    damaged and foreign files are reported and skipped (:meth:`wsbench.store.Store.read`)."""
+    return Store(root).read(table)
 
 
 def load(path: Path | str) -> Tables:
     """The tables of a results root or of an exported leaderboard folder."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise WsbenchError(f"--out {path} is a file; pass a results root (a folder with runs/) or an exported "
+                           "leaderboard folder (one with manifest.json and tables/)")
     if is_export(path):
         return load_export(path)
+    if (path / "tables" / "runs.parquet").exists():
+        raise WsbenchError(f"{path} is an unfinished leaderboard export (tables/ but no manifest.json: the export was "
+                           f"interrupted); export it again with `wsbench leaderboard --out RESULTS --output {path}/`")
     if not (path / "runs").exists():
         raise WsbenchError(f"no runs under {path}; run `wsbench grid` first, or pass --out with a results root "
                            "or an exported leaderboard folder (one with tables/runs.parquet)")
+    predictions = read_table(path, "predictions")
+    keep = ["dataset", "arch", "run_id", "sample_id", "label", "pred", "correct"]
     return Tables(runs=read_table(path, "runs").to_pylist(), similarity=read_table(path, "similarity").to_pylist(),
-                  predictions=read_table(path, "predictions").select(
-                      ["dataset", "arch", "run_id", "sample_id", "label", "pred", "correct"]).to_pylist()
-                  if (path / "predictions").exists() else [],
+                  predictions=predictions.select([c for c in keep if c in predictions.column_names]).to_pylist()
+                  if predictions.num_rows else [],
                   source=str(path))
 
 
 def load_export(path: Path) -> Tables:
     tables = path / "tables"
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise WsbenchError(f"{path}/manifest.json is unreadable ({type(exc).__name__}: {exc}); export the "
+                           f"leaderboard again with `wsbench leaderboard --out RESULTS --output {path}/`") from None
 
     def rows(name):
         p = tables / f"{name}.parquet"
-        return pq.read_table(p).to_pylist() if p.exists() else []
+        if not p.exists():
+            return []
+        try:
+            return pq.read_table(p).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            if name == "runs":
+                raise WsbenchError(f"{p} is unreadable ({type(exc).__name__}: {exc}); export the leaderboard again "
+                                   f"with `wsbench leaderboard --out RESULTS --output {path}/`") from None
+            damaged(f"skipped {p}: it is unreadable ({type(exc).__name__}: {exc}); the page is rendered without it; "
+                    "export the leaderboard again to restore it")
+            return []
     images, classes = {}, {}
     for r in rows("sample_images"):
         images[(r["dataset"], int(r["sample_id"]))] = r["png"]
         if r.get("classes") and r["dataset"] not in classes:
             classes[r["dataset"]] = json.loads(r["classes"])
-    manifest = json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").exists() else {}
     return Tables(runs=rows("runs"), similarity=rows("similarity"), predictions=rows("predictions"),
-                  source=str(path), images=images, classes=classes, manifest=manifest)
+                  source=str(path), images=images, classes=classes, manifest=manifest if isinstance(manifest, dict)
+                  else {})
 
 
 # Images of the split samples ------------------------------------------------------------------
@@ -160,17 +186,112 @@ def _from_rows(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows) if rows else pa.table({})
 
 
+# What an export writes besides samples/<dataset>/<id>.png: an export made before manifests listed
+# their files is known by these names (and every PNG under samples/, which such exports replaced whole).
+_FIXED = ("leaderboard.md", "index.html", "manifest.json", "tables/runs.parquet", "tables/runs.csv",
+          "tables/similarity.parquet", "tables/predictions.parquet", "tables/sample_images.parquet",
+          *(f"tables/{n}.csv" for n in ("accuracy", "stability", "cross", "within", "agreement", "sample_summary",
+                                        "sample_analysis")))
+
+
+def exported_files(out: Path) -> set[str] | None:
+    """The files (relative POSIX paths) the previous export wrote into ``out``, or None when ``out``
+    holds no export. An export's manifest lists them; for an older export, or one interrupted
+    before its manifest, they are the fixed names plus the PNGs under ``samples/``."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        if isinstance(manifest, dict) and isinstance(manifest.get("files"), list):
+            return {str(f) for f in manifest["files"]} | {"manifest.json"}
+    except (OSError, ValueError):
+        pass
+    if not (out / "manifest.json").exists() and not (out / "tables" / "runs.parquet").exists():
+        return None
+    return set(_FIXED) | {p.relative_to(out).as_posix() for p in out.glob("samples/*/*.png")}
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # a file system without exchange: the two-rename swap below
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the folder ``tmp`` at ``out``; whatever was at ``out`` ends up at ``tmp`` (to be removed)."""
+    if not out.exists():
+        try:
+            os.rename(tmp, out)
+            return
+        except OSError:
+            if not out.exists():
+                raise  # not a race with a concurrent export: a real error
+    if _exchange(tmp, out):
+        return
+    aside = temp_path(out, "old")  # no exchange: two renames, with a moment between them
+    os.rename(out, aside)
+    os.rename(tmp, out)
+    os.rename(aside, tmp)
+
+
+def _keep(src: Path, dst: Path) -> None:
+    """``dst`` as the same file as ``src`` (a hard link; a copy where links are not possible)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def write_export(tables: Tables, board: Board, out: Path, title: str) -> list[Path]:
-    """Write the folder described in the module docstring; returns the paths written."""
+    """Write the folder described in the module docstring atomically; returns the paths written."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise WsbenchError(f"--output {out} is a file; give a folder (ending in /) for an export")
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").exists():
+    previous = exported_files(out) if out.is_dir() else None
+    if previous is None and out.is_dir() and any(out.iterdir()):
         raise WsbenchError(f"--output {out} is a non-empty folder that is not an exported leaderboard; "
                            "choose a new or empty folder")
-    # A previous export's sample images may no longer be split samples.
-    shutil.rmtree(out / "samples", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Folders killed exports left beside this one (this folder's only; nothing else is looked at).
+    sweep_temporaries([out.parent], (f".{out.name}.*.tmp", f".{out.name}.*.old"), recursive=False)
+    tmp = temp_path(out)
+    tmp.mkdir()
+    try:
+        written = _write_files(tables, board, tmp, title)
+        ours = set(written)
+        previous = exported_files(out) if out.is_dir() else None  # again: another export may have landed since
+        if previous is not None:
+            # The authors' files (anything the previous export did not write) move with the folder.
+            for f in sorted(out.rglob("*")):
+                rel = f.relative_to(out).as_posix()
+                if rel in previous or rel in ours:
+                    continue
+                if f.is_symlink():
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    os.symlink(os.readlink(f), tmp / rel)
+                elif f.is_dir():
+                    (tmp / rel).mkdir(parents=True, exist_ok=True)
+                elif f.is_file():
+                    _keep(f, tmp / rel)
+        _swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the new folder if it never moved, else the old export
+    return [out / rel for rel in written]
+
+
+def _write_files(tables: Tables, board: Board, out: Path, title: str) -> list[str]:
+    """Every file of an export into the (new, empty) folder ``out``, the manifest last; returns their
+    paths relative to ``out``."""
     written: list[Path] = []
     t = out / "tables"
     written += _write(_from_rows(tables.runs), t / "runs.parquet", csv=True)
@@ -194,12 +315,15 @@ def write_export(tables: Tables, board: Board, out: Path, title: str) -> list[Pa
                                                                       html_name="index.html")))
     written.append(write_text(out / "index.html", render_html(board, title=title, images=tables.images,
                                                               classes=tables.classes, source=tables.source)))
+    files = sorted(p.relative_to(out).as_posix() for p in written)
     manifest = {"format": EXPORT_FORMAT, "title": title, "metric": board.metric,
                 "source": tables.manifest.get("source", tables.source),
                 "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "wsbench_version": __version__, "runs": len(tables.runs),
                 "finished_runs": sum(1 for r in tables.runs if r.get("status") == "finished"),
                 "similarity_rows": len(tables.similarity), "prediction_rows": len(tables.predictions),
-                "datasets": sorted({r["dataset"] for r in tables.runs})}
-    written.append(write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n"))
-    return written
+                "datasets": sorted({r["dataset"] for r in tables.runs}),
+                # What this export wrote: the next export replaces these and keeps every other file.
+                "files": [*files, "manifest.json"]}
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return [*files, "manifest.json"]
