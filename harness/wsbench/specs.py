@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 VIEWS = ("weights", "images")  # the inputs an architecture can read
+RESAMPLING = ("subsample", "bootstrap")  # how a metric's intervals resample the samples (MetricSpec.resampling)
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,26 @@ class MetricSpec:
     # "isotropic-scaling", "translation". Other names are recorded but not checked.
     invariances: Sequence[str] = ()
     batched: Callable[..., BatchResult] | None = None  # optional fast path, see above
+    # How the harness resamples the samples for each value's 95 % interval (stored as ``ci_kind``, see
+    # ``wsbench.similarity.CI_KINDS``):
+    # "subsample" (default, valid for any measure): half-samples without replacement (n // 2 of the n
+    #   samples, so no sample appears twice) and the basic interval of their deviations from the value,
+    #   rescaled to n; it also removes an O(1/n) bias of the estimator. Interval kind "half-sample".
+    # "bootstrap": resamples with replacement and their 95 % percentile interval ("percentile"). Declare
+    #   it only when copies of a sample do not bias the measure: ``batched`` receives the sample counts as
+    #   ``request.weights`` and must treat copies as it should (the kernel engine keeps them apart), and
+    #   without ``batched``, ``fn`` is called on the rows repeated by their counts: right for a mean of
+    #   per-sample scores, wrong for anything built from distances between samples (copies are at 0).
+    resampling: str = "subsample"
+    # Null calibration (optional): ``calibrate(value, null_mean)`` -> the calibrated value, elementwise on
+    # numpy arrays. Default (None): ``(value - null_mean) / (1 - null_mean)``, how far the value lies from
+    # the permutation null towards perfect similarity (self-similarity is 1, which every job checks).
+    calibrate: Callable[..., Any] | None = None
     kind: str = "metric"  # fixed: the kind this spec registers as
     distribution: str = ""  # set by the host
     version: str = ""  # set by the host
+
+    def __post_init__(self):
+        if self.resampling not in RESAMPLING:
+            raise ValueError(f"metric {self.name!r}: resampling must be one of {RESAMPLING}, "
+                             f"got {self.resampling!r}")
