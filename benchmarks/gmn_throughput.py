@@ -103,8 +103,8 @@ def epoch_seconds(device: torch.device, config: dict, spec: SirenSpec, n_train: 
     rng = np.random.default_rng(0)
     weights = (rng.standard_normal((n, spec.num_params)) * 0.1).astype(np.float32)
     splits = {"train": np.arange(n_train), "val": n_train + np.arange(n_val), "test": n_train + n_val + np.arange(100)}
-    task = Task(info=_info(spec), ids=np.arange(n), labels=rng.integers(0, 10, n), images=np.zeros((n, 1, 1, 1), np.uint8),
-                weights=weights, psnr=np.zeros(n, np.float32), splits=splits)
+    task = Task(info=_info(spec), ids=np.arange(n), labels=rng.integers(0, 10, n),
+                images=np.zeros((n, 1, 1, 1), np.uint8), weights=weights, psnr=np.zeros(n, np.float32), splits=splits)
     stamps = []
     arch = load_registry().architecture("gmn")
     conf = {**config, "epochs": 3}
@@ -113,7 +113,8 @@ def epoch_seconds(device: torch.device, config: dict, spec: SirenSpec, n_train: 
     times = np.diff([t0, *stamps])
     # The first epoch includes start-up (allocator, kernels' first launches); report the later ones.
     return {"n_train": n_train, "n_val": n_val, "batch_size": int(conf["batch_size"]),
-            "epoch_seconds": [round(float(v), 3) for v in times], "epoch_seconds_steady": round(float(times[1:].mean()), 3)}
+            "epoch_seconds": [round(float(v), 3) for v in times],
+            "epoch_seconds_steady": round(float(times[1:].mean()), 3)}
 
 
 def main() -> None:
@@ -155,7 +156,8 @@ def main() -> None:
         if args.profile:
             row["dense_profile"] = profile_steps(device, batch, config, spec)
             for r in row["dense_profile"][:10]:
-                print(f"  {r['self_ms_per_step']:8.3f} ms/step  {r['calls_per_step']:7.1f} calls  {r['op']}", flush=True)
+                print(f"  {r['self_ms_per_step']:8.3f} ms/step  {r['calls_per_step']:7.1f} calls  {r['op']}",
+                      flush=True)
         result["results"][name] = row
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -59,7 +59,7 @@ def synthetic(runs: int, layers: int, n: int, d: int, latent: int, seed: int, de
     gen = torch.Generator(device="cpu").manual_seed(seed)
     z = torch.randn(n, latent, generator=gen)
     reps = []
-    for r in range(runs):
+    for _ in range(runs):
         h = z
         for layer in range(layers):
             mix = torch.randn(h.shape[1], d, generator=gen) / math.sqrt(h.shape[1])
@@ -228,7 +228,8 @@ def main(argv=None) -> dict:
         t3 = (k.T @ k).unsqueeze(0)
         h = combine(qq, s_, t3, t3, nn_, True)
         return cka_from_hsic(h)[0].reshape(-1)
-    f32(); v32, t32 = timed(f32, device)
+    f32()
+    v32, t32 = timed(f32, device)
     res["seconds_values_float32"] = t32
     res["max_abs_err_float32_feature_pass"] = float((v32.cpu() - values.values.cpu()).abs().max())
     print(f"float32 feature pass:       {t32:8.3f} s, max |err| {res['max_abs_err_float32_feature_pass']:.2e}")
@@ -291,7 +292,7 @@ def main(argv=None) -> dict:
                 print(f"{name:12s} values {tv:8.3f} s; resamples not timed (time guard)")
                 continue
             nb = args.other_resamples
-            _, tb = timed(lambda: run(nb), device)
+            _, tb = timed(lambda nb=nb: run(nb), device)
             per = (tb - tv) / nb
             res["other_metrics"][name].update({f"seconds_values_{nb}_resamples": tb, "seconds_per_resample": per})
             print(f"{name:12s} values {tv:8.3f} s; +{nb} resamples {tb:8.3f} s (~{per:.3f} s per resample)")

@@ -42,7 +42,8 @@ def cross_seed(sim: list[dict], ds: str, metric: str, arch: str) -> list[float]:
 
 
 def claim_a(sim, datasets) -> list[str]:
-    out = ["| dataset | metric | gmn | cnn | mlp | gmn - cnn | gmn - mlp | verdict |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| dataset | metric | gmn | cnn | mlp | gmn - cnn | gmn - mlp | verdict |",
+           "|---|---|---|---|---|---|---|---|"]
     for ds in datasets:
         for metric in METRICS:
             vals = {a: cross_seed(sim, ds, metric, a) for a in (GMN, *IMAGE)}

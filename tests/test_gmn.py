@@ -16,7 +16,7 @@ SPECS = [SirenSpec(2, (6, 5), 1), SirenSpec(2, (4, 3, 4), 3), SirenSpec(3, (5,),
 
 def _model(spec, seed=0, **kw):
     torch.manual_seed(seed)
-    m = GMN(spec, num_classes=4, d=8, layers=2, head_hidden=(16,), **{"canon": "phase", **kw})
+    m = GMN(spec, num_classes=4, d=8, depth=2, head_hidden=(16,), **{"canon": "phase", **kw})
     # Residual branches start at zero; perturb every parameter so each layer really computes something.
     with torch.no_grad():
         for p in m.parameters():

@@ -345,7 +345,7 @@ def test_two_concurrent_grids_on_one_root_never_duplicate_a_run(tmp_path, task):
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
              for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]
-    for p, (so, se) in zip(procs, results):
+    for p, (_, se) in zip(procs, results):
         assert p.returncode == 0, se
     _check_store(out, _expected_ids(out, 40))
     # Every cell was trained by exactly one of the two processes.

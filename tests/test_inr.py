@@ -31,8 +31,8 @@ from wsbench.specs import SirenSpec
 from wsbench.weights import coordinates, render, siren_forward
 from wsbench.zoo import build_zoo
 
-SPECS = [SirenSpec(hidden=(32, 32), out_dim=1), SirenSpec(hidden=(32, 32), out_dim=3), SirenSpec(hidden=(16,), out_dim=2),
-         SirenSpec(hidden=(8, 8, 8), out_dim=1, w0=10.0)]
+SPECS = [SirenSpec(hidden=(32, 32), out_dim=1), SirenSpec(hidden=(32, 32), out_dim=3),
+         SirenSpec(hidden=(16,), out_dim=2), SirenSpec(hidden=(8, 8, 8), out_dim=1, w0=10.0)]
 
 
 def _images(n, c, h, w, seed=0):
@@ -91,8 +91,8 @@ def test_fit_matches_autograd_with_torch_adam():
     ref = internal_to_public(to_internal([p.detach() for p in params]), spec)
     assert np.allclose(weights, ref.numpy(), atol=2e-5)
     rendered = render(torch.from_numpy(weights), spec, 6, 6)
-    assert np.allclose(quality, psnr(rendered.flatten(1), torch.from_numpy(images).float().div(127.5).sub(1).flatten(1)),
-                       atol=1e-3)
+    target = torch.from_numpy(images).float().div(127.5).sub(1).flatten(1)
+    assert np.allclose(quality, psnr(rendered.flatten(1), target), atol=1e-3)
 
 
 def test_adam_step_is_torch_adam():
@@ -300,8 +300,10 @@ def test_inr_modules_import_alone_without_a_cycle():
     assert not {"wsbench.inr", "wsbench.inr_cuda"} & _imported("wsbench.siren")
     assert "wsbench.inr" not in _imported("wsbench.inr_cuda") and "wsbench.siren" in _imported("wsbench.inr_cuda")
     code = ("import importlib, sys; importlib.import_module(sys.argv[1]); "
-            "print(' '.join(sorted(m for m in sys.modules if m in ('wsbench.inr', 'wsbench.inr_cuda', 'wsbench.siren'))))")
+            "print(' '.join(sorted(m for m in sys.modules "
+            "if m in ('wsbench.inr', 'wsbench.inr_cuda', 'wsbench.siren'))))")
+    names = ("wsbench.siren", "wsbench.inr_cuda", "wsbench.inr")
     loaded = {name: subprocess.run([sys.executable, "-c", code, name], check=True, capture_output=True,
-                                   text=True).stdout.strip() for name in ("wsbench.siren", "wsbench.inr_cuda", "wsbench.inr")}
+                                   text=True).stdout.strip() for name in names}
     assert loaded == {"wsbench.siren": "wsbench.siren", "wsbench.inr_cuda": "wsbench.inr_cuda wsbench.siren",
                       "wsbench.inr": "wsbench.inr wsbench.siren"}

@@ -28,7 +28,7 @@ def test_cnn_cifar_defaults_use_crop_flip():
 
 def _nfn(spec, seed=0):
     torch.manual_seed(seed)
-    return NFNNP(spec, 4, channels=6, layers=2, head_hidden=(8,)).eval()
+    return NFNNP(spec, 4, channels=6, depth=2, head_hidden=(8,)).eval()
 
 
 def _permute(x, spec, perms):

@@ -37,7 +37,7 @@ def test_splits_are_disjoint_seeded_and_cover_train():
 def test_two_views_are_the_same_samples(shapes_task):
     """Each INR, rendered on the pixel grid, reproduces the image of its own row."""
     t = shapes_task
-    c, h, w = t.info.image_shape
+    _, h, w = t.info.image_shape
     rec = render(torch.from_numpy(np.array(t.weights)), t.info.inr, h, w)
     target = torch.from_numpy(t.images).float() / 127.5 - 1
     own = psnr(rec, target)
@@ -99,8 +99,8 @@ def test_store_representations_round_trip(tmp_path, shapes_task):
     row = runner.run(Cell("shapes", "flat-mlp", 0))
     store = Store(tmp_path / "r")
     ids, reps = store.representations("shapes", "flat-mlp", row["run_id"])
-    again = train(shapes_task, load_registry().architecture("flat-mlp"), runner.config_for(Cell("shapes", "flat-mlp", 0))[0],
-                  0, torch.device("cpu"))
+    config = runner.config_for(Cell("shapes", "flat-mlp", 0))[0]
+    again = train(shapes_task, load_registry().architecture("flat-mlp"), config, 0, torch.device("cpu"))
     order = np.argsort(again.test_ids)
     assert np.array_equal(ids, again.test_ids[order])
     for k in again.layers:

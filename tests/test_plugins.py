@@ -187,7 +187,8 @@ class Net(nn.Module):
 
 @hookimpl
 def register_architectures(register):
-    register(ArchitectureSpec(name="thirdnet", view="weights", build=lambda info, cfg: Net(info.weight_dim, info.num_classes),
+    register(ArchitectureSpec(name="thirdnet", view="weights",
+                              build=lambda info, cfg: Net(info.weight_dim, info.num_classes),
                               description="third-party test net", defaults={"epochs": 2}))
 """
 

@@ -69,9 +69,11 @@ def test_study_runs_end_to_end_with_workers_and_resumes(tmp_path):
     runs = list((out / "runs").rglob("*.parquet"))
     assert len(runs) == 4
     import pyarrow.parquet as pq
-    smoothing = {p.parent.name: json.loads(pq.read_table(p).column("config")[0].as_py())["label_smoothing"] for p in runs}
+    smoothing = {p.parent.name: json.loads(pq.read_table(p).column("config")[0].as_py())["label_smoothing"]
+                 for p in runs}
     assert smoothing == {"arch=mlp": 0.05, "arch=flat-mlp": 0.0}  # the study's [config.mlp] reached mlp only
-    assert (lb / "leaderboard.md").exists() and (lb / "index.html").exists() and (lb / "tables" / "runs.parquet").exists()
+    assert (lb / "leaderboard.md").exists() and (lb / "index.html").exists()
+    assert (lb / "tables" / "runs.parquet").exists()
     sim_files = sorted(p.name for p in (out / "similarity").rglob("*.parquet"))
     assert len(sim_files) == 6  # 4 runs -> 6 unordered pairs, one metric
     again = _wsbench(*args)

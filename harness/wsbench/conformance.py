@@ -7,7 +7,7 @@ what the harness relies on:
   ``(logits (B, classes), OrderedDict name -> (B, ...))`` with finite logits;
 - ``representations``: the names are non-empty, unique strings, the same names in the same order
   for every batch, one row per sample, and the training loop stores exactly those layers with one
-  row per probe sample;
+  row per test sample;
 - ``one step``: one AdamW step lowers the loss on its batch (at the architecture's learning rate,
   or a tenth or hundredth of it: the loop warms the rate up);
 - ``deterministic``: the same seed gives the same parameters, predictions, history and
@@ -50,8 +50,8 @@ def tiny_task(num_classes: int = 3, per_split: int = 12, seed: int = 0) -> Task:
     labels = torch.arange(n) % num_classes
     spec = SirenSpec(in_dim=2, hidden=(8, 8), out_dim=1)
     params = init_siren(n, spec, gen)
-    layers = [(params[2 * k].transpose(1, 2), params[2 * k + 1].squeeze(1)) for k in range(len(params) // 2)]
-    weights = flatten(layers) + 0.05 * labels.float().unsqueeze(1)
+    inr_params = [(params[2 * k].transpose(1, 2), params[2 * k + 1].squeeze(1)) for k in range(len(params) // 2)]
+    weights = flatten(inr_params) + 0.05 * labels.float().unsqueeze(1)
     noise = torch.rand(n, 1, 8, 8, generator=gen) * 128
     images = (noise + 40 * labels.float().view(-1, 1, 1, 1)).clamp(0, 255).to(torch.uint8).numpy()
     w = weights.float().numpy()
@@ -145,7 +145,7 @@ def check_architecture(arch: ArchitectureSpec, device: str = "cpu", seed: int = 
             opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
             idx = torch.arange(8, device=dev)
 
-            def loss():
+            def loss(model=model, idx=idx):
                 torch.manual_seed(seed + 1)  # the same dropout masks before and after the step
                 return F.cross_entropy(_forward(model, x_all[idx])[0], y_all[idx])
             before = loss()
@@ -180,7 +180,7 @@ def check_architecture(arch: ArchitectureSpec, device: str = "cpu", seed: int = 
         n_test = len(task.splits["test"])
         short = [k for k, v in r1.layers.items() if v.shape[0] != n_test]
         if short:
-            raise AssertionError(f"stored layers {short} do not have one row per probe sample ({n_test})")
+            raise AssertionError(f"stored layers {short} do not have one row per test sample ({n_test})")
         if r1.history != r2.history:
             raise AssertionError(f"the same seed gave different training histories: {r1.history} vs {r2.history}")
         if not np.array_equal(r1.preds, r2.preds) or not np.allclose(r1.confidence, r2.confidence, rtol=0, atol=1e-6):

@@ -3,8 +3,8 @@
 A file is streamed to a hidden temporary name next to its destination
 (:func:`wsbench.tables.atomic_write`), hashed while it streams, and renamed into
 place only when its MD5 matches; any failure removes the temporary file, so a
-killed or failed download never leaves a file that looks complete. Errors are one :class:`WsbenchError` line naming the file
-and what to do.
+killed or failed download never leaves a file that looks complete. Errors are one
+:class:`WsbenchError` line naming the file and what to do.
 """
 from __future__ import annotations
 

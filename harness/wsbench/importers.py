@@ -68,7 +68,7 @@ def load_state(path: Path) -> dict:
     return sd
 
 
-def layers_of(sd: dict, path: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def params_of(sd: dict, path: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``[(W (out, in), b (out,)), ...]`` from a state dict's ``*.weight``/``*.bias`` entries, in order."""
     ws = [v for k, v in sd.items() if k.endswith("weight") and torch.is_tensor(v)]
     bs = [v for k, v in sd.items() if k.endswith("bias") and torch.is_tensor(v)]
@@ -173,15 +173,15 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
     rows, labels, spec = [], [], None
     for k, e in enumerate(entries):
         sd = load_state(e.path)
-        layers = layers_of(sd, e.path)
-        dims = [layers[0][0].shape[1], *[w.shape[0] for w, _ in layers]]
+        params = params_of(sd, e.path)
+        dims = [params[0][0].shape[1], *[w.shape[0] for w, _ in params]]
         this = SirenSpec(in_dim=dims[0], hidden=tuple(dims[1:-1]), out_dim=dims[-1], w0=float(w0))
         if spec is None:
             spec = this
         elif this != spec:
             raise WsbenchError(f"{e.path} is a {'-'.join(map(str, this.dims))} MLP but the zoo's first INR is "
                                f"{'-'.join(map(str, spec.dims))}; a zoo needs one architecture")
-        rows.append(torch.cat([t for w, b in layers for t in (w.reshape(-1), b)]).float().numpy())
+        rows.append(torch.cat([t for w, b in params for t in (w.reshape(-1), b)]).float().numpy())
         label = e.label if e.label is not None else label_of(sd)
         if label is None:
             raise WsbenchError(f"{e.path}: no label in its path, the splits file or its state dict")

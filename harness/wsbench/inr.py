@@ -189,7 +189,7 @@ def _fit_cpu(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: d
             return _fit_processes(images, theta, spec, recipe, block, parts, on_step)
         except (OSError, concurrent.futures.process.BrokenProcessPool) as exc:  # no processes here: threads
             _POOL.clear()
-            warnings.warn(f"INR fit falls back to threads ({type(exc).__name__}: {exc})")
+            warnings.warn(f"INR fit falls back to threads ({type(exc).__name__}: {exc})", stacklevel=2)
     lock = threading.Lock()
     done = [0]
 

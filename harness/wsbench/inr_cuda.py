@@ -249,7 +249,7 @@ def fit(images: np.ndarray, theta: torch.Tensor, spec: SirenSpec, recipe: dict, 
         mse = fit_triton(imgs, theta, spec, recipe, cb)
     except Exception as exc:
         warnings.warn(f"fused INR kernel unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
-                      "fitting with PyTorch ops instead")
+                      "fitting with PyTorch ops instead", stacklevel=2)
         return None
     quality = 10.0 * torch.log10(4.0 / mse.clamp_min(1e-12))
     return internal_to_public(theta, spec).cpu(), quality.float().cpu()

@@ -118,12 +118,12 @@ def layer_statistics(spec: SirenSpec, mean: np.ndarray, std: np.ndarray) -> list
     return out
 
 
-def canonical_signs(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def canonical_signs(params: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Flip hidden neurons so that their biases are non-negative (a SIREN symmetry: sine is odd).
 
-    ``layers``: ``[(W (B, out, in), b (B, out)), ...]``; returns new tensors, same shapes.
+    ``params``: ``[(W (B, out, in), b (B, out)), ...]``; returns new tensors, same shapes.
     """
-    out = list(layers)
+    out = list(params)
     for k in range(len(out) - 1):
         w, b = out[k]
         s = torch.where(b < 0, -1.0, 1.0).to(b.dtype)  # (B, out)
@@ -133,7 +133,7 @@ def canonical_signs(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tup
     return out
 
 
-def canonical_phases(layers: list[tuple[torch.Tensor, torch.Tensor]],
+def canonical_phases(params: list[tuple[torch.Tensor, torch.Tensor]],
                      w0: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Map every hidden neuron's phase ``w0 * b`` into ``[0, pi/2]`` without changing the INR.
 
@@ -142,7 +142,7 @@ def canonical_phases(layers: list[tuple[torch.Tensor, torch.Tensor]],
     ``sin(a + phase) = sin(-a + (pi - phase))`` (negate the incoming weights, reflect the phase),
     for phases above pi/2. Sign flips are covered: the result is the same for both signs.
     """
-    out = list(layers)
+    out = list(params)
     for k in range(len(out) - 1):
         w, b = out[k]
         phase = w0 * b

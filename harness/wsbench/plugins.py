@@ -179,10 +179,11 @@ def load_registry(strict: bool | None = None, extra_plugins: Iterable = ()) -> R
                 hooks.append(hook_name)
                 added: list = []
 
-                def register(spec, _kind=kind, _type=spec_type, _added=added):
+                def register(spec, _kind=kind, _type=spec_type, _added=added, _hook=hook_name, _dist=dist,
+                             _version=version):
                     if not isinstance(spec, _type):
-                        raise TypeError(f"{hook_name} expects {_type.__name__}, got {type(spec).__name__}")
-                    spec.distribution, spec.version = dist, version
+                        raise TypeError(f"{_hook} expects {_type.__name__}, got {type(spec).__name__}")
+                    spec.distribution, spec.version = _dist, _version
                     _added.append(spec)
 
                 try:

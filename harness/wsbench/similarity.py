@@ -1,6 +1,6 @@
 """Similarity between stored runs: every pair of runs of a dataset times every pair of layers.
 
-A job is one (dataset, metric) over the runs that share one set of probe sample ids
+A job is one (dataset, metric) over the runs that share one set of test sample ids
 (runs with different ids are compared on their common ids, group against group).
 Each job computes, for every wanted pair of representations:
 
@@ -274,7 +274,7 @@ def evaluate(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]
     n = mats[0].shape[0]
     if any(m.shape[0] != n for m in mats):
         raise WsbenchError("representations of one grid must share their samples (same n); align them first")
-    label = (lambda i: names[i]) if names is not None else (lambda i: f"representation {i}")  # noqa: E731
+    label = (lambda i: names[i]) if names is not None else (lambda i: f"representation {i}")
     bad = {i: why for i, m in enumerate(mats) if (why := degenerate(m)) is not None}
     for i, why in bad.items():
         warnings.warn(f"{metric.name}: {label(i)} is {why}; its pairs are NaN", stacklevel=2)
@@ -500,9 +500,9 @@ def compute(store: Store, metrics: Iterable[MetricSpec], datasets: Iterable[str]
                 grid_runs = ga if ga is gb else ga + gb
                 todo.append((grid_runs, np.intersect1d(ids_a, ids_b), pairs))
         for t, (grid_runs, ids, pairs) in enumerate(todo):
-            def tick(frac, _t=t):
+            def tick(frac, _t=t, _j=j, _n=len(todo)):
                 if progress is not None:
-                    progress(j + (_t + frac) / len(todo), total)
+                    progress(_j + (_t + frac) / _n, total)
             written += _run_job(store, ds, m, grid_runs, ids, pairs, reps_of, device, resamples, permutations,
                                 seed, max_bytes, tick, summaries)
         cache.clear()
@@ -587,7 +587,7 @@ def _run_job(store, ds, m, grid_runs, ids, pairs, reps_of, device, resamples, pe
             "schema_version": SCHEMA_VERSION})
     meta = {"resamples": str(resamples), "permutations": str(permutations_), "stats_seed": str(seed),
             "intervals": INTERVALS_VERSION, "ci_kind": str(res["ci_kind"])}
-    for (ra, rb), (a, b, rows) in rows_by_pair.items():
+    for (ra, rb), (_, _, rows) in rows_by_pair.items():
         table = pa.Table.from_pylist(rows, schema=SIMILARITY_SCHEMA.with_metadata(meta))
         store.write("similarity", pair_key(ra, rb, m), table, dataset=ds, metric=m.name)
     return len(rows_by_pair)

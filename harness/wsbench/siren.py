@@ -228,17 +228,17 @@ def siren_grads(theta: torch.Tensor, target: torch.Tensor, spec: SirenSpec, grid
         raise WsbenchError(f"the fitter needs 2-D coordinates (in_dim 2), got in_dim {spec.in_dim}")
     w0 = float(spec.w0)
     n, c, m = target.shape
-    layers = _views(theta, spec)
+    params = _views(theta, spec)
     grad = torch.empty_like(theta) if grad is None else grad
     glayers = _views(grad, spec)
     # Forward, keeping each layer's sine and cosine (activations (B, pixels, units)).
-    s, co = _first_layer(layers[0][0], layers[0][1], grid, w0)
+    s, co = _first_layer(params[0][0], params[0][1], grid, w0)
     acts, coss = [s], [co]
-    for w, b in layers[1:-1]:
+    for w, b in params[1:-1]:
         a, co = sincos(torch.baddbmm(b, acts[-1], w, beta=w0, alpha=w0))
         acts.append(a)
         coss.append(co)
-    w_last, b_last = layers[-1]
+    w_last, b_last = params[-1]
     w_t = w_last.transpose(1, 2).contiguous()  # (B, C, units)
     scale = 2.0 / (m * c)
     # dy = scale * (W^T a^T + b - t), (B, C, pixels): dL/dy of the summed per-INR MSE.
@@ -251,9 +251,9 @@ def siren_grads(theta: torch.Tensor, target: torch.Tensor, spec: SirenSpec, grid
     glayers[-1][1].copy_(dy.sum(2).unsqueeze(1))
     g = torch.mul(dy.transpose(1, 2), w_t) if c == 1 else torch.bmm(dy.transpose(1, 2), w_t)
     f = 1.0
-    for k in range(len(layers) - 2, 0, -1):
+    for k in range(len(params) - 2, 0, -1):
         g.mul_(coss[k])
-        w, _ = layers[k]
+        w, _ = params[k]
         gw, gb = glayers[k]
         gw.copy_(torch.bmm(acts[k - 1].transpose(1, 2), g)).mul_(f * w0)
         gb.copy_(g.sum(1, keepdim=True)).mul_(f * w0)
@@ -268,11 +268,11 @@ def siren_grads(theta: torch.Tensor, target: torch.Tensor, spec: SirenSpec, grid
 
 def siren_eval(theta: torch.Tensor, spec: SirenSpec, grid: PixelGrid) -> torch.Tensor:
     """Closed-form forward: internal ``theta (B, P)`` -> ``(B, C, H*W)`` (channel-major, like :func:`targets_cm`)."""
-    layers = _views(theta, spec)
-    h, _ = _first_layer(layers[0][0], layers[0][1], grid, float(spec.w0))
-    for w, b in layers[1:-1]:
+    params = _views(theta, spec)
+    h, _ = _first_layer(params[0][0], params[0][1], grid, float(spec.w0))
+    for w, b in params[1:-1]:
         h = torch.baddbmm(b, h, w, beta=spec.w0, alpha=spec.w0).sin_()
-    w_last, b_last = layers[-1]
+    w_last, b_last = params[-1]
     return torch.baddbmm(b_last.transpose(1, 2), w_last.transpose(1, 2).contiguous(), h.transpose(1, 2))
 
 

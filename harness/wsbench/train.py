@@ -35,7 +35,7 @@ class RunResult:
     val_acc: float
     best_epoch: int
     history: list  # per epoch: {"epoch", "train_loss", "val_acc"}
-    test_ids: np.ndarray  # (n,) sample ids of the probe set
+    test_ids: np.ndarray  # (n,) sample ids of the test split (where representations are captured)
     labels: np.ndarray  # (n,)
     preds: np.ndarray  # (n,)
     confidence: np.ndarray  # (n,) softmax probability of the prediction

@@ -30,10 +30,10 @@ def unflatten(weights: torch.Tensor, spec: SirenSpec) -> list[tuple[torch.Tensor
     return out
 
 
-def flatten(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def flatten(params: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """Inverse of :func:`unflatten`."""
     parts = []
-    for w, b in layers:
+    for w, b in params:
         parts += [w.reshape(w.shape[0], -1), b]
     return torch.cat(parts, dim=1)
 
@@ -63,10 +63,9 @@ def siren_forward(params: Sequence[torch.Tensor], coords: torch.Tensor, w0: floa
 
 def render(weights: torch.Tensor, spec: SirenSpec, height: int, width: int) -> torch.Tensor:
     """Evaluate INRs on the pixel grid: ``(B, P)`` -> ``(B, C, H, W)`` in ``[-1, 1]``."""
-    layers = unflatten(weights, spec)
-    params = []
-    for w, b in layers:
-        params += [w.transpose(1, 2), b.unsqueeze(1)]
+    stacked = []  # the bmm layout siren_forward takes: W^T (B, in, out), b (B, 1, out)
+    for w, b in unflatten(weights, spec):
+        stacked += [w.transpose(1, 2), b.unsqueeze(1)]
     coords = coordinates(height, width).to(weights).expand(weights.shape[0], -1, -1)
-    out = siren_forward(params, coords, spec.w0)
+    out = siren_forward(stacked, coords, spec.w0)
     return out.reshape(weights.shape[0], height, width, -1).permute(0, 3, 1, 2)

@@ -138,7 +138,7 @@ class GMN(nn.Module):
     (``(B, groups * d)``), ``head{k}`` the head's hidden layers, ``logits``.
     """
 
-    def __init__(self, spec: SirenSpec, num_classes: int, d: int = 64, layers: int = 4, head_hidden=(256,),
+    def __init__(self, spec: SirenSpec, num_classes: int, d: int = 64, depth: int = 4, head_hidden=(256,),
                  dropout: float = 0.0, stats=None, canon: str = "phase", impl: str = "dense", aggr: str = "mean",
                  precision: str = "fp32", compile: str = "none", probes: int = 0):
         super().__init__()
@@ -170,7 +170,7 @@ class GMN(nn.Module):
         self.emb_hidden = nn.Parameter(torch.randn(g.num_hidden_layers, d) * 0.5)
         self.emb_out = nn.Parameter(torch.randn(g.dims[-1], d) * 0.5)
         self.emb_edge = nn.Parameter(torch.randn(len(g.layer_shapes), d) * 0.5)
-        self.mp = nn.ModuleList(GMNLayer(d, aggr) for _ in range(layers))
+        self.mp = nn.ModuleList(GMNLayer(d, aggr) for _ in range(depth))
         # Batch-normalised readout: pooled vectors share a large INR-independent part (the encodings),
         # so a per-sample LayerNorm left the head near-constant inputs and training sat at chance for
         # hundreds of steps; standardising each feature over the batch exposes the differences at once.
@@ -189,14 +189,14 @@ class GMN(nn.Module):
         are canonical phases in ``[0, pi/2]``, fed as ``phase / (pi/4) - 1`` in ``[-1, 1]`` (their range
         is fixed by the symmetry, not the data). Then come its probe values (:meth:`probe_values`).
         """
-        layers = unflatten(x, self.spec)
+        params = unflatten(x, self.spec)
         if self.canon == "sign":
-            layers = canonical_signs(layers)
+            params = canonical_signs(params)
         elif self.canon == "phase":
-            layers = canonical_phases(layers, self.spec.w0)
+            params = canonical_phases(params, self.spec.w0)
         nodes, edges = [x.new_zeros(x.shape[0], self.graph.dims[0])], []
-        last = len(layers) - 1
-        for k, (w, b) in enumerate(layers):
+        last = len(params) - 1
+        for k, (w, b) in enumerate(params):
             wm, ws, bm, bs = self.stats[k]
             edges.append(((w - wm) / ws).reshape(x.shape[0], -1))
             if self.canon == "phase" and k < last:
@@ -205,23 +205,23 @@ class GMN(nn.Module):
                 nodes.append((b - bm) / bs)
         nodes = torch.cat(nodes, 1).unsqueeze(2)
         if self.probes:
-            nodes = torch.cat([nodes, self.probe_values(layers).to(nodes.dtype)], 2)
+            nodes = torch.cat([nodes, self.probe_values(params).to(nodes.dtype)], 2)
         return nodes, torch.cat(edges, 1)
 
-    def probe_values(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def probe_values(self, params: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Every neuron's value at the probe points: ``(B, N, probes)``, layer by layer.
 
         Inputs carry the probe coordinates, hidden neurons their sines, outputs the INR's values there
         (the image at those points). Computed in the weights' precision even under autocast: a bf16
         pre-activation, multiplied by ``w0``, would leave the sines meaningless.
         """
-        w0 = layers[0][0]
+        w0 = params[0][0]
         with torch.autocast(device_type=w0.device.type, enabled=False):
             h = self.probe_coords.to(w0.dtype).unsqueeze(0).expand(w0.shape[0], -1, -1)  # (B, K, in)
             values = [h]
-            for k, (w, bias) in enumerate(layers):
+            for k, (w, bias) in enumerate(params):
                 h = torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))  # (B, K, out)
-                if k < len(layers) - 1:
+                if k < len(params) - 1:
                     h = torch.sin(self.spec.w0 * h)
                 values.append(h)
             return torch.cat(values, 2).transpose(1, 2)
@@ -332,8 +332,8 @@ def build(info, config) -> GMN:
     for key, known in CHOICES.items():
         if config[key] not in known:
             raise WsbenchError(f"gmn: unknown {key} {config[key]!r}; known: {', '.join(known)}")
-    if int(config["layers"]) < 1:
-        raise WsbenchError(f"gmn: layers must be at least 1, got {config['layers']}; use --set layers=4")
+    if int(config["depth"]) < 1:
+        raise WsbenchError(f"gmn: depth must be at least 1, got {config['depth']}; use --set depth=4")
     if int(config["probes"]) < 0:
         raise WsbenchError(f"gmn: probes must be 0 (off) or more, got {config['probes']}; use --set probes=64")
     stats = None
@@ -342,7 +342,7 @@ def build(info, config) -> GMN:
             raise WsbenchError("gmn: weight_norm=per-layer needs training-split weight statistics in TaskInfo; "
                                "pass them or --set weight_norm=none")
         stats = layer_statistics(info.inr, info.weight_mean, info.weight_std)
-    return GMN(info.inr, info.num_classes, d=int(config["hidden_dim"]), layers=int(config["layers"]),
+    return GMN(info.inr, info.num_classes, d=int(config["hidden_dim"]), depth=int(config["depth"]),
                head_hidden=tuple(config["head_hidden"]), dropout=float(config["dropout"]), stats=stats,
                canon=config["canon"], impl=config["impl"], aggr=config["aggr"], precision=config["precision"],
                compile=config["compile"], probes=int(config["probes"]))
@@ -356,7 +356,7 @@ def build(info, config) -> GMN:
 # on an H100 against 12,900 in fp32 eager (benchmarks/results/gmn_throughput.json); compilation costs
 # about a minute once per process.
 DEFAULTS = {
-    "hidden_dim": 128, "layers": 4, "head_hidden": [256], "dropout": 0.1, "aggr": "sum",
+    "hidden_dim": 128, "depth": 4, "head_hidden": [256], "dropout": 0.1, "aggr": "sum",
     "weight_norm": "per-layer", "canon": "phase", "impl": "dense", "precision": "bf16", "compile": "cuda", "probes": 0,
     "epochs": 30, "batch_size": 512, "lr": 3e-3, "weight_decay": 1e-2, "warmup_epochs": 1, "grad_clip": 1.0,
 }

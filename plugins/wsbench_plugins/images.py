@@ -23,6 +23,7 @@ import shutil
 import tarfile
 import zlib
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def load_idx(data_dir: Path, folder: str, classes) -> ImageData:
 class _SafeUnpickler(pickle.Unpickler):
     """Rebuilds numpy arrays and builtin containers only; any other global is refused."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ALLOWED: ClassVar[set] = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
 
@@ -184,7 +185,8 @@ def _extract_cifar(archive: Path, folder: Path) -> None:
                 (tmp / name).write_bytes(tar.extractfile(member).read())
         os.replace(tmp, folder)
     except (KeyError, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise WsbenchError(f"{archive} could not be extracted ({type(exc).__name__}: {exc}); {_redo(archive)}") from None
+        raise WsbenchError(f"{archive} could not be extracted ({type(exc).__name__}: {exc}); "
+                           f"{_redo(archive)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

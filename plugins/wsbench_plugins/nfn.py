@@ -20,12 +20,12 @@ from torch import nn
 
 from wsbench import ArchitectureSpec, Head, SirenSpec, WsbenchError, hookimpl, layer_statistics, unflatten
 
-Layers = list  # [(W (B, out, in, c), b (B, out, c)), ...], channels last
+Params = list  # [(W (B, out, in, c), b (B, out, c)), ...], channels last
 
 
-def pooled(layers: Layers) -> torch.Tensor:
+def pooled(params: Params) -> torch.Tensor:
     """Every layer's mean weight and mean bias, ``(B, 2L * c)``: the invariants of the NP group."""
-    return torch.cat([t for w, b in layers for t in (w.mean((1, 2)), b.mean(1))], 1)
+    return torch.cat([t for w, b in params for t in (w.mean((1, 2)), b.mean(1))], 1)
 
 
 class NPLinear(nn.Module):
@@ -47,17 +47,17 @@ class NPLinear(nn.Module):
         self.w_glob = nn.ModuleList(nn.Linear(2 * L * cin, cout) for _ in range(L))
         self.b_glob = nn.ModuleList(nn.Linear(2 * L * cin, cout) for _ in range(L))
 
-    def forward(self, layers: Layers) -> Layers:
-        g = pooled(layers)
-        rows = [w.mean(2) for w, _ in layers]  # (B, out, c): indexed by a neuron of layer l + 1
-        cols = [w.mean(1) for w, _ in layers]  # (B, in, c): indexed by a neuron of layer l
+    def forward(self, params: Params) -> Params:
+        g = pooled(params)
+        rows = [w.mean(2) for w, _ in params]  # (B, out, c): indexed by a neuron of layer l + 1
+        cols = [w.mean(1) for w, _ in params]  # (B, in, c): indexed by a neuron of layer l
         out = []
-        for k, (w, b) in enumerate(layers):
+        for k, (w, b) in enumerate(params):
             nw = (self.w_self[k](w) + self.w_row[k](rows[k]).unsqueeze(2) + self.w_col[k](cols[k]).unsqueeze(1)
                   + self.w_b[k](b).unsqueeze(2) + self.w_glob[k](g)[:, None, None])
             nb = self.b_self[k](b) + self.b_row[k](rows[k]) + self.b_glob[k](g)[:, None]
             if k > 0:
-                nw = nw + (self.w_bprev[k](layers[k - 1][1]) + self.w_prevrow[k](rows[k - 1])).unsqueeze(1)
+                nw = nw + (self.w_bprev[k](params[k - 1][1]) + self.w_prevrow[k](rows[k - 1])).unsqueeze(1)
             if k < self.num_layers - 1:
                 nw = nw + self.w_nextcol[k](cols[k + 1]).unsqueeze(2)
                 nb = nb + self.b_nextcol[k](cols[k + 1])
@@ -69,27 +69,27 @@ class NFNNP(nn.Module):
     """``x (B, P)`` -> ``(logits, {"np1": ..., "head1": ..., "logits": ...})``; ``np{k}`` are the
     pooled invariants after equivariant layer ``k``."""
 
-    def __init__(self, spec: SirenSpec, num_classes: int, channels: int = 64, layers: int = 3,
+    def __init__(self, spec: SirenSpec, num_classes: int, channels: int = 64, depth: int = 3,
                  head_hidden=(256,), dropout: float = 0.0, stats=None):
         super().__init__()
         self.spec = spec
         L = len(spec.layer_shapes)
         stats = stats or [(0.0, 1.0, 0.0, 1.0)] * L
         self.register_buffer("stats", torch.tensor(stats, dtype=torch.float32))
-        dims = [1] + [channels] * layers
-        self.eq = nn.ModuleList(NPLinear(L, dims[k], dims[k + 1]) for k in range(layers))
+        dims = [1] + [channels] * depth
+        self.eq = nn.ModuleList(NPLinear(L, dims[k], dims[k + 1]) for k in range(depth))
         self.head = Head(2 * L * dims[-1], head_hidden, num_classes, dropout)
 
     def forward(self, x: torch.Tensor):
-        layers = []
+        params = []
         for k, (w, b) in enumerate(unflatten(x, self.spec)):
             wm, ws, bm, bs = self.stats[k]
-            layers.append((((w - wm) / ws).unsqueeze(-1), ((b - bm) / bs).unsqueeze(-1)))
+            params.append((((w - wm) / ws).unsqueeze(-1), ((b - bm) / bs).unsqueeze(-1)))
         reps = OrderedDict()
         for k, lin in enumerate(self.eq):
-            layers = [(torch.relu(w), torch.relu(b)) for w, b in lin(layers)]
-            reps[f"np{k + 1}"] = pooled(layers)
-        z = pooled(layers)
+            params = [(torch.relu(w), torch.relu(b)) for w, b in lin(params)]
+            reps[f"np{k + 1}"] = pooled(params)
+        z = pooled(params)
         return self.head(z, reps), reps
 
 
@@ -98,7 +98,7 @@ def build(info, config) -> NFNNP:
         raise WsbenchError(f"nfn-np: unknown weight_norm {config['weight_norm']!r}; known: per-layer, none")
     stats = layer_statistics(info.inr, info.weight_mean, info.weight_std) \
         if config["weight_norm"] == "per-layer" else None
-    return NFNNP(info.inr, info.num_classes, int(config["channels"]), int(config["layers"]),
+    return NFNNP(info.inr, info.num_classes, int(config["channels"]), int(config["depth"]),
                  tuple(config["head_hidden"]), float(config["dropout"]), stats)
 
 
@@ -107,7 +107,7 @@ def register_architectures(register):
     register(ArchitectureSpec(
         name="nfn-np", view="weights", build=build,
         description="NFN-NP (Zhou et al. 2023): neuron-permutation-equivariant linear layers, pooled, MLP head",
-        defaults={"channels": 64, "layers": 3, "head_hidden": [256], "dropout": 0.1, "weight_norm": "per-layer",
+        defaults={"channels": 64, "depth": 3, "head_hidden": [256], "dropout": 0.1, "weight_norm": "per-layer",
                   "epochs": 50, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-2, "warmup_epochs": 1,
                   "grad_clip": 1.0},
     ))
