@@ -26,8 +26,9 @@ zero; a linear kernel of centred features has them). The full-sample debiased HS
 does not change: it is invariant to ``k(x, x') + f(x) + f(x') + c``. ``Q`` is
 computed in one of two forms, whichever costs fewer flops: the Gram form
 ``(K o L) W`` in row chunks of the upper triangle (n^2 per pair and resample), or
-the feature form ``||X^T diag(w) Y||_F^2`` (n d_x d_y per pair and resample). A permutation null draw ``p`` compares kernel ``r``
-with kernel ``s`` of the permuted samples; self-HSIC is unchanged by it.
+the feature form ``||X^T diag(w) Y||_F^2`` (n d_x d_y per pair and resample). A
+permutation null draw ``p`` compares kernel ``r`` with kernel ``s`` of the permuted
+samples; self-HSIC is unchanged by it.
 """
 from __future__ import annotations
 
