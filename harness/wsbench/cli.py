@@ -162,13 +162,25 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
                dataset: List[str] = typer.Option([], "--dataset", help="Only these datasets."),
                out: Path = OutOpt, device: str = DeviceOpt,
                recompute: bool = typer.Option(False, "--recompute", help="Recompute stored pairs."),
-               resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples for the 95 % "
-                                             "intervals (0: none)."),
+               resamples: int = typer.Option(1000, "--resamples", help="Resamples for the 95 % intervals over "
+                                             "samples (0: none): bootstrap resamples or half-samples, as the "
+                                             "metric declares (see below)."),
                permutations: int = typer.Option(100, "--permutations", help="Shuffles of the sample "
                                                 "correspondence for the null level (0: none)."),
                seed: int = typer.Option(0, "--seed", help="Seed of the resamples and shuffles.")):
-    """Layer x layer similarity between every pair of stored runs of a dataset, with 95 % bootstrap
-    intervals, a permutation null level and sanity checks on every row."""
+    """Layer x layer similarity between every pair of stored runs of a dataset, with a 95 % interval
+    over samples, a permutation null level, the null-calibrated value and sanity checks on every row.
+
+    Each row names its interval in ci_kind. percentile: bootstrap over samples (with replacement; the
+    metric keeps copies of a sample apart), 95 % percentile interval; covers the population value of an
+    estimator without bias (cka, cka-rbf, mknn). half-sample: n/2 of the n samples drawn without
+    replacement (no copies), basic interval of the deviations rescaled to n; corrects an O(1/n) bias and
+    is valid for any metric (cka-biased, procrustes, svcca, and any metric that does not declare
+    resampling="bootstrap").
+
+    calibrated = (value - null mean) / (1 - null mean): 0 at the permutation null, 1 at perfect
+    similarity. A constant or non-finite layer is named in a warning; its rows are NaN with a reason.
+    A row fails its checks when its value lies outside its own interval."""
     from wsbench import similarity as sim
     from wsbench.store import Store
     from wsbench.train import resolve_device
@@ -229,6 +241,9 @@ def leaderboard(ctx: typer.Context,
                                          "--output DIR/ (re-rendered from its tables)."),
                 format: str = typer.Option("rich", "--format", help="rich (terminal), md or html."),
                 metric: str = typer.Option("cka", "--metric", help="Similarity metric for the similarity tables."),
+                calibrated: bool = typer.Option(False, "--calibrated", help="Rank and draw the null-calibrated "
+                                                "similarity, (value - null mean) / (1 - null mean), instead of the "
+                                                "raw value."),
                 output: Optional[str] = typer.Option(None, "--output", help="FILE.md or FILE.html: write that page; "
                                                      "DIR/: export Markdown, HTML and the small tables."),
                 title: Optional[str] = typer.Option(None, "--title", help="Page title."),
@@ -246,7 +261,8 @@ def leaderboard(ctx: typer.Context,
     tables = export.load(out)
     if not tables.runs:
         raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --out")
-    board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions)
+    board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions,
+                     calibrated=calibrated)
     title = title or tables.manifest.get("title") or "wsbench leaderboard"
     want_html = format == "html" or (output is not None and (_is_folder(output) or output.endswith(".html")))
     if (images and want_html) or (output is not None and _is_folder(output) and images):

@@ -7,7 +7,7 @@ Each job computes, for every wanted pair of representations:
 - the value, through the metric's ``batched`` path when it has one (float64,
   chunked to a memory budget, on the GPU when asked), else ``fn`` pair by pair;
 - a 95 % interval over samples -> ``ci_low``, ``ci_high``, of the kind the metric's
-  ``resampling`` selects, named in ``ci_kind`` (:data:`CI_KINDS`): ``"percentile"``, a
+  ``resampling`` selects, named in ``ci_kind`` (:data:`wsbench.specs.CI_KINDS`): ``"percentile"``, a
   paired bootstrap (the same ``resamples`` count vectors for every pair, seeded by ``seed``
   and n) for metrics that declare they handle copies of a sample; ``"half-sample"``,
   half-samples without replacement and a basic interval, valid for any metric and corrected
@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 import torch
 
 from wsbench.errors import WsbenchError
-from wsbench.specs import BatchRequest, BatchResult, MetricSpec
+from wsbench.specs import RESAMPLING_KIND, BatchRequest, BatchResult, MetricSpec
 from wsbench.store import Store
 from wsbench.tables import SCHEMA_VERSION, SIMILARITY_SCHEMA
 
@@ -50,14 +50,6 @@ CHECK_SAMPLES = 512  # invariance checks run fn on this many samples (evenly spa
 CI_LEVEL = 0.95
 NULL_QUANTILE = 0.95
 INTERVALS_VERSION = "2"  # stored in each file's metadata; files from another version are recomputed
-# What each kind of interval (the ``ci_kind`` column) is, and what it covers.
-CI_KINDS = {
-    "percentile": ("bootstrap over samples (with replacement; the metric keeps copies of a sample apart), "
-                   "95 % percentile interval; covers the population value of an estimator without bias"),
-    "half-sample": ("n/2 of the n samples drawn without replacement (no copies), basic interval of the "
-                    "deviations rescaled to n; corrects an O(1/n) bias and is valid for any metric"),
-}
-RESAMPLING_KIND = {"bootstrap": "percentile", "subsample": "half-sample"}  # MetricSpec.resampling -> ci_kind
 
 
 def pair_key(run_a: str, run_b: str, metric: MetricSpec) -> str:
@@ -258,7 +250,7 @@ def evaluate(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]
     """Values, 95 % intervals, null levels and calibrated values of ``metric`` for ``pairs`` of ``reps``.
 
     ``reps``: M arrays ``(n, d_i)`` over the same samples. The interval follows
-    ``metric.resampling`` (:data:`CI_KINDS`). A degenerate representation (:func:`degenerate`) is
+    ``metric.resampling`` (:data:`wsbench.specs.CI_KINDS`). A degenerate representation (:func:`degenerate`) is
     left out of the computation, named in a warning (by ``names[i]`` when given), and every pair
     holding it gets NaN with a ``reason``; no other pair changes. Returns numpy arrays (Q,):
     ``value``, ``ci_low``, ``ci_high``, ``null_mean``, ``null_high``, ``calibrated`` (NaN when not

@@ -18,6 +18,14 @@ import numpy as np
 
 VIEWS = ("weights", "images")  # the inputs an architecture can read
 RESAMPLING = ("subsample", "bootstrap")  # how a metric's intervals resample the samples (MetricSpec.resampling)
+RESAMPLING_KIND = {"bootstrap": "percentile", "subsample": "half-sample"}  # resampling -> the ci_kind it gives
+# What each kind of interval (a similarity row's ``ci_kind``) is, and what it covers.
+CI_KINDS = {
+    "percentile": ("bootstrap over samples (with replacement; the metric keeps copies of a sample apart), "
+                   "95 % percentile interval; covers the population value of an estimator without bias"),
+    "half-sample": ("n/2 of the n samples drawn without replacement (no copies), basic interval of the "
+                    "deviations rescaled to n; corrects an O(1/n) bias and is valid for any metric"),
+}
 
 
 @dataclass(frozen=True)
@@ -214,7 +222,7 @@ class MetricSpec:
     invariances: Sequence[str] = ()
     batched: Callable[..., BatchResult] | None = None  # optional fast path, see above
     # How the harness resamples the samples for each value's 95 % interval (stored as ``ci_kind``, see
-    # ``wsbench.similarity.CI_KINDS``):
+    # :data:`CI_KINDS`):
     # "subsample" (default, valid for any measure): half-samples without replacement (n // 2 of the n
     #   samples, so no sample appears twice) and the basic interval of their deviations from the value,
     #   rescaled to n; it also removes an O(1/n) bias of the estimator. Interval kind "half-sample".

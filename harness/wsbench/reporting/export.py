@@ -201,5 +201,7 @@ def write_export(tables: Tables, board: Board, out: Path, title: str) -> list[Pa
                 "finished_runs": sum(1 for r in tables.runs if r.get("status") == "finished"),
                 "similarity_rows": len(tables.similarity), "prediction_rows": len(tables.predictions),
                 "datasets": sorted({r["dataset"] for r in tables.runs})}
+    if board.calibrated:  # the similarity pages show null-calibrated values (wsbench leaderboard --calibrated)
+        manifest["calibrated"] = True
     written.append(write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n"))
     return written
