@@ -7,11 +7,12 @@ Each job computes, for every wanted pair of representations:
 - the value, through the metric's ``batched`` path when it has one (float64,
   chunked to a memory budget, on the GPU when asked), else ``fn`` pair by pair;
 - a 95 % interval over samples -> ``ci_low``, ``ci_high``, of the kind the metric's
-  ``resampling`` selects, named in ``ci_kind`` (:data:`wsbench.specs.CI_KINDS`): ``"percentile"``, a
-  paired bootstrap (the same ``resamples`` count vectors for every pair, seeded by ``seed``
-  and n) for metrics that declare they handle copies of a sample; ``"half-sample"``,
-  half-samples without replacement and a basic interval, valid for any metric and corrected
-  for an O(1/n) bias (the default, and what biased estimators and ``fn``-only metrics get);
+  ``interval`` names, stored in ``ci_kind`` (:data:`wsbench.specs.CI_KINDS`): ``"half-sample"``
+  (the default, valid for any metric), half-samples without replacement and a basic interval
+  corrected for an O(1/n) bias; ``"expected-at-n"``, the same half-samples centred on the value,
+  covering the metric's expected value at n; ``"percentile"``, a paired bootstrap, for metrics
+  that declare they handle copies of a sample. Resamples and half-samples are the same for
+  every pair (seeded by ``seed`` and n);
 - a permutation baseline: ``permutations`` shuffles of the sample correspondence
   -> ``null_mean`` and ``null_high`` (95th percentile), and the null-calibrated value
   ``calibrated`` = (value - null_mean) / (1 - null_mean) (or the metric's ``calibrate``);
@@ -41,7 +42,7 @@ import pyarrow.parquet as pq
 import torch
 
 from wsbench.errors import WsbenchError
-from wsbench.specs import RESAMPLING_KIND, BatchRequest, BatchResult, MetricSpec
+from wsbench.specs import BOOTSTRAP_KINDS, BatchRequest, BatchResult, MetricSpec
 from wsbench.store import Store
 from wsbench.tables import SCHEMA_VERSION, SIMILARITY_SCHEMA
 
@@ -116,20 +117,25 @@ def percentile_interval(boot: np.ndarray, level: float = CI_LEVEL) -> tuple[np.n
         return np.nanpercentile(boot, tail, axis=0), np.nanpercentile(boot, 100 - tail, axis=0)
 
 
-def half_sample_interval(values: np.ndarray, draws: np.ndarray, n: int,
-                         level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """Per column: the basic interval from half-sample draws ``draws`` (B, Q) of estimates ``values`` (Q,).
+def half_sample_interval(values: np.ndarray, draws: np.ndarray, n: int, level: float = CI_LEVEL,
+                         corrected: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: an interval from half-sample draws ``draws`` (B, Q) of estimates ``values`` (Q,).
 
     With ``m = n // 2`` samples drawn without replacement, ``sqrt(m / (n - m)) (draw - value)`` has
     the spread of ``value - truth`` (the finite-population correction of sampling m of n), and at
     ``m = n / 2`` also its O(1/n) bias, since ``1/m - 1/n = 1/n`` (the delete-d jackknife with
-    d = n / 2; Shao and Wu 1989, Ann. Statist. 17). So ``[value - s q_hi, value - s q_lo]``, with
-    ``q`` the quantiles of ``draw - value`` and ``s = sqrt(m / (n - m))``, covers the population value
-    of an estimator biased to O(1/n), for any measure (no sample appears twice).
+    d = n / 2; Shao and Wu 1989, Ann. Statist. 17). So the basic interval ``[value - s q_hi, value -
+    s q_lo]``, with ``q`` the quantiles of ``draw - value`` and ``s = sqrt(m / (n - m))``, covers the
+    population value of an estimator biased to O(1/n), for any measure (no sample appears twice).
+    ``corrected=False`` takes the deviations from the draws' median instead: the interval is centred
+    on the value and covers the estimator's expected value at n ("expected-at-n").
     """
     m = n // 2
     s = math.sqrt(m / (n - m)) if n - m > 0 else float("nan")
-    lo, hi = percentile_interval(draws - values[None, :], level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centre = values[None, :] if corrected else np.nanmedian(draws, axis=0, keepdims=True)
+    lo, hi = percentile_interval(draws - centre, level)
     return values - s * hi, values - s * lo
 
 
@@ -239,8 +245,8 @@ def default_budget(device: torch.device) -> int:
 
 
 def ci_kind(metric: MetricSpec) -> str:
-    """The kind of interval ``metric`` gets (a key of :data:`CI_KINDS`)."""
-    return RESAMPLING_KIND[metric.resampling]
+    """The kind of interval ``metric`` gets (a key of :data:`wsbench.specs.CI_KINDS`)."""
+    return metric.interval
 
 
 def evaluate(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]], resamples: int = 1000,
@@ -249,8 +255,8 @@ def evaluate(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]
              use_batched: bool = True, names: Sequence[str] | None = None) -> dict:
     """Values, 95 % intervals, null levels and calibrated values of ``metric`` for ``pairs`` of ``reps``.
 
-    ``reps``: M arrays ``(n, d_i)`` over the same samples. The interval follows
-    ``metric.resampling`` (:data:`wsbench.specs.CI_KINDS`). A degenerate representation (:func:`degenerate`) is
+    ``reps``: M arrays ``(n, d_i)`` over the same samples. The interval is ``metric.interval``
+    (:data:`wsbench.specs.CI_KINDS`). A degenerate representation (:func:`degenerate`) is
     left out of the computation, named in a warning (by ``names[i]`` when given), and every pair
     holding it gets NaN with a ``reason``; no other pair changes. Returns numpy arrays (Q,):
     ``value``, ``ci_low``, ``ci_high``, ``null_mean``, ``null_high``, ``calibrated`` (NaN when not
@@ -290,7 +296,8 @@ def evaluate(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]
         cols["value"][ok] = vals
         if boot is not None:
             b = boot.double().cpu().numpy()
-            lo, hi = (percentile_interval(b) if kind == "percentile" else half_sample_interval(vals, b, n))
+            lo, hi = (percentile_interval(b) if kind in BOOTSTRAP_KINDS
+                      else half_sample_interval(vals, b, n, corrected=kind == "half-sample"))
             cols["ci_low"][ok], cols["ci_high"][ok] = lo, hi
             boot_all = np.full((b.shape[0], q), np.nan)
             boot_all[:, ok] = b
@@ -328,7 +335,7 @@ def evaluate(metric: MetricSpec, reps: Sequence, pairs: Sequence[tuple[int, int]
 def _evaluate_usable(metric, mats, pairs, resamples, permutations_, seed, device, max_bytes, progress, path):
     """The metric's values, resample draws and null on representations that are not degenerate."""
     n = mats[0].shape[0]
-    bootstrap = metric.resampling == "bootstrap"
+    bootstrap = metric.interval in BOOTSTRAP_KINDS
     split = 0.3 if (resamples and not bootstrap) else 1.0  # progress share of the first stage
 
     def first(frac):

@@ -87,10 +87,10 @@ def register_metrics(register):
         description="Linear CKA with the debiased HSIC estimator (default)", higher_is_better=True,
         symmetric=True, invariances=INVARIANCES, batched=linear_batched(True),
         # The kernel engine keeps copies of a sample apart, so the bootstrap stays centred on the estimate.
-        resampling="bootstrap"))
+        interval="percentile"))
     register(MetricSpec(
         name="cka-biased", fn=cka_biased, estimator="linear-kernel/biased-hsic/feature-space/float64",
         description="Linear CKA with the biased HSIC estimator (Kornblith et al. 2019)", higher_is_better=True,
         symmetric=True, invariances=INVARIANCES, batched=linear_batched(False),
         # Biased by O(1/n) (more with wide layers): half-samples give an interval corrected for it.
-        resampling="subsample"))
+        interval="half-sample"))

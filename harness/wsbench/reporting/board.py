@@ -92,11 +92,16 @@ def accuracy_rows(runs: list[dict]) -> list[dict]:
 
 # Similarity -----------------------------------------------------------------------------
 
+# What the intervals of similarity rows stored without a ``ci_kind`` were (every metric had the bootstrap).
+LEGACY_KINDS = {"mknn": "per-sample-percentile"}
+
+
 def _extras(rows: list[dict]) -> dict:
     """Means over seed pairs of the per-pair interval over samples and permutation baseline (NaN when
     absent), and the interval kinds behind them (``ci_kind``; rows written before kinds were stored
-    had percentile bootstrap intervals)."""
-    kinds = sorted({r.get("ci_kind") or "percentile" for r in rows if not is_missing(r.get("ci_low"))})
+    had bootstrap percentile intervals, of per-sample scores for mknn: :data:`LEGACY_KINDS`)."""
+    kinds = sorted({r.get("ci_kind") or LEGACY_KINDS.get(r.get("metric"), "percentile") for r in rows
+                    if not is_missing(r.get("ci_low"))})
     return {"boot_low": nanmean(r.get("ci_low") for r in rows), "boot_high": nanmean(r.get("ci_high") for r in rows),
             "null_mean": nanmean(r.get("null_mean") for r in rows),
             "null_high": nanmean(r.get("null_high") for r in rows), "ci_kind": ", ".join(kinds) or None}

@@ -65,7 +65,9 @@ def interval_kinds(rows: list[dict]) -> list[str]:
 def samples_interval_header(rows: list[dict]) -> str:
     """``bootstrap 95 % CI (samples)`` for percentile intervals, else the kinds by name."""
     kinds = interval_kinds(rows)
-    return "bootstrap 95 % CI (samples)" if kinds in ([], ["percentile"]) else f"{' / '.join(kinds)} 95 % CI (samples)"
+    if kinds in ([], ["percentile"]):
+        return "bootstrap 95 % CI (samples)"
+    return f"{' / '.join(kinds)} 95 % CI (samples)"
 
 
 def interval_note(rows: list[dict]) -> str:
