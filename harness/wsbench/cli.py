@@ -201,8 +201,15 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
         inv = ", ".join(f"{k} {v:.1e}" for k, v in job.items()
                         if k in ("orthogonal", "isotropic-scaling", "translation", "grid_vs_fn") and v is not None)
         self_max = "undefined" if job["self_max"] is None else f"{job['self_max']:.1e}"
+        extra = f"; {job['ci_kind']} intervals" if job.get("ci_kind") else ""
+        if job.get("outside_interval"):
+            extra += f"; {job['outside_interval']} values outside their own interval"
+        if job.get("degenerate"):
+            extra += (f"; {len(job['degenerate'])} degenerate representations (constant or non-finite; "
+                      "their rows are NaN with a reason)")
         err_console.print(f"checks {job['dataset']}/{job['metric']} ({job['pairs']} layer pairs, n {job['n']}, "
-                          f"{job['path']} path, {job['seconds']:.1f} s): {flag}; |self - 1| {self_max}; {inv}")
+                          f"{job['path']} path, {job['seconds']:.1f} s): {flag}; |self - 1| {self_max}; {inv}"
+                          + extra)
     out_console.print(f"similarity: {counts['pairs']} run pairs computed in {counts['seconds']:.1f} s "
                       f"({', '.join(metric)}; {resamples} resamples, {permutations} permutations); "
                       f"stored under {out / 'similarity'}")
