@@ -171,12 +171,15 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
     """Layer x layer similarity between every pair of stored runs of a dataset, with a 95 % interval
     over samples, a permutation null level, the null-calibrated value and sanity checks on every row.
 
-    Each row names its interval in ci_kind. percentile: bootstrap over samples (with replacement; the
-    metric keeps copies of a sample apart), 95 % percentile interval; covers the population value of an
-    estimator without bias (cka, cka-rbf, mknn). half-sample: n/2 of the n samples drawn without
-    replacement (no copies), basic interval of the deviations rescaled to n; corrects an O(1/n) bias and
-    is valid for any metric (cka-biased, procrustes, svcca, and any metric that does not declare
-    resampling="bootstrap").
+    Each row names its interval in ci_kind. half-sample (cka-biased, and any metric that declares no
+    other): n/2 of the n samples drawn without replacement (no copies), their percentile interval
+    rescaled to n and corrected for an O(1/n) bias; covers the population value; valid for any metric.
+    expected-at-n (procrustes, svcca): the same without the bias correction; covers the metric's
+    expected value at this n, not the population value of a metric biased by more than O(1/n).
+    percentile (cka, cka-rbf): bootstrap over samples (with replacement; the metric keeps copies of a
+    sample apart); covers the population value of an estimator without bias. per-sample-percentile
+    (mknn): bootstrap of per-sample scores with the neighbour sets of all n held fixed; narrower than
+    the value's spread. Measured coverage: benchmarks/results/coverage.json.
 
     calibrated = (value - null mean) / (1 - null mean): 0 at the permutation null, 1 at perfect
     similarity. A constant or non-finite layer is named in a warning; its rows are NaN with a reason.

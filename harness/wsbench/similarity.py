@@ -8,8 +8,8 @@ Each job computes, for every wanted pair of representations:
   chunked to a memory budget, on the GPU when asked), else ``fn`` pair by pair;
 - a 95 % interval over samples -> ``ci_low``, ``ci_high``, of the kind the metric's
   ``interval`` names, stored in ``ci_kind`` (:data:`wsbench.specs.CI_KINDS`): ``"half-sample"``
-  (the default, valid for any metric), half-samples without replacement and a basic interval
-  corrected for an O(1/n) bias; ``"expected-at-n"``, the same half-samples centred on the value,
+  (the default, valid for any metric), half-samples without replacement and their percentile
+  interval, rescaled to n and corrected for an O(1/n) bias; ``"expected-at-n"``, the same half-samples centred on the value,
   covering the metric's expected value at n; ``"percentile"``, a paired bootstrap, for metrics
   that declare they handle copies of a sample. Resamples and half-samples are the same for
   every pair (seeded by ``seed`` and n);
@@ -121,22 +121,26 @@ def half_sample_interval(values: np.ndarray, draws: np.ndarray, n: int, level: f
                          corrected: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per column: an interval from half-sample draws ``draws`` (B, Q) of estimates ``values`` (Q,).
 
-    With ``m = n // 2`` samples drawn without replacement, ``sqrt(m / (n - m)) (draw - value)`` has
-    the spread of ``value - truth`` (the finite-population correction of sampling m of n), and at
-    ``m = n / 2`` also its O(1/n) bias, since ``1/m - 1/n = 1/n`` (the delete-d jackknife with
-    d = n / 2; Shao and Wu 1989, Ann. Statist. 17). So the basic interval ``[value - s q_hi, value -
-    s q_lo]``, with ``q`` the quantiles of ``draw - value`` and ``s = sqrt(m / (n - m))``, covers the
-    population value of an estimator biased to O(1/n), for any measure (no sample appears twice).
-    ``corrected=False`` takes the deviations from the draws' median instead: the interval is centred
-    on the value and covers the estimator's expected value at n ("expected-at-n").
+    With ``m = n // 2`` samples drawn without replacement, ``s (draw - median)``, ``s = sqrt(m / (n - m))``,
+    has the spread of the estimate at n (the finite-population correction of sampling m of n: the
+    delete-d jackknife with d = n / 2, Shao and Wu 1989, Ann. Statist. 17), and ``median - value``
+    is ``(n - m) / m`` times an O(1/n) bias ``c / n`` of the estimator (``c / m - c / n``; 1 at
+    m = n / 2). The interval is the draws' percentile interval around the value, rescaled by ``s``:
+    ``[value - b + s (q_lo - median), value - b + s (q_hi - median)]``, with the bias estimate
+    ``b = (median - value) m / (n - m)`` when ``corrected`` ("half-sample": covers the population
+    value of an estimator biased by O(1/n), for any measure, since no sample appears twice) and
+    ``b = 0`` otherwise ("expected-at-n": covers the estimator's expected value at n). The
+    percentile orientation (not the reflected, basic one) holds its level better near a bound such
+    as CKA's 1 (benchmarks/coverage.py).
     """
     m = n // 2
     s = math.sqrt(m / (n - m)) if n - m > 0 else float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        centre = values[None, :] if corrected else np.nanmedian(draws, axis=0, keepdims=True)
-    lo, hi = percentile_interval(draws - centre, level)
-    return values - s * hi, values - s * lo
+        centre = np.nanmedian(draws, axis=0)
+    lo, hi = percentile_interval(draws, level)
+    shift = values - ((centre - values) * m / (n - m) if corrected else 0.0)
+    return shift + s * (lo - centre), shift + s * (hi - centre)
 
 
 def null_levels(null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

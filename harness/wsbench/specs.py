@@ -20,10 +20,10 @@ VIEWS = ("weights", "images")  # the inputs an architecture can read
 # The kinds of 95 % interval over samples a similarity value can have (``MetricSpec.interval``; stored on
 # every similarity row as ``ci_kind``): how the samples are resampled, and what the interval covers.
 CI_KINDS = {
-    "half-sample": ("n/2 of the n samples drawn without replacement (no sample twice), basic interval of the "
-                    "deviations from the value, rescaled to n; corrects an O(1/n) bias, so it covers the "
-                    "population value of an estimator biased by O(1/n); valid for any metric"),
-    "expected-at-n": ("the half-samples' spread around the value, rescaled to n, without their bias "
+    "half-sample": ("n/2 of the n samples drawn without replacement (no sample twice), their percentile interval "
+                    "around the value, rescaled to n and corrected for an O(1/n) bias: covers the population "
+                    "value of an estimator biased by O(1/n); valid for any metric"),
+    "expected-at-n": ("the half-samples' percentile interval around the value, rescaled to n, without the bias "
                       "correction: covers the metric's expected value at this n, not the population value of a "
                       "metric biased by more than O(1/n)"),
     "percentile": ("bootstrap over samples (with replacement; the metric keeps copies of a sample apart), "
@@ -232,8 +232,8 @@ class MetricSpec:
     batched: Callable[..., BatchResult] | None = None  # optional fast path, see above
     # Which 95 % interval over samples each value gets (stored as ``ci_kind``; :data:`CI_KINDS`):
     # "half-sample" (default, valid for any measure): half-samples without replacement (n // 2 of the n
-    #   samples, so no sample appears twice) and the basic interval of their deviations from the value,
-    #   rescaled to n; it also removes an O(1/n) bias of the estimator.
+    #   samples, so no sample appears twice) and their percentile interval around the value, rescaled to
+    #   n; it also removes an O(1/n) bias of the estimator.
     # "expected-at-n": the same half-samples, the interval centred on the value without that correction;
     #   for a measure whose bias is of a larger order (e.g. a nuclear norm or canonical correlations where
     #   some population singular values are 0): it covers the measure's expected value at this n.
