@@ -9,9 +9,10 @@ Each job computes, for every wanted pair of representations:
 - a 95 % interval over samples -> ``ci_low``, ``ci_high``, of the kind the metric's
   ``interval`` names, stored in ``ci_kind`` (:data:`wsbench.specs.CI_KINDS`): ``"half-sample"``
   (the default, valid for any metric), half-samples without replacement and their percentile
-  interval, rescaled to n and corrected for an O(1/n) bias; ``"expected-at-n"``, the same half-samples centred on the value,
-  covering the metric's expected value at n; ``"percentile"``, a paired bootstrap, for metrics
-  that declare they handle copies of a sample. Resamples and half-samples are the same for
+  interval, rescaled to n and corrected for an O(1/n) bias; ``"expected-at-n"``, the same
+  without the correction, covering the metric's expected value at n; ``"percentile"`` and
+  ``"per-sample-percentile"``, a paired bootstrap, for metrics that declare they handle copies
+  of a sample. Resamples and half-samples are the same for
   every pair (seeded by ``seed`` and n);
 - a permutation baseline: ``permutations`` shuffles of the sample correspondence
   -> ``null_mean`` and ``null_high`` (95th percentile), and the null-calibrated value
