@@ -98,8 +98,8 @@ def _kept(s: np.ndarray) -> np.ndarray:
     return vec[:, :k]
 
 
-def population(metric: str, sc: Scenario, n: int, cache: dict) -> float:
-    """The population value the interval should cover (see the module docstring)."""
+def population(metric: str, sc: Scenario, n: int, cache: dict, rbf_n: int = 3000, rbf_draws: int = 4) -> float:
+    """The population value (see the module docstring); RBF CKA's from ``rbf_draws`` draws at ``rbf_n``."""
     sx, sy, sxy = sc.covariances()
     if metric in ("cka", "cka-biased"):
         return float(np.sum(sxy ** 2) / (np.linalg.norm(sx) * np.linalg.norm(sy)))
@@ -119,7 +119,7 @@ def population(metric: str, sc: Scenario, n: int, cache: dict) -> float:
             return 0.0  # independent: HSIC is 0 for every kernel
         if ("rbf", sc.name) not in cache:
             gen = torch.Generator().manual_seed(77)
-            cache[("rbf", sc.name)] = float(np.mean([cka_rbf(*sc.draw(3000, gen)) for _ in range(4)]))
+            cache[("rbf", sc.name)] = float(np.mean([cka_rbf(*sc.draw(rbf_n, gen)) for _ in range(rbf_draws)]))
         return cache[("rbf", sc.name)]
     if metric == "mknn":
         k = max(1, min(MKNN_K, n - 1))
