@@ -356,3 +356,43 @@ def test_other_measures_are_unchanged_by_extreme_scales(reg, name):
     fn = reg.metric(name).fn
     assert fn(1e150 * x, y) == pytest.approx(fn(x, y), abs=1e-9)
     assert fn(1e-150 * x, y) == pytest.approx(fn(x, y), abs=1e-9)
+
+
+# Stored files and the command line --------------------------------------------------------------------
+
+def test_files_written_before_interval_kinds_are_recomputed(reg, tmp_path):
+    import pyarrow.parquet as pq
+    st = Store(tmp_path / "r")
+    shared = np.random.default_rng(0).normal(size=(200, 3))
+    for seed in (0, 1):
+        fake_run(st, "toy", "a", seed, np.arange(N), shared)
+    metric = reg.metric("cka")
+    assert sim.compute(st, [metric], resamples=10, permutations=5)["pairs"] == 1
+    path = next((st.root / "similarity").rglob("*.parquet"))
+    table = pq.read_table(path)
+    meta = {k: v for k, v in table.schema.metadata.items() if k not in (b"intervals", b"ci_kind")}
+    pq.write_table(table.replace_schema_metadata(meta), path)  # as an older wsbench wrote it
+    assert sim.compute(st, [metric], resamples=10, permutations=5)["pairs"] == 1
+    assert sim.compute(st, [metric], resamples=10, permutations=5)["pairs"] == 0
+
+
+def test_cli_leaderboard_calibrated_reads_an_old_export(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from wsbench.cli import app
+    committed = Path(__file__).resolve().parents[1] / "leaderboards" / "yeom2025"
+    if not (committed / "tables" / "similarity.parquet").exists():
+        pytest.skip("no committed yeom2025 tables")
+    copy = tmp_path / "y"
+    for name in ("tables/runs.parquet", "tables/similarity.parquet", "manifest.json"):
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(committed / name, copy / name)
+    res = CliRunner().invoke(app, ["leaderboard", "--out", str(copy), "--format", "md", "--calibrated",
+                                   "--no-images"])
+    assert res.exit_code == 0, res.output
+    assert "cross-seed cka (calibrated) (mean)" in res.output and "(value − null mean) / (1 − null mean)" in res.output
+    help_text = CliRunner().invoke(app, ["similarity", "--help"], env={"COLUMNS": "200"}).output
+    assert all(kind in help_text for kind in CI_KINDS)
