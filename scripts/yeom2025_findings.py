@@ -2,17 +2,23 @@
 
     python scripts/yeom2025_findings.py [leaderboards/yeom2025]
 
-Prints Markdown tables:
+Prints Markdown tables, each for the raw similarity and for the null-calibrated similarity
+(value - null mean) / (1 - null mean) (the tables' permutation null; after Gröger et al., ICML 2026):
   (a) cross-seed similarity per architecture: for each pair of seeds, the mean over the
-      architecture's layers of the same-layer similarity; mean and 95 % t-interval over the 10
-      seed pairs, and the difference GMN - image model with a Welch interval;
-  (b) GMN vs image models: the most similar layer pair (mean over the 25 seed pairs, with its
-      interval), beside the image models' own pair and the accuracies;
+      architecture's layers of the same-layer similarity; the mean over the 10 seed pairs with a
+      95 % interval over the 5 seeds (delete-one-seed jackknife, t on 4 df: pairs that share a seed
+      are not independent), and the difference GMN - image model with a Satterthwaite interval;
+  (b) GMN vs image models: the most similar layer pair (largest mean over the 25 seed pairs), and a
+      selection-aware 95 % interval for that largest mean: every layer pair's seed-level interval at
+      the Bonferroni level 1 - 0.05 / K for the K layer pairs searched, so all K hold at once with
+      probability >= 95 %, and then the population maximum lies in [max of the lows, max of the highs]
+      whichever pair attains it; beside the image models' own pair and the accuracies;
   (c) samples every GMN seed gets right and every image-model seed gets wrong, beside the count
       expected if GMN and image-model correctness were independent across samples.
 """
 from __future__ import annotations
 
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -20,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from wsbench.reporting import export
-from wsbench.reporting.board import accuracy_rows, build
-from wsbench.reporting.stats import diff_ci, mean_ci
+from wsbench.reporting.board import accuracy_rows, build, calibrated_rows
+from wsbench.reporting.stats import diff_ci_se, t_quantile, unit_mean_ci
 
 METRICS = ("cka", "cka-biased", "mknn")
 GMN, IMAGE = "gmn", ("cnn", "mlp")
@@ -31,14 +37,26 @@ def _fmt(m, lo, hi, digits=3):
     return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def cross_seed(sim: list[dict], ds: str, metric: str, arch: str) -> list[float]:
-    """Per seed pair: the mean over layers of the same-layer similarity."""
+def _seed_pairs(sim: list[dict], ds: str, metric: str, arch: str) -> dict:
+    """Per seed pair (its two run ids): the same-layer values of ``arch`` on ``ds``."""
     pairs = defaultdict(list)
     for r in sim:
         if (r["dataset"], r["metric"], r["arch_a"], r["arch_b"]) == (ds, metric, arch, arch) \
                 and r["seed_a"] != r["seed_b"] and r["layer_a"] == r["layer_b"]:
             pairs[tuple(sorted((r["run_a"], r["run_b"])))].append(r["value"])
-    return [float(np.mean(v)) for v in pairs.values()]
+    return pairs
+
+
+def cross_seed(sim: list[dict], ds: str, metric: str, arch: str) -> list[float]:
+    """Per seed pair: the mean over layers of the same-layer similarity."""
+    return [float(np.mean(v)) for v in _seed_pairs(sim, ds, metric, arch).values()]
+
+
+def cross_seed_stats(sim: list[dict], ds: str, metric: str, arch: str) -> dict:
+    """Mean over seed pairs of :func:`cross_seed`, with its seed-level interval (runs are the units)."""
+    pairs = _seed_pairs(sim, ds, metric, arch)
+    values = [float(np.mean(v)) for v in pairs.values()]
+    return unit_mean_ci(values, [((arch, a), (arch, b)) for a, b in pairs])
 
 
 def claim_a(sim, datasets) -> list[str]:
@@ -46,34 +64,52 @@ def claim_a(sim, datasets) -> list[str]:
            "|---|---|---|---|---|---|---|---|"]
     for ds in datasets:
         for metric in METRICS:
-            vals = {a: cross_seed(sim, ds, metric, a) for a in (GMN, *IMAGE)}
-            stats = {a: mean_ci(v) for a, v in vals.items()}
+            stats = {a: cross_seed_stats(sim, ds, metric, a) for a in (GMN, *IMAGE)}
             diffs = {}
             for a in IMAGE:
-                (ma, sa, *_), (mg, sg, *_) = stats[a], stats[GMN]
-                diffs[a] = diff_ci(ma, sa, len(vals[a]), mg, sg, len(vals[GMN]))
+                sa, sg = stats[a], stats[GMN]
+                diffs[a] = diff_ci_se(sa["mean"], sa["se"], sa["df"], sg["mean"], sg["se"], sg["df"])
             below = all(d[2] < 0 for d in diffs.values())
             above = all(d[1] > 0 for d in diffs.values())
             verdict = "holds" if below else "does not hold" if above else "inconclusive"
-            cells = [_fmt(stats[a][0], stats[a][2], stats[a][3]) for a in (GMN, *IMAGE)]
+            cells = [_fmt(stats[a]["mean"], stats[a]["ci_low"], stats[a]["ci_high"]) for a in (GMN, *IMAGE)]
             cells += [_fmt(*diffs[a]) for a in IMAGE]
             out.append(f"| {ds} | {metric} | " + " | ".join(cells) + f" | {verdict} |")
     return out
 
 
+def best_pair(cells: list[dict], level: float = 0.95) -> tuple[dict, float, float]:
+    """The layer pair with the largest mean, and a selection-aware interval for the largest mean.
+
+    Each of the K cells gets its seed-level interval at the Bonferroni level ``1 - (1 - level) / K``
+    (its ``se`` and ``df``); with probability >= ``level`` all K cover their population means at once,
+    and then the population maximum lies in ``[max_k low_k, max_k high_k]``.
+    """
+    best = max(cells, key=lambda r: r["mean"])
+    k = len(cells)
+    lows, highs = [], []
+    for r in cells:
+        h = t_quantile(1 - (1 - level) / (2 * k), r["df"]) * r["se"]
+        if not math.isfinite(h):
+            return best, float("nan"), float("nan")
+        lows.append(r["mean"] - h)
+        highs.append(r["mean"] + h)
+    return best, max(lows), max(highs)
+
+
 def claim_b(board_by_metric, runs, datasets) -> list[str]:
     acc = {(r["dataset"], r["arch"]): r for r in accuracy_rows(runs)}
-    out = ["| dataset | metric | pair | most similar layers | similarity (25 seed pairs) | test acc % |",
-           "|---|---|---|---|---|---|"]
+    out = ["| dataset | metric | pair | most similar layers | largest mean (25 seed pairs), selection-aware 95 % CI "
+           "| test acc % |", "|---|---|---|---|---|---|"]
     for ds in datasets:
         for metric in METRICS:
             rows = board_by_metric[metric].cross
             for a, b in (("cnn", "gmn"), ("gmn", "mlp"), ("cnn", "mlp")):
                 cand = [r for r in rows if (r["dataset"], r["arch_a"], r["arch_b"]) == (ds, a, b)]
-                best = max(cand, key=lambda r: r["mean"])
+                best, lo, hi = best_pair(cand)
                 accs = " vs ".join(f"{100 * acc[(ds, x)]['mean']:.1f}" for x in (a, b))
                 out.append(f"| {ds} | {metric} | {a} vs {b} | {best['layer_a']} / {best['layer_b']} | "
-                           f"{_fmt(best['mean'], best['ci_low'], best['ci_high'])} | {accs} |")
+                           f"{_fmt(best['mean'], lo, hi)} | {accs} |")
     return out
 
 
@@ -101,11 +137,16 @@ def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "leaderboards/yeom2025")
     tables = export.load(folder)
     datasets = sorted({r["dataset"] for r in tables.runs})
-    boards = {m: build(tables.runs, tables.similarity, metric=m) for m in METRICS}
-    print("## (a) cross-seed similarity, mean over layers per seed pair (95 % CI over 10 seed pairs)\n")
-    print("\n".join(claim_a(tables.similarity, datasets)), "\n")
-    print("## (b) GMN vs image models: the most similar layer pair (mean over 25 seed pairs, 95 % CI)\n")
-    print("\n".join(claim_b(boards, tables.runs, datasets)), "\n")
+    for calibrated in (False, True):
+        sim = calibrated_rows(tables.similarity) if calibrated else tables.similarity
+        what = "null-calibrated similarity, (value - null mean) / (1 - null mean)" if calibrated else "similarity"
+        boards = {m: build(tables.runs, tables.similarity, metric=m, calibrated=calibrated) for m in METRICS}
+        print(f"## (a) cross-seed {what}: mean over layers per seed pair, mean over the 10 seed pairs "
+              "(95 % CI over the 5 seeds)\n")
+        print("\n".join(claim_a(sim, datasets)), "\n")
+        print(f"## (b) GMN vs image models, {what}: the most similar layer pair (mean over 25 seed pairs; "
+              "95 % CI for the largest mean, selection-aware)\n")
+        print("\n".join(claim_b(boards, tables.runs, datasets)), "\n")
     print("## (c) samples GMNs always get right and image models always get wrong\n")
     print("\n".join(claim_c(tables.predictions, tables.runs, datasets)))
 

@@ -41,7 +41,7 @@ def _run(arch, seed, acc, view="images", dataset="shapes", status="finished"):
 def test_accuracy_mean_std_interval_are_the_t_formulas():
     rows = accuracy_rows([_run("a", s, v) for s, v in enumerate([0.80, 0.82, 0.84])])
     r = rows[0]
-    h = 4.303 * 0.02 / math.sqrt(3)
+    h = 4.302652729749464 * 0.02 / math.sqrt(3)  # t_{0.975, 2}, exact (the old table had 4.303)
     assert r["mean"] == pytest.approx(0.82) and r["std"] == pytest.approx(0.02)
     assert (r["ci_low"], r["ci_high"]) == (pytest.approx(0.82 - h), pytest.approx(0.82 + h))
     assert r["seeds"] == 3 and r["best"] == 0.84 and r["worst"] == 0.80
@@ -83,9 +83,12 @@ def test_stability_averages_seed_pairs_and_carries_bootstrap_and_null():
             _sim("m", 0, "w", 0, "fc1", "fc1", 0.5),  # other arch: not stability
             {**_sim("m", 0, "m", 1, "fc1", "fc1", 0.0), "metric": "other"}]
     (r,) = stability_rows(sims, "cka")
-    _, s, lo, hi = mean_ci([0.9, 0.8, 0.7])
-    assert (r["mean"], r["std"], r["ci_low"], r["ci_high"], r["pairs"]) == (pytest.approx(0.8), pytest.approx(s),
-                                                                            lo, hi, 3)
+    _, s, _, _ = mean_ci([0.9, 0.8, 0.7])
+    # The seed is the unit: deleting seed 0, 1 or 2 leaves the pair (1, 2), (0, 2) or (0, 1), i.e. 0.7, 0.8
+    # or 0.9; jackknife variance (2/3)(0.01 + 0 + 0.01), t on 3 - 1 = 2 df.
+    h = 4.302652729749464 * math.sqrt(2 / 3 * 0.02)
+    assert (r["mean"], r["std"], r["ci_low"], r["ci_high"], r["pairs"], r["seeds"]) == (
+        pytest.approx(0.8), pytest.approx(s), pytest.approx(0.8 - h), pytest.approx(0.8 + h), 3, 3)
     assert r["boot_low"] == pytest.approx(0.75) and r["boot_high"] == pytest.approx(0.85)
     assert r["null_mean"] == pytest.approx(0.02)
     board = build([], sims)

@@ -48,7 +48,8 @@ def store(tmp_path):
 
 def fn_only(metric: MetricSpec) -> MetricSpec:
     """The same measure as a third party with only ``fn`` would register it."""
-    return MetricSpec(name=metric.name, fn=metric.fn, estimator=metric.estimator, invariances=metric.invariances)
+    return MetricSpec(name=metric.name, fn=metric.fn, estimator=metric.estimator, invariances=metric.invariances,
+                      interval=metric.interval)
 
 
 def test_bootstrap_weights_are_seeded_counts_summing_to_n():

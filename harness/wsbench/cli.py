@@ -183,13 +183,28 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
                dataset: List[str] = typer.Option([], "--dataset", help="Only these datasets."),
                out: Path = OutOpt, device: str = DeviceOpt,
                recompute: bool = typer.Option(False, "--recompute", help="Recompute stored pairs."),
-               resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples for the 95 % "
-                                             "intervals (0: none)."),
+               resamples: int = typer.Option(1000, "--resamples", help="Resamples for the 95 % intervals over "
+                                             "samples (0: none): bootstrap resamples or half-samples, as the "
+                                             "metric declares (see below)."),
                permutations: int = typer.Option(100, "--permutations", help="Shuffles of the sample "
                                                 "correspondence for the null level (0: none)."),
                seed: int = typer.Option(0, "--seed", help="Seed of the resamples and shuffles.")):
-    """Layer x layer similarity between every pair of stored runs of a dataset, with 95 % bootstrap
-    intervals, a permutation null level and sanity checks on every row."""
+    """Layer x layer similarity between every pair of stored runs of a dataset, with a 95 % interval
+    over samples, a permutation null level, the null-calibrated value and sanity checks on every row.
+
+    Each row names its interval in ci_kind. half-sample (cka-biased, and any metric that declares no
+    other): n/2 of the n samples drawn without replacement (no copies), their percentile interval
+    rescaled to n and corrected for an O(1/n) bias; covers the population value; valid for any metric.
+    expected-at-n (procrustes, svcca): the same without the bias correction; covers the metric's
+    expected value at this n, not the population value of a metric biased by more than O(1/n).
+    percentile (cka, cka-rbf): bootstrap over samples (with replacement; the metric keeps copies of a
+    sample apart); covers the population value of an estimator without bias. per-sample-percentile
+    (mknn): bootstrap of per-sample scores with the neighbour sets of all n held fixed; narrower than
+    the value's spread. Measured coverage: benchmarks/results/coverage.json.
+
+    calibrated = (value - null mean) / (1 - null mean): 0 at the permutation null, 1 at perfect
+    similarity. A constant or non-finite layer is named in a warning; its rows are NaN with a reason.
+    A row fails its checks when its value lies outside its own interval."""
     from wsbench import similarity as sim
     from wsbench.store import Store
     from wsbench.train import resolve_device
@@ -219,8 +234,15 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
         inv = ", ".join(f"{k} {v:.1e}" for k, v in job.items()
                         if k in ("orthogonal", "isotropic-scaling", "translation", "grid_vs_fn") and v is not None)
         self_max = "undefined" if job["self_max"] is None else f"{job['self_max']:.1e}"
+        extra = f"; {job['ci_kind']} intervals" if job.get("ci_kind") else ""
+        if job.get("outside_interval"):
+            extra += f"; {job['outside_interval']} values outside their own interval"
+        if job.get("degenerate"):
+            extra += (f"; {len(job['degenerate'])} degenerate representations (constant or non-finite; "
+                      "their rows are NaN with a reason)")
         err_console.print(f"checks {job['dataset']}/{job['metric']} ({job['pairs']} layer pairs, n {job['n']}, "
-                          f"{job['path']} path, {job['seconds']:.1f} s): {flag}; |self - 1| {self_max}; {inv}")
+                          f"{job['path']} path, {job['seconds']:.1f} s): {flag}; |self - 1| {self_max}; {inv}"
+                          + extra)
     if counts.get("skipped_runs"):
         err_console.print(f"[yellow]warning:[/yellow] {len(counts['skipped_runs'])} run(s) left out because their "
                           "representations are unreadable (named above); rerun the grid to retrain them, then this "
@@ -290,6 +312,9 @@ def leaderboard(ctx: typer.Context,
                 metric: Optional[str] = typer.Option(None, "--metric", help="Similarity metric of the stability "
                                                      "and similarity tables (`wsbench plugins` lists them); default: "
                                                      "an export's own metric, else cka, else the one stored."),
+                calibrated: bool = typer.Option(False, "--calibrated", help="Rank and draw the null-calibrated "
+                                                "similarity, (value - null mean) / (1 - null mean), instead of the "
+                                                "raw value."),
                 output: Optional[str] = typer.Option(None, "--output", help="FILE.md or FILE.html: write that page; "
                                                      "DIR/: export Markdown, HTML and the small tables."),
                 title: Optional[str] = typer.Option(None, "--title", help="Page title."),
@@ -309,7 +334,7 @@ def leaderboard(ctx: typer.Context,
         raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --out")
     metric, value_range = _metric_of(metric, [tables], str(out))
     board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions,
-                     value_range=value_range)
+                     value_range=value_range, calibrated=calibrated)
     title = title or tables.manifest.get("title") or "wsbench leaderboard"
     want_html = format == "html" or (output is not None and (_is_folder(output) or output.endswith(".html")))
     if (images and want_html) or (output is not None and _is_folder(output) and images):

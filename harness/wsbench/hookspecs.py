@@ -104,11 +104,14 @@ def register_metrics(register):
 
     ``spec.fn(x, y)`` gets two float64 torch tensors ``(n, d1)`` and ``(n, d2)`` whose rows are the
     same samples and returns a Python float (NaN where the value is undefined); it must be
-    deterministic. That alone is a complete metric: the harness computes the value, a paired
-    bootstrap (``--resamples``, 1,000 by default, each a resampling of the rows) and a permutation
-    null (``--permutations``, 100 by default) by calling ``fn`` once per layer pair for each, so
-    its cost is about 1,100 calls per layer pair. ``spec.batched`` is the optional fast path for
-    all pairs at once (see :class:`~wsbench.specs.BatchRequest`); it must agree with ``fn``.
+    deterministic. That alone is a complete metric: the harness computes the value, a 95 % interval
+    over samples (``--resamples``, 1,000 by default: half-samples without replacement unless
+    ``spec.interval`` declares otherwise, see :data:`~wsbench.specs.CI_KINDS`), a permutation
+    null (``--permutations``, 100 by default) and the null-calibrated value by calling ``fn`` once
+    per layer pair for each, so its cost is about 1,100 calls per layer pair. A constant or
+    non-finite representation never reaches ``fn``: its rows are NaN with a ``reason``.
+    ``spec.batched`` is the optional fast path for all pairs at once (see
+    :class:`~wsbench.specs.BatchRequest`); it must agree with ``fn``.
 
     ``spec.range`` (optional, ``(low, high)``) is the values the metric can take: leaderboards clip
     the seed-level intervals they show to it.

@@ -18,6 +18,24 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 VIEWS = ("weights", "images")  # the inputs an architecture can read
+# The kinds of 95 % interval over samples a similarity value can have (``MetricSpec.interval``; stored on
+# every similarity row as ``ci_kind``): how the samples are resampled, and what the interval covers.
+CI_KINDS = {
+    "half-sample": ("n/2 of the n samples drawn without replacement (no sample twice), their percentile interval "
+                    "around the value, rescaled to n and corrected for an O(1/n) bias: covers the population "
+                    "value of an estimator biased by O(1/n); valid for any metric"),
+    "expected-at-n": ("the half-samples' percentile interval around the value, rescaled to n, without the bias "
+                      "correction: covers the metric's expected value at this n, not the population value of a "
+                      "metric biased by more than O(1/n)"),
+    "percentile": ("bootstrap over samples (with replacement; the metric keeps copies of a sample apart), "
+                   "95 % percentile interval; covers the population value of an estimator without bias"),
+    "per-sample-percentile": ("bootstrap of per-sample scores the metric computes once from all n samples "
+                              "(mknn: each sample's neighbour overlap, with the neighbour sets of all n held fixed), "
+                              "95 % percentile interval; it ignores that neighbouring samples' scores move "
+                              "together, so it is narrower than the value's spread and covers the expected value "
+                              "at n less often than 95 % (benchmarks/results/coverage.json)"),
+}
+BOOTSTRAP_KINDS = ("percentile", "per-sample-percentile")  # kinds computed from bootstrap counts (request.weights)
 
 
 @dataclass(frozen=True)
@@ -262,6 +280,30 @@ class MetricSpec:
     # Optional ``(low, high)``: the values the metric can take (e.g. ``(0.0, 1.0)``). Leaderboards clip
     # the seed-level intervals they show to it, so an interval never claims an impossible value.
     range: tuple[float, float] | None = None
+    # Which 95 % interval over samples each value gets (stored as ``ci_kind``; :data:`CI_KINDS`):
+    # "half-sample" (default, valid for any measure): half-samples without replacement (n // 2 of the n
+    #   samples, so no sample appears twice) and their percentile interval around the value, rescaled to
+    #   n; it also removes an O(1/n) bias of the estimator.
+    # "expected-at-n": the same half-samples, the interval centred on the value without that correction;
+    #   for a measure whose bias is of a larger order (e.g. a nuclear norm or canonical correlations where
+    #   some population singular values are 0): it covers the measure's expected value at this n.
+    # "percentile": bootstrap resamples with replacement and their percentile interval. Declare it only
+    #   when copies of a sample do not bias the measure: ``batched`` receives the sample counts as
+    #   ``request.weights`` and must treat copies as it should (the kernel engine keeps them apart), and
+    #   without ``batched``, ``fn`` is called on the rows repeated by their counts: right for a mean of
+    #   per-sample scores, wrong for anything built from distances between samples (copies are at 0).
+    # "per-sample-percentile": the same bootstrap, for a ``batched`` path that reweights per-sample scores
+    #   computed once from all n samples (mknn); the label says that their dependence is ignored.
+    interval: str = "half-sample"
+    # Null calibration (optional): ``calibrate(value, null_mean)`` -> the calibrated value, elementwise on
+    # numpy arrays. Default (None): ``(value - null_mean) / (1 - null_mean)``, how far the value lies from
+    # the permutation null towards perfect similarity (self-similarity is 1, which every job checks).
+    calibrate: Callable[..., Any] | None = None
     kind: str = "metric"  # fixed: the kind this spec registers as
     distribution: str = ""  # set by the host
     version: str = ""  # set by the host
+
+    def __post_init__(self):
+        if self.interval not in CI_KINDS:
+            raise ValueError(f"metric {self.name!r}: interval must be one of {', '.join(CI_KINDS)}, "
+                             f"got {self.interval!r}")

@@ -83,6 +83,8 @@ SIMILARITY_SCHEMA = pa.schema([
     ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("null_mean", pa.float64()), ("null_high", pa.float64()),
     ("resamples", pa.int64()), ("permutations", pa.int64()), ("check_self", pa.float64()),
     ("check_invariance", pa.float64()), ("checks_passed", pa.bool_()), ("checks", pa.string()),
+    # Added with interval kinds; files written before them lack these columns and read as null.
+    ("ci_kind", pa.string()), ("calibrated", pa.float64()), ("check_interval", pa.bool_()), ("reason", pa.string()),
     ("schema_version", pa.int32()),
 ])
 

@@ -7,7 +7,10 @@ form uses the unbiased HSIC estimator of Song et al. (2012) as in Nguyen et al.
 
 The ``batched`` path computes every pair of M representations at once, with a
 paired bootstrap and a permutation null, through the harness's kernel engine
-(``wsbench.kernel_batched``; its module docstring gives the formulas).
+(``wsbench.kernel_batched``; its module docstring gives the formulas). Intervals:
+``cka`` resamples with the bootstrap (the engine keeps copies of a sample apart, so
+the debiased estimate stays unbiased in a resample); ``cka-biased`` is biased by O(1/n)
+and gets the harness's half-sample interval, which corrects for that.
 """
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ from wsbench import (
     BatchResult,
     KernelStack,
     MetricSpec,
-    center,
     hookimpl,
     kernel_batched,
     pad_stack,
@@ -48,7 +50,9 @@ def hsic_unbiased(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _cka(hsic, x, y) -> float:
-    x, y = center(x), center(y)
+    # Centred and scaled to unit Frobenius norm (CKA ignores scale) before any product is formed, so
+    # inputs of 1e+150 do not overflow and inputs of 1e-150 do not underflow.
+    x, y = prepare_linear(x), prepare_linear(y)
     xy, xx, yy = hsic(x, y), hsic(x, x), hsic(y, y)
     denom = torch.sqrt(xx * yy)
     if not torch.isfinite(denom) or denom <= 0:
@@ -82,8 +86,11 @@ def register_metrics(register):
         name="cka", fn=cka_debiased, estimator="linear-kernel/debiased-hsic(song2012)/feature-space/float64",
         description="Linear CKA with the debiased HSIC estimator (default)", higher_is_better=True,
         symmetric=True, invariances=INVARIANCES, batched=linear_batched(True),
-        range=(-1.0, 1.0)))  # the debiased estimator can dip below 0 for unrelated representations
+        # The kernel engine keeps copies of a sample apart, so the bootstrap stays centred on the estimate.
+        range=(-1.0, 1.0), interval="percentile"))
     register(MetricSpec(
         name="cka-biased", fn=cka_biased, estimator="linear-kernel/biased-hsic/feature-space/float64",
         description="Linear CKA with the biased HSIC estimator (Kornblith et al. 2019)", higher_is_better=True,
-        symmetric=True, invariances=INVARIANCES, batched=linear_batched(False), range=(0.0, 1.0)))
+        symmetric=True, invariances=INVARIANCES, batched=linear_batched(False),
+        # Biased by O(1/n) (more with wide layers): half-samples give an interval corrected for it.
+        range=(0.0, 1.0), interval="half-sample"))

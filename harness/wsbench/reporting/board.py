@@ -6,11 +6,17 @@ sets two Boards side by side. :mod:`wsbench.reporting.text` and
 :mod:`wsbench.reporting.html` render them. Nothing here trains, reads files or
 loads images.
 
-Intervals: accuracy and similarity are averaged over seeds (or seed pairs) with a
-95 % Student-t interval of the mean (:mod:`wsbench.reporting.stats`). Seed pairs
-share seeds, so the pair interval is optimistic; the per-pair bootstrap interval
-over samples (``boot_low``, ``boot_high``) and the permutation baseline
-(``null_mean``) are carried along when the similarity rows have them.
+Intervals: the seed is the unit. Accuracy is one number per seed: a 95 % Student-t
+interval of the mean over seeds. Similarity is one number per *pair* of runs, and pairs
+share seeds (5 seeds make 10 pairs within an architecture, 25 across two), so pairs are
+not counted as independent: the mean over pairs gets the delete-one-seed jackknife
+interval of :func:`wsbench.reporting.stats.unit_mean_ci` (every run is a unit, grouped
+by architecture; t on S - 1 df for S seeds), and so does prediction agreement between
+runs. These intervals are over seeds with the test samples held fixed; the per-pair
+interval over samples (``boot_low``, ``boot_high``, with its ``ci_kind``) and the
+permutation baseline (``null_mean``) are carried along when the similarity rows have
+them. ``build(..., calibrated=True)`` uses every row's null-calibrated value instead of
+its raw value (see :func:`calibrated_rows`).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from wsbench.reporting.stats import NAN, diff_ci, is_missing, mean_ci, nanmean
+from wsbench.reporting.stats import NAN, diff_ci_se, is_missing, mean_ci, nanmean, unit_mean_ci
 
 WEIGHTS, IMAGES = "weights", "images"
 MAX_IMAGES = 64  # split samples shown per (dataset, architecture, group): pages and exports stay small
@@ -32,6 +38,7 @@ class Board:
     """Everything a leaderboard shows, as rows (lists of dicts) derived from the tables."""
 
     metric: str = "cka"
+    calibrated: bool = False  # similarity values are null-calibrated (value - null) / (1 - null)
     accuracy: list = field(default_factory=list)  # ranked within dataset
     stability: list = field(default_factory=list)  # cross-seed similarity per architecture and layer
     within: list = field(default_factory=list)  # same architecture, other seed, layer x layer
@@ -61,6 +68,7 @@ def accuracy_rows(runs: list[dict]) -> list[dict]:
         if not math.isnan(lo):  # an accuracy interval never leaves [0, 1]
             lo, hi = max(0.0, lo), min(1.0, hi)
         rows.append({"dataset": ds, "arch": arch, "view": rs[0].get("view"), "mean": m, "std": s,
+                     "se": s / math.sqrt(len(accs)) if len(accs) > 1 else NAN, "df": len(accs) - 1,
                      "ci_low": lo, "ci_high": hi, "seeds": len(accs),
                      "best": max(accs), "worst": min(accs)})
     out = []
@@ -84,11 +92,35 @@ def accuracy_rows(runs: list[dict]) -> list[dict]:
 
 # Similarity -----------------------------------------------------------------------------
 
+# What the intervals of similarity rows stored without a ``ci_kind`` were (every metric had the bootstrap).
+LEGACY_KINDS = {"mknn": "per-sample-percentile"}
+
+
 def _extras(rows: list[dict]) -> dict:
-    """Means over seed pairs of the per-pair bootstrap interval and permutation baseline (NaN when absent)."""
+    """Means over seed pairs of the per-pair interval over samples and permutation baseline (NaN when
+    absent), and the interval kinds behind them (``ci_kind``; rows written before kinds were stored
+    had bootstrap percentile intervals, of per-sample scores for mknn: :data:`LEGACY_KINDS`)."""
+    kinds = sorted({r.get("ci_kind") or LEGACY_KINDS.get(str(r.get("metric")), "percentile") for r in rows
+                    if not is_missing(r.get("ci_low"))})
     return {"boot_low": nanmean(r.get("ci_low") for r in rows), "boot_high": nanmean(r.get("ci_high") for r in rows),
             "null_mean": nanmean(r.get("null_mean") for r in rows),
-            "null_high": nanmean(r.get("null_high") for r in rows)}
+            "null_high": nanmean(r.get("null_high") for r in rows), "ci_kind": ", ".join(kinds) or None}
+
+
+def _pair_units(s: dict) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The two runs a similarity row depends on, each grouped by its architecture."""
+    return (s["arch_a"], str(s.get("run_a", s.get("seed_a")))), (s["arch_b"], str(s.get("run_b", s.get("seed_b"))))
+
+
+def _over_seeds(rs: list[dict], value_range: tuple[float, float] | None = None) -> dict:
+    """Mean and seed-level interval of the rows' values (missing values skipped, counted in ``missing``)."""
+    present = [s for s in rs if not is_missing(s.get("value"))]
+    values = [float(s["value"]) for s in present]
+    st = unit_mean_ci(values, [_pair_units(s) for s in present])
+    _, sd, _, _ = mean_ci(values)
+    lo, hi = clip_interval(st["ci_low"], st["ci_high"], value_range)
+    return {"mean": st["mean"], "std": sd, "se": st["se"], "df": st["df"], "ci_low": lo,
+            "ci_high": hi, "pairs": len(present), "seeds": st["units"], "missing": len(rs) - len(present)}
 
 
 def clip_interval(low: float, high: float, value_range: tuple[float, float] | None) -> tuple[float, float]:
@@ -107,7 +139,8 @@ def clip_interval(low: float, high: float, value_range: tuple[float, float] | No
 
 def stability_rows(similarity: list[dict], metric: str,
                    value_range: tuple[float, float] | None = None) -> list[dict]:
-    """Cross-seed similarity: same architecture, different seeds, same layer, averaged over seed pairs."""
+    """Cross-seed similarity: same architecture, different seeds, same layer, averaged over seed pairs
+    (interval over seeds: the delete-one-seed jackknife, clipped to ``value_range``)."""
     groups = defaultdict(list)
     for s in similarity:
         if s["metric"] == metric and s["arch_a"] == s["arch_b"] and s["layer_a"] == s["layer_b"] \
@@ -115,16 +148,15 @@ def stability_rows(similarity: list[dict], metric: str,
             groups[(s["dataset"], s["arch_a"], s["layer_index_a"], s["layer_a"])].append(s)
     rows = []
     for (ds, arch, li, layer), rs in sorted(groups.items()):
-        m, sd, lo, hi = mean_ci([s["value"] for s in rs])
-        lo, hi = clip_interval(lo, hi, value_range)
         rows.append({"dataset": ds, "metric": metric, "arch": arch, "layer_index": li, "layer": layer,
-                     "mean": m, "std": sd, "ci_low": lo, "ci_high": hi, "pairs": len(rs), **_extras(rs)})
+                     **_over_seeds(rs, value_range), **_extras(rs)})
     return rows
 
 
 def layer_pair_rows(similarity: list[dict], metric: str, same_arch: bool,
                     value_range: tuple[float, float] | None = None) -> list[dict]:
-    """Layer x layer similarity averaged over run pairs, per (dataset, arch_a, arch_b).
+    """Layer x layer similarity averaged over run pairs, per (dataset, arch_a, arch_b), with a
+    seed-level interval (delete-one-seed jackknife: the runs of each architecture are the units).
 
     ``same_arch``: pairs of seeds of one architecture (both orientations pooled, so
     the matrix is symmetric); otherwise pairs of different architectures, oriented
@@ -152,12 +184,29 @@ def layer_pair_rows(similarity: list[dict], metric: str, same_arch: bool,
         groups[key].append(s)
     rows = []
     for (ds, aa, ia, la, ab, ib, lb), rs in sorted(groups.items()):
-        m, sd, lo, hi = mean_ci([s["value"] for s in rs])
-        lo, hi = clip_interval(lo, hi, value_range)
         rows.append({"dataset": ds, "metric": metric, "arch_a": aa, "layer_index_a": ia, "layer_a": la,
-                     "arch_b": ab, "layer_index_b": ib, "layer_b": lb, "mean": m, "std": sd,
-                     "ci_low": lo, "ci_high": hi, "pairs": len(rs), **_extras(rs)})
+                     "arch_b": ab, "layer_index_b": ib, "layer_b": lb, **_over_seeds(rs, value_range), **_extras(rs)})
     return rows
+
+
+def calibrated_rows(similarity: list[dict]) -> list[dict]:
+    """Similarity rows with every value replaced by its null-calibrated value.
+
+    The stored ``calibrated`` column when present, else ``(value - null_mean) / (1 - null_mean)``
+    from the stored null level (tables written before the column existed); NaN without a null
+    level. The interval over samples and the null's 95th percentile go through the same map
+    (monotone for a fixed null level), and the null mean becomes 0.
+    """
+    def cal(x, m):
+        return NAN if is_missing(x) or is_missing(m) or m >= 1 else (float(x) - m) / (1.0 - m)
+    out = []
+    for s in similarity:
+        m = s.get("null_mean")
+        value = s.get("calibrated")
+        value = cal(s.get("value"), m) if value is None or is_missing(value) else float(value)
+        out.append({**s, "value": value, "ci_low": cal(s.get("ci_low"), m), "ci_high": cal(s.get("ci_high"), m),
+                    "null_high": cal(s.get("null_high"), m), "null_mean": NAN if is_missing(m) else 0.0})
+    return out
 
 
 def cross_rows(similarity: list[dict], metric: str, value_range: tuple[float, float] | None = None) -> list[dict]:
@@ -262,10 +311,13 @@ def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, li
                 rates = [float((preds[x] == preds[y]).mean()) for x in ra for y in rb if (a != b or x < y)]
                 if not rates:
                     continue
-                m, sd, lo, hi = mean_ci(rates)
-                lo, hi = clip_interval(lo, hi, (0.0, 1.0))  # a rate of agreement
-                agreement.append({"dataset": ds, "arch_a": a, "arch_b": b, "agreement": m, "std": sd,
-                                  "ci_low": lo, "ci_high": hi, "pairs": len(rates), "samples": len(ids)})
+                units = [((a, rs[x]["run_id"]), (b, rs[y]["run_id"])) for x in ra for y in rb if (a != b or x < y)]
+                st = unit_mean_ci(rates, units)  # runs are the units: run pairs share runs
+                _, sd, _, _ = mean_ci(rates)
+                lo, hi = clip_interval(st["ci_low"], st["ci_high"], (0.0, 1.0))  # a rate of agreement
+                agreement.append({"dataset": ds, "arch_a": a, "arch_b": b, "agreement": st["mean"], "std": sd,
+                                  "ci_low": lo, "ci_high": hi, "pairs": len(rates),
+                                  "samples": len(ids)})
     return summary, samples, agreement
 
 
@@ -319,12 +371,13 @@ def variant_labels(runs: list[dict]) -> dict[str, str]:
 
 def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
           predictions: list[dict] | None = None, value_range: tuple[float, float] | None = None,
-          labels: dict[str, str] | None = None) -> Board:
+          labels: dict[str, str] | None = None, calibrated: bool = False) -> Board:
     """The Board of a results set: rows of the runs, similarity and (optionally) predictions tables.
 
     ``value_range``: the metric's declared range (``MetricSpec.range``), to which the similarity
-    intervals are clipped; ``labels``: variant labels by run id (default :func:`variant_labels` of
-    ``runs``; ``leaderboard compare`` passes those of both result sets).
+    intervals are clipped (not the calibrated values'); ``labels``: variant labels by run id (default
+    :func:`variant_labels` of ``runs``; ``leaderboard compare`` passes those of both result sets);
+    ``calibrated``: rank and draw the null-calibrated similarity (:func:`calibrated_rows`).
     """
     labels = {**variant_labels(runs), **(labels or {})}
     if any(labels[r["run_id"]] != r["arch"] for r in runs):
@@ -333,8 +386,11 @@ def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
                        "arch_b": labels.get(s["run_b"], s["arch_b"])} for s in similarity]
         predictions = [{**p, "arch": labels.get(p["run_id"], p.get("arch"))} for p in predictions or []]
     summary, samples, agreement = sample_analysis(runs, predictions or [])
+    if calibrated:
+        value_range = None  # calibrated values have no fixed range
+        similarity = calibrated_rows([s for s in similarity if s["metric"] == metric])
     return Board(
-        metric=metric,
+        metric=metric, calibrated=calibrated,
         accuracy=accuracy_rows(runs),
         stability=stability_rows(similarity, metric, value_range),
         within=layer_pair_rows(similarity, metric, same_arch=True, value_range=value_range),
@@ -366,8 +422,9 @@ def _side_by_side(rows_a, rows_b, key, n_field):
         for side, r in (("a", a), ("b", b)):
             row.update({f"{side}_mean": r["mean"] if r else NAN, f"{side}_low": r["ci_low"] if r else NAN,
                         f"{side}_high": r["ci_high"] if r else NAN, f"{side}_n": r[n_field] if r else 0})
-        if a and b:
-            d, lo, hi = diff_ci(a["mean"], a["std"], a[n_field], b["mean"], b["std"], b[n_field])
+        if a and b:  # each side's standard error and df: Welch for accuracy, seed-level for similarity
+            d, lo, hi = diff_ci_se(a["mean"], a.get("se", NAN), a.get("df", NAN), b["mean"], b.get("se", NAN),
+                                   b.get("df", NAN))
         else:
             d, lo, hi = NAN, NAN, NAN
         row.update({"diff": d, "diff_low": lo, "diff_high": hi,
@@ -379,7 +436,8 @@ def _side_by_side(rows_a, rows_b, key, n_field):
 def compare(a: Board, b: Board, name_a: str = "A", name_b: str = "B") -> Comparison:
     """Accuracy per (dataset, arch) and stability per (dataset, arch, layer) of ``b`` against ``a``.
 
-    ``diff`` is b - a with a Welch 95 % interval; ``separated`` when it excludes 0.
+    ``diff`` is b - a with a 95 % interval from each side's standard error and degrees of freedom
+    (Welch's for accuracy; the seed-level jackknife for stability); ``separated`` when it excludes 0.
     """
     return Comparison(
         name_a, name_b,

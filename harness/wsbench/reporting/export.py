@@ -325,5 +325,7 @@ def _write_files(tables: Tables, board: Board, out: Path, title: str) -> list[st
                 "datasets": sorted({r["dataset"] for r in tables.runs}),
                 # What this export wrote: the next export replaces these and keeps every other file.
                 "files": [*files, "manifest.json"]}
+    if board.calibrated:  # the similarity pages show null-calibrated values (wsbench leaderboard --calibrated)
+        manifest["calibrated"] = True
     write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return [*files, "manifest.json"]

@@ -23,11 +23,14 @@ from wsbench.reporting.stats import is_missing
 from wsbench.reporting.text import (
     accuracy_table,
     agreement_table,
+    calibration_note,
     class_name,
     failures_table,
     fmt_interval,
     fmt_num,
     fmt_pct,
+    interval_note,
+    metric_label,
     samples_table,
     stability_table,
 )
@@ -174,7 +177,7 @@ def accuracy_svg(rows: list[dict], width: int = 560) -> str:
 def stability_svg(rows: list[dict], metric: str, panel_w: int = 220, height: int = 200) -> str:
     """Cross-seed similarity per layer, one panel per architecture (one dataset), as SVG.
 
-    Dots: mean over seed pairs; bars: 95 % interval over seed pairs; grey ticks:
+    Dots: mean over seed pairs; bars: its 95 % interval over seeds; grey ticks:
     permutation baseline when stored.
     """
     archs = sorted({r["arch"] for r in rows})
@@ -206,10 +209,10 @@ def stability_svg(rows: list[dict], metric: str, panel_w: int = 220, height: int
         prev = None
         for i, r in enumerate(layers):
             cx = x0 + 18 + step * (i + 0.5)
-            tip = (f"{arch} {r['layer']}: {_f(r['mean'])}, 95 % CI {fmt_interval(r['ci_low'], r['ci_high'])}, "
-                   f"{r['pairs']} seed pairs")
+            tip = (f"{arch} {r['layer']}: {_f(r['mean'])}, 95 % CI {fmt_interval(r['ci_low'], r['ci_high'])} "
+                   f"over {r.get('seeds', '?')} seeds ({r['pairs']} seed pairs)")
             if not is_missing(r.get("boot_low")):
-                tip += f"; bootstrap {fmt_interval(r['boot_low'], r['boot_high'])}"
+                tip += f"; {r.get('ci_kind') or 'bootstrap'} {fmt_interval(r['boot_low'], r['boot_high'])}"
             if not is_missing(r.get("null_mean")):
                 tip += f"; null {_f(r['null_mean'])}"
             parts.append(f'<g><title>{_e(tip)}</title>')
@@ -299,7 +302,7 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
     body = [f"<h1>{_e(title)}</h1>",
             f'<p class="meta">wsbench {_e(__version__)} · generated {now}'
             + (f" · from <code>{_e(source)}</code>" if source else "")
-            + f" · similarity metric <b>{_e(board.metric)}</b></p>"]
+            + f" · similarity metric <b>{_e(metric_label(board))}</b></p>"]
 
     # Accuracy.
     body.append('<section id="accuracy"><h2>Test accuracy</h2><p class="note">Architectures ranked by mean test '
@@ -321,11 +324,13 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
     body.append("</section>")
 
     # Stability.
-    body.append(f'<section id="stability"><h2>Cross-seed stability</h2><p class="note">{_e(board.metric)} between '
-                "two seeds of the same architecture, layer by layer: dots are the mean over seed pairs, bars its "
-                "95 % interval over seed pairs (optimistic: pairs share seeds)"
+    body.append(f'<section id="stability"><h2>Cross-seed stability</h2><p class="note">{_e(metric_label(board))} '
+                "between two seeds of the same architecture, layer by layer: dots are the mean over seed pairs, bars "
+                "its 95 % interval over seeds (delete-one-seed jackknife: pairs that share a seed are not counted as "
+                "independent)"
                 + ("; dashed grey ticks the permutation baseline" if has_extras(board.stability)["null"] else "")
-                + ". The heatmaps compare every layer of one seed with every layer of another.</p>")
+                + ". The heatmaps compare every layer of one seed with every layer of another."
+                + _e(calibration_note(board)) + " " + _e(interval_note(board.stability)) + "</p>")
     if board.stability:
         for ds in sorted({r["dataset"] for r in board.stability}):
             body.append(f"<h3>{_e(ds)}</h3>" + stability_svg([r for r in board.stability if r["dataset"] == ds],
@@ -341,8 +346,8 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
 
     # Cross-architecture.
     body.append(f'<section id="cross"><h2>Cross-architecture similarity</h2><p class="note">Layer × layer '
-                f"{_e(board.metric)} between two architectures, mean over all their run pairs (hover a cell for "
-                "its interval).</p>")
+                f"{_e(metric_label(board))} between two architectures, mean over all their run pairs (hover a cell "
+                "for its 95 % interval over seeds).</p>")
     mats = layer_matrices(board.cross, board.metric)
     if mats:
         body.append(_heatmaps(mats, lambda m: f"{m['dataset']}: {m['arch_a']} (rows) vs {m['arch_b']} (columns)"))

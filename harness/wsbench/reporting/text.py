@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from wsbench.reporting.board import MAX_IMAGES, Board, Comparison, has_extras, layer_matrices, sample_groups
 from wsbench.reporting.stats import is_missing
+from wsbench.specs import CI_KINDS
 
 # Formatters -----------------------------------------------------------------------------
 
@@ -35,6 +36,14 @@ def class_name(names: list[str], k: int | None) -> str:
     return names[k] if k is not None and 0 <= k < len(names) else str(k)
 
 
+def calibration_note(board: Board) -> str:
+    """A sentence saying what calibrated values are, on a calibrated board; else empty."""
+    if not board.calibrated:
+        return ""
+    return (" Calibrated: (value − null mean) / (1 − null mean), 0 at the permutation null and 1 at perfect "
+            "similarity (after Gröger et al., ICML 2026).")
+
+
 # Tables ---------------------------------------------------------------------------------
 
 def accuracy_table(board: Board) -> tuple[list[str], list[list[str]]]:
@@ -45,18 +54,41 @@ def accuracy_table(board: Board) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def metric_label(board: Board) -> str:
+    """The similarity metric's name as the pages show it: ``cka``, or ``cka (calibrated)``."""
+    return f"{board.metric} (calibrated)" if board.calibrated else board.metric
+
+
+def interval_kinds(rows: list[dict]) -> list[str]:
+    """The kinds of interval over samples (``ci_kind``) behind a table's rows, sorted."""
+    return sorted({k.strip() for r in rows if r.get("ci_kind") for k in str(r["ci_kind"]).split(",")})
+
+
+def samples_interval_header(rows: list[dict]) -> str:
+    """``bootstrap 95 % CI (samples)`` for percentile intervals, else the kinds by name."""
+    kinds = interval_kinds(rows)
+    if kinds in ([], ["percentile"]):
+        return "bootstrap 95 % CI (samples)"
+    return f"{' / '.join(kinds)} 95 % CI (samples)"
+
+
+def interval_note(rows: list[dict]) -> str:
+    """One sentence per interval kind of the rows: what it is and what it covers."""
+    return " ".join(f"Interval over samples, {k}: {CI_KINDS[k]}." for k in interval_kinds(rows) if k in CI_KINDS)
+
+
 def stability_table(board: Board) -> tuple[list[str], list[list[str]]]:
     ex = has_extras(board.stability)
-    head = ["dataset", "arch", "layer", f"cross-seed {board.metric} (mean)", "95 % CI (seed pairs)"]
-    head += ["bootstrap 95 % CI (samples)"] if ex["boot"] else []
-    head += ["permutation null (mean)"] if ex["null"] else []
-    head += ["seed pairs"]
+    head = ["dataset", "arch", "layer", f"cross-seed {metric_label(board)} (mean)", "95 % CI (seeds)"]
+    head += [samples_interval_header(board.stability)] if ex["boot"] else []
+    head += ["permutation null (mean)"] if ex["null"] and not board.calibrated else []
+    head += ["seeds (pairs)"]
     body = []
     for r in board.stability:
         row = [r["dataset"], r["arch"], r["layer"], fmt_num(r["mean"]), fmt_interval(r["ci_low"], r["ci_high"])]
         row += [fmt_interval(r["boot_low"], r["boot_high"])] if ex["boot"] else []
-        row += [fmt_num(r["null_mean"])] if ex["null"] else []
-        body.append([*row, str(r["pairs"])])
+        row += [fmt_num(r["null_mean"])] if ex["null"] and not board.calibrated else []
+        body.append([*row, f"{r['seeds']} ({r['pairs']})"])
     return head, body
 
 
@@ -66,7 +98,7 @@ def cross_matrices(board: Board) -> list[tuple[str, list[str], list[list[str]]]]
     for m in layer_matrices(board.cross, board.metric):
         head = [f"{m['arch_a']} \\ {m['arch_b']}", *m["cols"]]
         rows = [[name, *[fmt_num(v, 3) for v in vals]] for name, vals in zip(m["rows"], m["values"])]
-        out.append((f"{m['dataset']}: {m['arch_a']} vs {m['arch_b']} ({board.metric}, mean over seed pairs)",
+        out.append((f"{m['dataset']}: {m['arch_a']} vs {m['arch_b']} ({metric_label(board)}, mean over seed pairs)",
                     head, rows))
     return out
 
@@ -148,7 +180,10 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
               "Ranked by mean over seeds; `=` marks ranks that the 95 % intervals cannot separate.", ""]
     parts.append(_md_table(*accuracy_table(board)) if board.accuracy else "_no finished runs_")
     parts += ["", "## Cross-seed stability", "",
-              f"{board.metric} between seeds of one architecture, layer by layer (mean over seed pairs).", ""]
+              f"{metric_label(board)} between seeds of one architecture, layer by layer: the mean over seed pairs, "
+              "and its 95 % interval over seeds (delete-one-seed jackknife: pairs that share a seed are not "
+              "counted as independent)." + calibration_note(board)
+              + (" " + interval_note(board.stability) if interval_note(board.stability) else ""), ""]
     parts.append(_md_table(*stability_table(board)) if board.stability else "_no similarity computed_")
     parts += ["", "## Cross-architecture similarity", ""]
     mats = cross_matrices(board)
