@@ -491,6 +491,37 @@ def inrs_import(root: Path = typer.Argument(..., help="Folder holding the zoo's 
                       f"{m['splits']}) to {zoo.path}")
 
 
+@app.command()
+def plot(out: Path = typer.Option(Path("results"), "--results", "--out", help="Results root, or an exported "
+                                  "leaderboard folder (--out: older alias)."),
+         output: Path = typer.Option(Path("figures"), "--output", help="Folder for the figures."),
+         metric: str = typer.Option("cka", "--metric", help="Similarity metric of the stability and heatmap "
+                                    "figures."),
+         formats: List[str] = typer.Option(["pdf", "png"], "--format", help="pdf and/or png; repeatable."),
+         data_dir: Optional[Path] = DataOpt):
+    """Paper figures as PDF and PNG (pip install 'wsbench[plot]'): accuracy with intervals and chance
+    (accuracy.*), cross-seed stability per layer (stability.*), cross-architecture heatmaps per
+    dataset (cross-DATASET.*)."""
+    from wsbench import reporting as lb
+    from wsbench.reporting import export, figures
+    figures.pyplot()  # a missing matplotlib fails before any work
+    tables = export.load(out)
+    if not tables.runs:
+        raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --results")
+    board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions)
+    classes = dict(tables.classes)
+    if not tables.predictions:  # the chance level needs the classes: from the dataset plugin then
+        for ds in {r["dataset"] for r in tables.runs}:
+            try:
+                classes.setdefault(ds, list(_dataset_loader(data_dir)(ds).classes))
+            except Exception:  # noqa: S110 - no chance line for that dataset
+                pass
+    chance = figures.chance_levels(tables.predictions, classes)
+    written = figures.write_figures(board, figures.seed_accuracies(tables.runs, board), chance, output, formats)
+    for path in written:
+        out_console.print(f"wrote {path}", highlight=False)
+
+
 model_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                         help="Saved models (--save-models): reload one, score it, extract its representations.")
 app.add_typer(model_app, name="model")

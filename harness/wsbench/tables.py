@@ -50,12 +50,13 @@ RUNS_SCHEMA = pa.schema([
     ("inr_psnr_mean", pa.float64()), ("wsbench_version", pa.string()), ("plugin_distribution", pa.string()),
     ("plugin_version", pa.string()), ("torch_version", pa.string()), ("device", pa.string()),
     ("host", pa.string()), ("wall_time_s", pa.float64()), ("started_at", pa.string()),
-    ("finished_at", pa.string()), ("schema_version", pa.int32()),
+    ("finished_at", pa.string()),
     # Provenance (wsbench.provenance; null in rows stored before these columns existed): the commit of the
     # wsbench checkout and whether tracked files differed from it, torch's intra-op threads, the hardware
     # and the library versions (JSON); resumed_from: the epoch a killed run was resumed after (0: none).
     ("git_commit", pa.string()), ("git_dirty", pa.bool_()), ("torch_threads", pa.int64()),
     ("hardware", pa.string()), ("library_versions", pa.string()), ("resumed_from", pa.int64()),
+    ("schema_version", pa.int32()),
 ])
 
 PREDICTIONS_SCHEMA = pa.schema([
