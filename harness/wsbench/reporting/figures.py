@@ -19,6 +19,7 @@ from pathlib import Path
 
 from wsbench.errors import WsbenchError
 from wsbench.reporting.board import IMAGES, WEIGHTS, Board, layer_matrices
+from wsbench.reporting.board import chance_levels as board_chance
 from wsbench.reporting.stats import is_missing
 
 FORMATS = ("pdf", "png")
@@ -45,10 +46,7 @@ def metric_label(metric: str) -> str:
 
 def chance_levels(predictions: list[dict], classes: dict | None = None) -> dict[str, float]:
     """``{dataset: 1 / number of classes}``: the class names when known, else the labels in the predictions."""
-    labels: dict[str, set] = {}
-    for p in predictions:
-        labels.setdefault(p["dataset"], set()).add(p["label"])
-    out = {ds: 1.0 / len(ls) for ds, ls in labels.items() if ls}
+    out = board_chance(predictions)
     for ds, names in (classes or {}).items():
         if names:
             out[ds] = 1.0 / len(names)
