@@ -142,7 +142,7 @@ def test_saved_models_reload_to_the_stored_accuracy_predictions_and_representati
         row = runner.run(cell)
         path = find_model(out, row["run_id"][:8])
         assert path == out / "models" / "dataset=shapes" / f"arch={arch}" / f"{row['run_id']}.safetensors"
-        state, meta = read_model(path)
+        _, meta = read_model(path)
         assert meta["run_id"] == row["run_id"] and meta["arch"] == arch and meta["limit"] == LIMIT
         assert meta["config"] == json.loads(row["config"]) and meta["test_acc"] == row["test_acc"]
         assert json.loads(path.with_suffix(".json").read_text()) == meta

@@ -96,7 +96,8 @@ def _summary(outcomes, settings, **extra) -> dict:
     runs = []
     for o in outcomes:
         row = o.row or {}
-        model = root / "models" / f"dataset={o.cell.dataset}" / f"arch={o.cell.arch}" / f"{row.get('run_id')}.safetensors"
+        model = (root / "models" / f"dataset={o.cell.dataset}" / f"arch={o.cell.arch}"
+                 / f"{row.get('run_id')}.safetensors")
         runs.append({"dataset": o.cell.dataset, "arch": o.cell.arch, "seed": o.cell.seed, "run_id": row.get("run_id"),
                      "status": o.status, "test_acc": row.get("test_acc"), "error": row.get("error"),
                      "model": str(model) if model.exists() else None})
@@ -514,8 +515,8 @@ def plot(out: Path = typer.Option(Path("results"), "--results", "--out", help="R
         for ds in {r["dataset"] for r in tables.runs}:
             try:
                 classes.setdefault(ds, list(_dataset_loader(data_dir)(ds).classes))
-            except Exception:  # noqa: S110 - no chance line for that dataset
-                pass
+            except Exception:  # the dataset cannot be loaded here: no chance line for it
+                continue
     chance = figures.chance_levels(tables.predictions, classes)
     written = figures.write_figures(board, figures.seed_accuracies(tables.runs, board), chance, output, formats)
     for path in written:

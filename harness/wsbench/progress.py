@@ -19,7 +19,15 @@ from typing import Any, Callable
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 def bars(console: Console) -> Progress:
@@ -103,7 +111,7 @@ class GridDisplay:
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                  console=console, transient=False)
-        self.grid_task = None
+        self.grid_task: TaskID | None = None
         self.total = 0
         self.counts = {"done": 0, "failed": 0}
         self.running: dict = {}  # cell -> {"task", "t0", "epoch", "epochs", "epoch_s": [seconds per epoch]}
@@ -224,7 +232,7 @@ class GridDisplay:
         r["epoch"], r["epochs"] = event["epoch"], event["total"]
         if event.get("seconds") is not None:
             r["epoch_s"].append(float(event["seconds"]))
-        val, loss = event.get("val_acc"), event.get("train_loss")
+        val, loss = event.get("val_acc") or 0.0, event.get("train_loss") or 0.0
         per_epoch = self._epoch_time(r)
         pace = "" if per_epoch is None else f" · {per_epoch:.2f} s/epoch"
         info = f"epoch {event['epoch']}/{event['total']} · loss {loss:.3f} · val {100 * val:.1f}%{pace}"

@@ -30,7 +30,7 @@ def _git(root: Path, *args: str) -> str | None:
     return res.stdout.strip() if res.returncode == 0 else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def git_info(package_dir: str | None = None) -> tuple[str | None, bool | None]:
     """``(commit, dirty)`` of the git checkout holding the wsbench package, or ``(None, None)``.
 
@@ -48,7 +48,7 @@ def git_info(package_dir: str | None = None) -> tuple[str | None, bool | None]:
     return commit, (None if status is None else bool(status))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_name() -> str:
     """The CPU model as the OS names it (``/proc/cpuinfo``), else :func:`platform.processor`."""
     try:
@@ -67,7 +67,7 @@ def hardware(device: torch.device) -> str:
     return f"{cpu_name()} ({os.cpu_count()} cores)"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def library_versions() -> str:
     """``{"python": ..., "numpy": ..., ...}`` as JSON (a library that is not installed is left out)."""
     out = {"python": platform.python_version()}

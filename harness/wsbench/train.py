@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, cast
 
 import numpy as np
 import torch
@@ -121,7 +121,7 @@ def _predict(model, x, rows, batch_size, want_layers=False):
 
 
 def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
-    np_state = np.random.get_state()
+    np_state = cast(tuple, np.random.get_state())  # ("MT19937", keys, pos, has_gauss, cached_gaussian)
     state = {"torch": torch.get_rng_state(), "gen": gen.get_state(),
              "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
              "numpy_pos": int(np_state[2]), "numpy_has_gauss": int(np_state[3]),

@@ -145,8 +145,8 @@ def stability_figure(board: Board):
     archs = sorted({r["arch"] for r in board.stability})
     views = {r["arch"]: r.get("view") for r in board.accuracy}
     most = max(sum(1 for r in board.stability if r["arch"] == a and r["dataset"] == d) for a in archs for d in datasets)
-    fig, axes = plt.subplots(len(datasets), len(archs), figsize=(max(7.2, max(2.4, 0.42 * most + 1.0) * len(archs) + 0.6),
-                                                                 2.5 * len(datasets) + 0.9),
+    width = max(7.2, max(2.4, 0.42 * most + 1.0) * len(archs) + 0.6)
+    fig, axes = plt.subplots(len(datasets), len(archs), figsize=(width, 2.5 * len(datasets) + 0.9),
                              squeeze=False, constrained_layout=True, sharey=True)
     lo = min([0.0] + [r["ci_low"] for r in board.stability if not math.isnan(r["ci_low"])]
              + [r["null_mean"] for r in board.stability if not is_missing(r.get("null_mean"))])
@@ -159,7 +159,7 @@ def stability_figure(board: Board):
             if not rows:
                 ax.axis("off")
                 continue
-            colour = VIEW_COLOURS.get(views.get(arch), "#0f766e")
+            colour = VIEW_COLOURS.get(views.get(arch) or "", "#0f766e")
             x = list(range(len(rows)))
             err = [[0.0 if math.isnan(r["ci_low"]) else r["mean"] - r["ci_low"] for r in rows],
                    [0.0 if math.isnan(r["ci_high"]) else r["ci_high"] - r["mean"] for r in rows]]
@@ -240,12 +240,16 @@ def write_figures(board: Board, seeds: dict, chance: dict, out: Path, formats=FO
         raise WsbenchError("nothing to plot: no finished runs; run `wsbench grid` (and `wsbench similarity`) first")
     written = []
     Path(out).mkdir(parents=True, exist_ok=True)
+    def saver(fig, fmt: str):
+        def save(tmp: Path) -> None:
+            # No creation date in the PDF: the same tables give the same file.
+            fig.savefig(tmp, format=fmt, dpi=200, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        return save
+
     for name, fig in figures:
         for fmt in formats:
             path = Path(out) / f"{name}.{fmt}"
-            atomic_write(path, lambda tmp, f=fig, k=fmt: f.savefig(tmp, format=k, dpi=200,
-                                                                    metadata={"CreationDate": None}
-                                                                    if k == "pdf" else None))
+            atomic_write(path, saver(fig, fmt))
             written.append(path)
         plt.close(fig)
     return written

@@ -170,7 +170,7 @@ def accuracy_svg(rows: list[dict], width: int = 560, chance: float | None = None
         return label_w + (v - lo) / (hi - lo) * plot_w
     parts = [(f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
               f'viewBox="0 0 {width} {h}" role="img" aria-label="test accuracy with 95 % intervals">')]
-    for k in range(int(round((right - left) / step)) + 1):
+    for k in range(round((right - left) / step) + 1):
         v = (left + k * step) / 100
         parts.append(f'<line x1="{x(v)}" x2="{x(v)}" y1="{top - 4}" y2="{h - 38}" stroke="#e5e7eb"/>'
                      f'<text x="{x(v)}" y="{h - 22}" text-anchor="middle" class="tick">{100 * v:g}</text>')
@@ -353,9 +353,8 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
                            row_cls=lambda k: "tie" if board.accuracy[k]["tie"] else ""))
         body.append('<div class="figs">')
         for ds in sorted({r["dataset"] for r in board.accuracy}):
-            body.append(f'<div><h3>{_e(ds)}</h3>'
-                        f'{accuracy_svg([r for r in board.accuracy if r["dataset"] == ds], chance=board.chance.get(ds))}'
-                        "</div>")
+            ds_rows = [r for r in board.accuracy if r["dataset"] == ds]
+            body.append(f'<div><h3>{_e(ds)}</h3>{accuracy_svg(ds_rows, chance=board.chance.get(ds))}</div>')
         body.append("</div>")
     else:
         body.append("<p><i>no finished runs</i></p>")
