@@ -154,7 +154,13 @@ def _fits(model: torch.nn.Module, saved) -> bool:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """``state`` (tensors and plain values) at ``path``, atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    for attempt in range(3):
+        try:
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
+            return
+        except FileNotFoundError:  # another run removed the empty parent folder meanwhile: make it again
+            if attempt == 2:
+                raise
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict | None:
