@@ -97,7 +97,7 @@ def evaluate(results: Path, run_id: str, split: str = "test", registry=None, dat
              cache_dir: Path | None = None, device: str = "auto", want_layers: bool = False) -> Evaluation:
     """Rebuild a saved model and its task, and score it on ``split``."""
     from wsbench.runner import Runner, Settings
-    from wsbench.train import _predict
+    from wsbench.train import predict
 
     if split not in SPLITS:
         raise WsbenchError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)}")
@@ -121,7 +121,7 @@ def evaluate(results: Path, run_id: str, split: str = "test", registry=None, dat
     model = model.to(runner.device)
     x = task.inputs(arch.view).to(runner.device)
     rows = torch.from_numpy(task.splits[split]).to(runner.device)
-    logits, layers = _predict(model, x, rows, int(config["eval_batch_size"]), want_layers=want_layers)
+    logits, layers = predict(model, x, rows, int(config["eval_batch_size"]), want_layers=want_layers)
     conf, preds = logits.softmax(1).max(1)
     labels = task.labels[task.splits[split]]
     return Evaluation(run_id=meta["run_id"], dataset=meta["dataset"], arch=meta["arch"], split=split,

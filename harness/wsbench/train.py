@@ -105,7 +105,10 @@ def recalibrate_batchnorm(model: torch.nn.Module, x: torch.Tensor, rows: torch.T
 
 
 @torch.no_grad()
-def _predict(model, x, rows, batch_size, want_layers=False):
+def predict(model: torch.nn.Module, x: torch.Tensor, rows: torch.Tensor, batch_size: int,
+            want_layers: bool = False) -> tuple[torch.Tensor, dict]:
+    """Evaluation-mode logits ``(n, classes)`` (CPU, float32) of ``x[rows]`` in batches, and with
+    ``want_layers`` every named layer's representation ``{name: (n, d) float32 numpy}``."""
     model.eval()
     logits_all, layers_all = [], {}
     for i in range(0, len(rows), batch_size):
@@ -262,7 +265,7 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"loss became {train_loss} in epoch {epoch + 1}; lower lr or enable grad_clip")
         recalibrate_batchnorm(model, x, calib, bs)
-        val_logits, _ = _predict(model, x, va, eval_bs)
+        val_logits, _ = predict(model, x, va, eval_bs)
         val_acc = float((val_logits.argmax(1) == y[va].cpu()).float().mean())
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
         if val_acc > best_acc:
@@ -282,7 +285,7 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
             on_epoch(epoch + 1, epochs, {**history[-1], "seconds": seconds})
     if best_state is not None:
         model.load_state_dict(best_state)
-    logits, layers = _predict(model, x, te, eval_bs, want_layers=True)
+    logits, layers = predict(model, x, te, eval_bs, want_layers=True)
     probs = logits.softmax(1)
     conf, preds = probs.max(1)
     labels = y[te].cpu().numpy()
