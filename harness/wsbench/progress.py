@@ -156,7 +156,8 @@ class GridDisplay:
             if per_epoch is None:
                 return None
             work += per_epoch * (r["epochs"] - r["epoch"])
-        known = [t for a in {c.arch for c in self.pending} if (t := self._cell_time(a)) is not None]
+        seen = {c.arch for c in self.pending} | {c.arch for c in self.running} | set(self.durations)
+        known = [t for a in seen if (t := self._cell_time(a)) is not None]
         for c in self.pending:
             t = self._cell_time(c.arch)
             if t is None:
