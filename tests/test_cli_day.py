@@ -89,7 +89,7 @@ def test_eta_comes_from_epoch_times_not_start_up():
     cells = [Cell("shapes", "gmn", s) for s in range(3)]
     display({"type": "plan", "total": 3, "skipped": 0, "cells": cells, "out": "R"})
     display({"type": "start", "cell": cells[0]})
-    assert display.eta() is None  # nothing measured yet
+    assert display.eta() is None and display.untimed() == 3  # nothing measured yet
 
     def epoch(k, seconds):
         display({"type": "epoch", "cell": cells[0], "epoch": k, "total": 10, "train_loss": 1.0, "val_acc": 0.5,
@@ -98,9 +98,14 @@ def test_eta_comes_from_epoch_times_not_start_up():
     epoch(2, 2.0)
     epoch(3, 2.0)
     # 7 epochs left at 2 s, then two whole cells of 10 epochs at 2 s: the first epoch's 30 s is left out.
-    assert display.eta() == 2.0 * 7 + 2 * 2.0 * 10
+    assert display.eta() == 2.0 * 7 + 2 * 2.0 * 10 and display.untimed() == 0
     log = display.console.file.getvalue()
-    assert "shapes/gmn/seed 0: epoch 3/10 · loss 1.000 · val 50.0% · 2.00 s/epoch · cell ETA 0:00:14" in log
+    assert "shapes/gmn/seed 0: epoch 3/10 · loss 1.000 · val 50.0% · 2.00 s/epoch · cell ETA 0:00:14 · grid ETA " \
+           "0:00:54" in log
+    # A cell of an architecture not timed yet is not guessed from another one: it is named apart.
+    display({"type": "plan", "total": 4, "skipped": 0, "cells": [*cells[1:], Cell("shapes", "mlp", 0)], "out": "R"})
+    assert display.eta() == 2.0 * 7 + 2 * 2.0 * 10 and display.untimed() == 1
+    assert display.eta_text() == "ETA 0:00:54 + 1 cell not timed yet"
 
 
 def test_runs_record_the_commit_threads_hardware_and_versions(tmp_path, shapes_task):

@@ -147,25 +147,31 @@ class GridDisplay:
         return None
 
     def eta(self) -> float | None:
-        """Seconds until the grid ends: the running cells' epochs left at their epoch time, plus the
-        cells not started at their architecture's cell time, spread over the slots. None while no
-        estimate exists for some cell."""
-        work = 0.0
+        """Seconds until the timed part of the grid ends: the running cells' epochs left at their epoch
+        time, plus the cells not started at their architecture's cell time, spread over the slots.
+        Cells of an architecture not timed yet are left out (:meth:`untimed` counts them: guessing
+        them from another architecture is what made ETAs several times too long). None while no
+        running cell has finished an epoch."""
+        work, timed = 0.0, False
         for r in self.running.values():
             per_epoch = self._epoch_time(r)
-            if per_epoch is None:
-                return None
-            work += per_epoch * (r["epochs"] - r["epoch"])
-        seen = {c.arch for c in self.pending} | {c.arch for c in self.running} | set(self.durations)
-        known = [t for a in seen if (t := self._cell_time(a)) is not None]
+            if per_epoch is not None:
+                work, timed = work + per_epoch * (r["epochs"] - r["epoch"]), True
         for c in self.pending:
             t = self._cell_time(c.arch)
-            if t is None:
-                if not known:
-                    return None
-                t = sum(known) / len(known)  # an architecture not seen yet: the mean of the others
-            work += t
-        return work / self.slots
+            if t is not None:
+                work, timed = work + t, True
+        return work / self.slots if timed else None
+
+    def untimed(self) -> int:
+        """Cells left out of :meth:`eta`: not started (or not through an epoch) with no time for their
+        architecture yet."""
+        running = sum(1 for r in self.running.values() if self._epoch_time(r) is None)
+        return running + sum(1 for c in self.pending if self._cell_time(c.arch) is None)
+
+    def eta_text(self) -> str:
+        n = self.untimed()
+        return f"ETA {_clock(self.eta())}" + (f" + {n} cell{'s' if n > 1 else ''} not timed yet" if n else "")
 
     def _refresh(self):
         if self.grid_task is None:
@@ -174,7 +180,7 @@ class GridDisplay:
         remaining = self.total - done - failed
         fail = f"[red]{failed} failed[/red]" if failed else "0 failed"
         self.progress.update(self.grid_task, completed=done + failed,
-                             info=f"{done} done · {fail} · {remaining} remaining · ETA {_clock(self.eta())}")
+                             info=f"{done} done · {fail} · {remaining} remaining · {self.eta_text()}")
 
     def _print(self, *args, **kwargs) -> None:
         # soft_wrap: a log line stays one line (and greppable) when the output is not a terminal.
@@ -240,7 +246,7 @@ class GridDisplay:
         self.progress.update(r["task"], total=event["total"], completed=event["epoch"], info=info)
         if self.plain:
             left = None if per_epoch is None else per_epoch * (r["epochs"] - r["epoch"])
-            self._print(f"{cell.label}: {info} · cell ETA {_clock(left)} · grid ETA {_clock(self.eta())}",
+            self._print(f"{cell.label}: {info} · cell ETA {_clock(left)} · grid {self.eta_text()}",
                         highlight=False)
 
     def _end(self, event: dict) -> None:
