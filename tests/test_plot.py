@@ -21,6 +21,9 @@ def test_accuracy_axis_is_round_and_holds_chance_only_when_it_does_not_squeeze_t
     left, right, step = figures.accuracy_range([93.0, 95.0], [93.6, 99.7], 10.0)
     assert left >= 90.0 and right == 100.0 and step in (0.5, 1.0, 2.0)
     assert figures.chance_on_axis([42.0], [78.0], 16.7)
+    # One run: an axis of at least 5 points around it, on round ticks.
+    left, right, step = figures.accuracy_range([23.3], [23.3], 16.7)
+    assert right - left >= 5 and left <= 23.3 <= right and left % step == 0 and right % step == 0
 
 
 @pytest.mark.skipif(not (COMMITTED / "tables" / "runs.parquet").exists(), reason="no committed yeom2025 tables")

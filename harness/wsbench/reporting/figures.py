@@ -23,6 +23,7 @@ from wsbench.reporting.board import chance_levels as board_chance
 from wsbench.reporting.stats import is_missing
 
 FORMATS = ("pdf", "png")
+MIN_SPAN = 5.0  # percentage points: the narrowest accuracy axis
 VIEW_COLOURS = {WEIGHTS: "#c2410c", IMAGES: "#1d4ed8"}  # as on the HTML page
 VIEW_NAMES = {WEIGHTS: "weight-space model", IMAGES: "image model"}
 METRIC_NAMES = {"cka": "CKA (linear, debiased)", "cka-biased": "CKA (linear, biased)", "cka-rbf": "CKA (RBF)",
@@ -67,7 +68,7 @@ def chance_on_axis(lows: list[float], highs: list[float], chance: float | None) 
     if chance is None:
         return False
     span = max(highs) - min(lows)
-    return min(lows) - chance <= max(span, 5.0)
+    return min(lows) - chance <= max(span, MIN_SPAN)
 
 
 def accuracy_range(lows: list[float], highs: list[float], chance: float | None) -> tuple[float, float, float]:
@@ -75,6 +76,9 @@ def accuracy_range(lows: list[float], highs: list[float], chance: float | None) 
     the chance level when it is on the axis, see :func:`chance_on_axis`)."""
     extra = [chance] if chance is not None and chance_on_axis(lows, highs, chance) else []
     lo, hi = min(lows + extra), max(highs + extra)
+    if hi - lo < MIN_SPAN:  # one seed, or seeds that agree: a readable axis around them, not a sliver
+        mid = (hi + lo) / 2
+        lo, hi = max(0.0, min(mid - MIN_SPAN / 2, 100.0 - MIN_SPAN)), min(100.0, max(mid + MIN_SPAN / 2, MIN_SPAN))
     step = nice_step(max(hi - lo, 1.0) * 1.1)
     left = max(0.0, math.floor((lo - 0.05 * (hi - lo + 1)) / step) * step)
     right = min(100.0, math.ceil((hi + 0.05 * (hi - lo + 1)) / step) * step)
