@@ -14,6 +14,7 @@ from wsbench.plugins import load_registry
 
 _path = Path(__file__).resolve().parents[1] / "benchmarks" / "coverage.py"
 _spec = importlib.util.spec_from_file_location("wsbench_coverage_benchmark", _path)
+assert _spec is not None and _spec.loader is not None
 cov = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = cov  # dataclasses look their module up by name
 _spec.loader.exec_module(cov)

@@ -100,7 +100,7 @@ def _extras(rows: list[dict]) -> dict:
     """Means over seed pairs of the per-pair interval over samples and permutation baseline (NaN when
     absent), and the interval kinds behind them (``ci_kind``; rows written before kinds were stored
     had bootstrap percentile intervals, of per-sample scores for mknn: :data:`LEGACY_KINDS`)."""
-    kinds = sorted({r.get("ci_kind") or LEGACY_KINDS.get(r.get("metric"), "percentile") for r in rows
+    kinds = sorted({r.get("ci_kind") or LEGACY_KINDS.get(str(r.get("metric")), "percentile") for r in rows
                     if not is_missing(r.get("ci_low"))})
     return {"boot_low": nanmean(r.get("ci_low") for r in rows), "boot_high": nanmean(r.get("ci_high") for r in rows),
             "null_mean": nanmean(r.get("null_mean") for r in rows),
@@ -181,8 +181,8 @@ def calibrated_rows(similarity: list[dict]) -> list[dict]:
     out = []
     for s in similarity:
         m = s.get("null_mean")
-        value = s.get("calibrated")
-        value = cal(s.get("value"), m) if is_missing(value) else float(value)
+        stored = s.get("calibrated")
+        value = cal(s.get("value"), m) if stored is None or is_missing(stored) else float(stored)
         out.append({**s, "value": value, "ci_low": cal(s.get("ci_low"), m), "ci_high": cal(s.get("ci_high"), m),
                     "null_high": cal(s.get("null_high"), m), "null_mean": NAN if is_missing(m) else 0.0})
     return out
