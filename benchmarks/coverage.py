@@ -40,6 +40,7 @@ import argparse
 import json
 import math
 import platform
+import re
 import sys
 import time
 import warnings
@@ -51,7 +52,20 @@ import torch
 
 from wsbench import similarity as sim
 from wsbench.plugins import load_registry
-from wsbench_plugins.metrics import MKNN_K, SVCCA_KEEP, cka_rbf, mknn
+
+REGISTRY = load_registry()
+# The two settings the population values need, read from the metrics' estimator ids (the public spec).
+
+
+def _setting(metric: str, pattern: str) -> str:
+    found = re.search(pattern, REGISTRY.metric(metric).estimator)
+    if found is None:
+        raise ValueError(f"{metric}'s estimator id does not state {pattern!r}")
+    return found.group(1)
+
+
+MKNN_K = int(_setting("mknn", r"k=(\d+)"))
+SVCCA_KEEP = float(_setting("svcca", r"keep=([0-9.]+)"))
 
 METRICS = ("cka", "cka-biased", "cka-rbf", "mknn", "procrustes", "svcca")
 SIZES = (100, 250, 500)
@@ -122,7 +136,8 @@ def population(metric: str, sc: Scenario, n: int, cache: dict, rbf_n: int = 2000
             return 0.0  # independent: HSIC is 0 for every kernel
         if ("rbf", sc.name) not in cache:
             gen = torch.Generator().manual_seed(77)
-            cache[("rbf", sc.name)] = float(np.mean([cka_rbf(*sc.draw(rbf_n, gen)) for _ in range(rbf_draws)]))
+            fn = REGISTRY.metric("cka-rbf").fn
+            cache[("rbf", sc.name)] = float(np.mean([fn(*sc.draw(rbf_n, gen)) for _ in range(rbf_draws)]))
         return cache[("rbf", sc.name)]
     if metric == "mknn":
         k = max(1, min(MKNN_K, n - 1))
@@ -130,7 +145,8 @@ def population(metric: str, sc: Scenario, n: int, cache: dict, rbf_n: int = 2000
             return k / (n - 1)
         if ("mknn", sc.name, n) not in cache:
             gen = torch.Generator().manual_seed(78)
-            cache[("mknn", sc.name, n)] = float(np.mean([mknn(*sc.draw(n, gen)) for _ in range(400)]))
+            fn = REGISTRY.metric("mknn").fn
+            cache[("mknn", sc.name, n)] = float(np.mean([fn(*sc.draw(n, gen)) for _ in range(400)]))
         return cache[("mknn", sc.name, n)]
     raise ValueError(f"no population value for {metric!r}")
 
@@ -204,7 +220,7 @@ def table(rows: list[dict]) -> str:
 def simulate(metrics=METRICS, scenarios=tuple(SCENARIOS), sizes=SIZES, replicates: int = 200,
              resamples: int = 250, permutations: int = 100, seed: int = 0, progress=None) -> list[dict]:
     """Every (metric, scenario, n) cell; the permutation null only where the data are independent."""
-    reg = load_registry()
+    reg = REGISTRY
     cache: dict = {}
     rows = []
     for name in metrics:
