@@ -440,7 +440,8 @@ def _gallery(board: Board, images: dict, classes: dict, max_images: int) -> str:
             tip = "; ".join(f"{a}: {100 * f:.0f}% of seeds right" for a, f in sorted(s["right_fraction"].items()))
             img = (f'<img alt="sample {s["sample_id"]}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
                    if png else '<div style="width:72px;height:72px;background:#f3f4f6;margin:0 auto 3px"></div>')
-            out.append(f'<figure title="{_e(tip)}">{img}<figcaption>#{s["sample_id"]}<br>{_e(class_name(names, s["label"]))} → '
+            out.append(f'<figure title="{_e(tip)}">{img}<figcaption>#{s["sample_id"]}<br>'
+                       f'{_e(class_name(names, s["label"]))} → '
                        f'{_e(class_name(names, s["wrong_pred"]))}</figcaption></figure>')
         out.append("</div>")
     if not out:

@@ -54,7 +54,7 @@ def stability_table(board: Board) -> tuple[list[str], list[list[str]]]:
         row = [r["dataset"], r["arch"], r["layer"], fmt_num(r["mean"]), fmt_interval(r["ci_low"], r["ci_high"])]
         row += [fmt_interval(r["boot_low"], r["boot_high"])] if ex["boot"] else []
         row += [fmt_num(r["null_mean"])] if ex["null"] else []
-        body.append(row + [str(r["pairs"])])
+        body.append([*row, str(r["pairs"])])
     return head, body
 
 
@@ -80,7 +80,8 @@ def samples_table(board: Board) -> tuple[list[str], list[list[str]]]:
 
 def agreement_table(board: Board) -> tuple[list[str], list[list[str]]]:
     head = ["dataset", "arch a", "arch b", "same prediction % (mean)", "95 % CI", "run pairs"]
-    body = [[r["dataset"], r["arch_a"], r["arch_b"], fmt_pct(r["agreement"]), fmt_interval(r["ci_low"], r["ci_high"], fmt_pct),
+    body = [[r["dataset"], r["arch_a"], r["arch_b"], fmt_pct(r["agreement"]),
+             fmt_interval(r["ci_low"], r["ci_high"], fmt_pct),
              str(r["pairs"])] for r in board.agreement]
     return head, body
 
@@ -108,14 +109,16 @@ def comparison_tables(c: Comparison) -> list[tuple[str, list[str], list[list[str
     acc = (f"Test accuracy %: {c.name_b} − {c.name_a}",
            ["dataset", "arch", f"{c.name_a} mean", f"{c.name_a} 95 % CI", "seeds", f"{c.name_b} mean",
             f"{c.name_b} 95 % CI", "seeds", "difference", "95 % CI of difference"],
-           [[r["dataset"], r["arch"], fmt_pct(r["a_mean"]), fmt_interval(r["a_low"], r["a_high"], fmt_pct), str(r["a_n"]),
+           [[r["dataset"], r["arch"], fmt_pct(r["a_mean"]), fmt_interval(r["a_low"], r["a_high"], fmt_pct),
+             str(r["a_n"]),
              fmt_pct(r["b_mean"]), fmt_interval(r["b_low"], r["b_high"], fmt_pct), str(r["b_n"]),
              (fmt_pct(r["diff"]) + mark(r)) if not is_missing(r["diff"]) else "–",
              fmt_interval(r["diff_low"], r["diff_high"], fmt_pct)] for r in c.accuracy])
     stab = ("Cross-seed stability: " + f"{c.name_b} − {c.name_a}",
             ["dataset", "arch", "layer", f"{c.name_a} mean", "pairs", f"{c.name_b} mean", "pairs", "difference",
              "95 % CI of difference"],
-            [[r["dataset"], r["arch"], r["layer"], fmt_num(r["a_mean"]), str(r["a_n"]), fmt_num(r["b_mean"]), str(r["b_n"]),
+            [[r["dataset"], r["arch"], r["layer"], fmt_num(r["a_mean"]), str(r["a_n"]), fmt_num(r["b_mean"]),
+              str(r["b_n"]),
               (fmt_num(r["diff"]) + mark(r)) if not is_missing(r["diff"]) else "–",
               fmt_interval(r["diff_low"], r["diff_high"])] for r in c.stability])
     return [t for t in (acc, stab) if t[2]]
