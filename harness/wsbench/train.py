@@ -110,7 +110,8 @@ def predict(model: torch.nn.Module, x: torch.Tensor, rows: torch.Tensor, batch_s
     """Evaluation-mode logits ``(n, classes)`` (CPU, float32) of ``x[rows]`` in batches, and with
     ``want_layers`` every named layer's representation ``{name: (n, d) float32 numpy}``."""
     model.eval()
-    logits_all, layers_all = [], {}
+    logits_all: list[torch.Tensor] = []
+    layers_all: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(rows), batch_size):
         idx = rows[i:i + batch_size]
         logits, layers = model(x[idx])
