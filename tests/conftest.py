@@ -21,6 +21,33 @@ def _isolated(tmp_path_factory, monkeypatch):
     plugins.reset()
 
 
+CRASHING_PLUGIN = """
+import os
+from wsbench import ArchitectureSpec, hookimpl
+
+def build(info, config):
+    os._exit(3)  # the whole worker process ends, as a segfault or the OOM killer would end it
+
+@hookimpl
+def register_architectures(register):
+    register(ArchitectureSpec(name="crash", view="images", build=build, description="ends its process"))
+"""
+
+
+def install_crashing_plugin(tmp_path, monkeypatch) -> None:
+    """Install the distribution ``wsbench-crash`` (a dist-info on sys.path and PYTHONPATH, which
+    spawned and Ray workers inherit) whose architecture ``crash`` ends the process that builds it."""
+    root = tmp_path / "site"
+    info = root / "wsbench_crash-0.1.dist-info"
+    info.mkdir(parents=True)
+    (root / "wsbench_crash.py").write_text(CRASHING_PLUGIN)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wsbench-crash\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[wsbench]\ncrash = wsbench_crash\n")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("WSBENCH_PLUGINS", "wsbench,wsbench-crash")
+
+
 @pytest.fixture(scope="session")
 def shapes_task(tmp_path_factory):
     """The built-in shapes task, limited and with a short zoo fit, built once per session."""

@@ -11,6 +11,7 @@ from collections import OrderedDict
 import pyarrow.dataset as pads
 import pytest
 import torch
+from conftest import install_crashing_plugin
 from torch import nn
 from typer.testing import CliRunner
 
@@ -383,32 +384,13 @@ def test_worker_processes_store_each_cell_once_and_a_rerun_trains_nothing(tmp_pa
     assert not [e for e in events if e["type"] in ("start", "epoch")]
 
 
-CRASHING_PLUGIN = """
-import os
-from wsbench.hookspecs import hookimpl
-from wsbench.specs import ArchitectureSpec
-
-def build(info, config):
-    os._exit(3)  # the whole worker process ends, as a segfault or the OOM killer would end it
-
-@hookimpl
-def register_architectures(register):
-    register(ArchitectureSpec(name="crash", view="images", build=build, description="ends its process"))
-"""
 
 
 @pytest.fixture
 def crashing_plugin(tmp_path, monkeypatch):
     """An installed distribution (a dist-info on sys.path, which spawned workers inherit) whose
     architecture ``crash`` ends the process that builds it."""
-    root = tmp_path / "site"
-    info = root / "wsbench_crash-0.1.dist-info"
-    info.mkdir(parents=True)
-    (root / "wsbench_crash.py").write_text(CRASHING_PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wsbench-crash\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[wsbench]\ncrash = wsbench_crash\n")
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setenv("WSBENCH_PLUGINS", "wsbench,wsbench-crash")
+    install_crashing_plugin(tmp_path, monkeypatch)
     return load_registry(strict=True)
 
 

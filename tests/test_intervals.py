@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from test_similarity import N, fake_run
+from test_similarity import N, fake_run, toy_store
 
 from wsbench import BatchRequest, MetricSpec, hsic_gram_unbiased
 from wsbench import similarity as sim
@@ -170,12 +170,7 @@ def test_half_samples_are_seeded_and_without_replacement():
 
 
 def test_fn_only_linear_rsa_has_every_value_inside_its_interval(tmp_path):
-    st = Store(tmp_path / "r")
-    shared = np.random.default_rng(0).normal(size=(200, 3))
-    ids = np.arange(N) * 2
-    for arch in ("a", "b"):
-        for seed in (0, 1):
-            fake_run(st, "toy", arch, seed, ids, shared, dims=(6, 4, 5))
+    st = toy_store(tmp_path / "r", dims=(6, 4, 5))
     rsa = MetricSpec(name="linear-rsa", fn=linear_rsa, estimator="pearson(upper-triangle euclidean distances)")
     counts = sim.compute(st, [rsa], resamples=60, permutations=10)
     rows = st.read("similarity").to_pylist()

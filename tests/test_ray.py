@@ -5,6 +5,7 @@ import sys
 
 import pyarrow.dataset as pads
 import pytest
+from conftest import install_crashing_plugin
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'wsbench[ray]'); the Ray executor is untested")
 
@@ -102,17 +103,6 @@ def test_ray_workers_import_the_installed_wsbench_not_a_wsbench_folder_in_the_wo
     assert "__version__" not in res.stderr and "Traceback" not in res.stderr
 
 
-CRASHING_PLUGIN = """
-import os
-from wsbench import ArchitectureSpec, hookimpl
-
-def build(info, config):
-    os._exit(3)  # the worker process ends, as a segfault or the OOM killer would end it
-
-@hookimpl
-def register_architectures(register):
-    register(ArchitectureSpec(name="crash", view="images", build=build, description="ends its process"))
-"""
 
 
 def test_a_crashed_ray_worker_leaves_its_cell_failed_and_no_claim_behind(tmp_path, shapes_task, monkeypatch):
@@ -124,15 +114,7 @@ def test_a_crashed_ray_worker_leaves_its_cell_failed_and_no_claim_behind(tmp_pat
     from wsbench.plugins import load_registry
     from wsbench.runner import Cell, Runner, Settings
     from wsbench.store import Store
-    site = tmp_path / "site"
-    info = site / "wsbench_crash-0.1.dist-info"
-    info.mkdir(parents=True)
-    (site / "wsbench_crash.py").write_text(CRASHING_PLUGIN)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: wsbench-crash\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[wsbench]\ncrash = wsbench_crash\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("WSBENCH_PLUGINS", "wsbench,wsbench-crash")
+    install_crashing_plugin(tmp_path, monkeypatch)
     settings = Settings(out=tmp_path / "R", limit=120, cache_dir=shapes_task.zoo.path.parent.parent,
                         overrides={"epochs": 1})
     runner = Runner(load_registry(strict=True), settings)

@@ -35,15 +35,20 @@ def fake_run(store: Store, dataset: str, arch: str, seed: int, ids, shared, dims
     return run_id
 
 
-@pytest.fixture
-def store(tmp_path):
-    st = Store(tmp_path / "results")
+def toy_store(root, dims=(6, 4)) -> Store:
+    """Two architectures x two seeds of :func:`fake_run` on one latent, on the even sample ids."""
+    st = Store(root)
     shared = np.random.default_rng(0).normal(size=(200, 3))
     ids = np.arange(N) * 2
     for arch in ("a", "b"):
         for seed in (0, 1):
-            fake_run(st, "toy", arch, seed, ids, shared)
+            fake_run(st, "toy", arch, seed, ids, shared, dims=dims)
     return st
+
+
+@pytest.fixture
+def store(tmp_path):
+    return toy_store(tmp_path / "results")
 
 
 def fn_only(metric: MetricSpec) -> MetricSpec:
