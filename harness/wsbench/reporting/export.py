@@ -313,11 +313,13 @@ def _write_files(tables: Tables, board: Board, out: Path, title: str) -> list[st
     written.append(write_text(out / "leaderboard.md", render_markdown(board, title=title, image_dir="samples",
                                                                       image_ids=shown, classes=tables.classes,
                                                                       html_name="index.html")))
+    # Where the tables came from, by folder name only: a published export names no machine-local path.
+    source = Path(str(tables.manifest.get("source") or tables.source)).name
     written.append(write_text(out / "index.html", render_html(board, title=title, images=tables.images,
-                                                              classes=tables.classes, source=tables.source)))
+                                                              classes=tables.classes, source=source)))
     files = sorted(p.relative_to(out).as_posix() for p in written)
     manifest = {"format": EXPORT_FORMAT, "title": title, "metric": board.metric,
-                "source": tables.manifest.get("source", tables.source),
+                "source": source,
                 "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "wsbench_version": __version__, "runs": len(tables.runs),
                 "finished_runs": sum(1 for r in tables.runs if r.get("status") == "finished"),
