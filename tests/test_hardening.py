@@ -576,7 +576,7 @@ def test_out_pointing_at_a_file_is_an_error_with_the_fix(tmp_path, capsys):
     f.write_text("x")
     for args in (["run", "--arch", "mlp"], ["leaderboard"], ["similarity"]):
         code, _, err = cli(capsys, *args, "--out", f)
-        assert code == 2 and f"--out {f} is a file" in err, (args, err)
+        assert code == 2 and f"--results {f} is a file" in err, (args, err)
 
 
 def test_a_results_root_that_cannot_be_written_is_an_error_with_the_fix(tmp_path, capsys, monkeypatch):
@@ -588,7 +588,7 @@ def test_a_results_root_that_cannot_be_written_is_an_error_with_the_fix(tmp_path
         return real(self, data)
     monkeypatch.setattr(Path, "write_bytes", refuse)
     code, _, err = cli(capsys, "run", "--arch", "mlp", "--out", tmp_path / "R")
-    assert code == 2 and "is not writable (Permission denied)" in err and "--out" in err
+    assert code == 2 and "is not writable (Permission denied)" in err and "--results" in err
 
 
 class _ExitingPlugin:

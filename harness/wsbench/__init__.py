@@ -8,9 +8,17 @@ line starts without importing torch.
 from __future__ import annotations
 
 import importlib
+import os
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 from typing import TYPE_CHECKING
+
+# OpenMP threads (torch's CPU kernels) spin while they wait by default. On a machine whose cores other
+# processes share, as a laptop, a CI runner or a SLURM node often is, a spinning thread holds a core the
+# others need: the quick study's GMN took 12 s an epoch with 2 threads on 2 busy cores against 5 s with
+# waiting threads asleep (1.2 s when the cores are free either way). Set before torch loads OpenMP; an
+# OMP_WAIT_POLICY of your own wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     __version__ = _version("wsbench")

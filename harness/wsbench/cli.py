@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -20,19 +21,33 @@ from wsbench.config import parse_overrides, parse_recipe
 from wsbench.errors import WsbenchError, WsbenchWarning
 from wsbench.progress import bars, zoo_bar
 
+# rich_markup_mode=None: help is plain text (no markup eating "[ray]", flags shown as flags).
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Benchmark harness for weight-space learning.")
-inrs_app = typer.Typer(no_args_is_help=True, help="Build and inspect INR zoos.")
+                  rich_markup_mode=None, help="Benchmark harness for weight-space learning.")
+inrs_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Build and inspect INR zoos.")
 app.add_typer(inrs_app, name="inrs")
-out_console = Console()
-err_console = Console(stderr=True)
+out_console = Console(soft_wrap=True)  # a printed line stays one line in a log file
+err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
-OutOpt = typer.Option(Path("results"), "--out", help="Results root.")
-DataOpt = typer.Option(None, "--data-dir", envvar="WSBENCH_DATA", help="Dataset root (torchvision raw layout).")
-CacheOpt = typer.Option(None, "--cache-dir", envvar="WSBENCH_CACHE", help="Cache root for INR zoos.")
+# The results root is --results everywhere (where runs are written and where they are read from);
+# --out is its older spelling, kept as an alias.
+OutOpt = typer.Option(Path("results"), "--results", "--out", help="Results root (--out: older alias).")
+DataOpt = typer.Option(None, "--data-dir", envvar="WSBENCH_DATA", show_default=False,
+                       help="Dataset root (torchvision raw layout). Default: $WSBENCH_DATA, else data/ under the "
+                            "cache root (~/.cache/wsbench/data).")
+CacheOpt = typer.Option(None, "--cache-dir", envvar="WSBENCH_CACHE", show_default=False,
+                        help="Cache root for INR zoos. Default: $WSBENCH_CACHE, else $XDG_CACHE_HOME/wsbench, "
+                             "else ~/.cache/wsbench.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
-LimitOpt = typer.Option(None, "--limit", help="Samples per split, for quick runs.")
+LimitOpt = typer.Option(None, "--limit", help="Keep the first N samples of EACH split (train, val and test), "
+                        "for quick runs; part of the run id.")
+SaveModelsOpt = typer.Option(False, "--save-models", help="Keep each trained run's selected model as safetensors "
+                             "under RESULTS/models/ (reload: wsbench model eval RUN_ID).")
+TrackOpt = typer.Option(None, "--track", help="Per-epoch metrics to tensorboard[:DIR] (default DIR: "
+                        "RESULTS/tensorboard; pip install 'wsbench[tracking]') or wandb[:PROJECT]. Off by default.")
+JsonOpt = typer.Option(False, "--json", help="Print a JSON summary on stdout at the end (results root, run ids, "
+                       "statuses); the log stays on stderr.")
 EpochsOpt = typer.Option(None, "--epochs", help="Training epochs (shorthand for --set epochs=N).")
 SetOpt = typer.Option([], "--set", help="Config override key=value; repeatable.")
 ConfigOpt = typer.Option(None, "--config", help="JSON or TOML file of config overrides.")
@@ -45,29 +60,58 @@ def _registry():
     return registry()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"wsbench {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
-          strict: bool = typer.Option(False, "--strict", help="A plugin that fails to load is an error."),
-          version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+          strict: bool = typer.Option(False, "--strict", help="A plugin that fails to load is an error "
+                                      "(or WSBENCH_STRICT=1)."),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")):
     _state["debug"] = debug
     if strict:
         os.environ["WSBENCH_STRICT"] = "1"
-    if version:
-        out_console.print(f"wsbench {__version__}")
-        raise typer.Exit()
 
 
 def _progress() -> Progress:
     return bars(err_console)
 
 
-def _settings(out, data_dir, cache_dir, device, limit, epochs, sets, config_file, recipe=()):
+def _settings(out, data_dir, cache_dir, device, limit, epochs, sets, config_file, recipe=(), save_models=False,
+              track=None):
     from wsbench.runner import Settings
+    from wsbench.tracking import parse_track
     overrides = parse_overrides(sets, config_file)
     if epochs is not None:
         overrides["epochs"] = epochs
+    parse_track(track)  # an unknown tracker fails before any work
     return Settings(out=out, data_dir=data_dir, cache_dir=cache_dir, device=device, limit=limit,
-                    overrides=overrides, recipe=parse_recipe(recipe))
+                    overrides=overrides, recipe=parse_recipe(recipe), save_models=save_models, track=track)
+
+
+def _summary(outcomes, settings, **extra) -> dict:
+    """What ``--json`` prints: where the results went and what became of every cell."""
+    root = Path(settings.out).expanduser().resolve()
+    runs = []
+    for o in outcomes:
+        row = o.row or {}
+        model = (root / "models" / f"dataset={o.cell.dataset}" / f"arch={o.cell.arch}"
+                 / f"{row.get('run_id')}.safetensors")
+        runs.append({"dataset": o.cell.dataset, "arch": o.cell.arch, "seed": o.cell.seed, "run_id": row.get("run_id"),
+                     "status": o.status, "test_acc": row.get("test_acc"), "error": row.get("error"),
+                     "model": str(model) if model.exists() else None})
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return {"results": str(root), "counts": dict(sorted(counts.items())), "runs": runs, **extra}
+
+
+def _print_json(data: dict) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -129,17 +173,25 @@ def run(arch: str = typer.Option(..., "--arch", help="Architecture name (see `ws
         seed: int = typer.Option(0, "--seed"),
         out: Path = OutOpt, data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt,
         device: str = DeviceOpt, limit: Optional[int] = LimitOpt, epochs: Optional[int] = EpochsOpt,
-        set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt, recipe: List[str] = RecipeOpt):
-    """Train and evaluate one cell (dataset, architecture, seed) and store it."""
+        set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt, recipe: List[str] = RecipeOpt,
+        save_models: bool = SaveModelsOpt, track: Optional[str] = TrackOpt, as_json: bool = JsonOpt):
+    """Train and evaluate one cell (dataset, architecture, seed) and store it.
+
+    A run killed while training resumes after its last finished epoch when the same command is run again.
+    """
     from wsbench.runner import Cell
-    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config, recipe)
+    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config, recipe, save_models, track)
     res = _run_cells([Cell(dataset, arch, seed)], settings, keep_going=False)
     row = res[0].row
-    if res[0].status == "skipped":
-        out_console.print(f"{dataset}/{arch}/seed {seed}: already stored (run {row['run_id']}); nothing to train")
+    if as_json:
+        _print_json(_summary(res, settings))
+    elif res[0].status == "skipped":
+        out_console.print(f"{dataset}/{arch}/seed {seed}: already stored (run {row['run_id']}); nothing to train",
+                          highlight=False)
     elif row.get("status") == "finished":
         out_console.print(f"{dataset}/{arch}/seed {seed}: test accuracy {100 * row['test_acc']:.2f}% "
-                          f"(best epoch {row['best_epoch']}, {row['wall_time_s']:.1f} s) run {row['run_id']}")
+                          f"(best epoch {row['best_epoch']}, {row['wall_time_s']:.1f} s) run {row['run_id']}",
+                          highlight=False)
 
 
 @app.command()
@@ -151,27 +203,32 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
          set_: List[str] = SetOpt, config: Optional[Path] = ConfigOpt, recipe: List[str] = RecipeOpt,
          executor: str = typer.Option("local", "--executor", help="local (this machine: this process, or "
                                       "--workers N processes) or ray (one task per cell; pip install "
-                                      "'wsbench\\[ray]')."),
+                                      "'wsbench[ray]')."),
          workers: int = typer.Option(1, "--workers", help="With --executor local: 1 runs the cells in this "
                                      "process, N > 1 in N worker processes sharing the results root (and GPU)."),
          ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (e.g. "
-                                                   "ray://head:10001 or auto); default: start a local cluster.")):
+                                                   "ray://head:10001 or auto); default: start a local cluster."),
+         save_models: bool = SaveModelsOpt, track: Optional[str] = TrackOpt, as_json: bool = JsonOpt):
     """Run the seed x architecture grid; cells already stored are skipped, so rerunning resumes.
 
     A failing cell is stored with its status and error and the grid goes on; the
     summary lists the failures and the exit code is 1 if there are any. Grids
-    sharing a results root split the cells between them.
+    sharing a results root split the cells between them. A run killed while
+    training resumes after its last finished epoch.
     """
     from wsbench.grid import grid_cells, summarize
-    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config, recipe)
+    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config, recipe, save_models, track)
     cells = grid_cells(_unique("--dataset", dataset), _unique("--arch", arch), parse_seeds(seeds))
     outcomes = _run_cells(cells, settings, keep_going=True, executor=executor, ray_address=ray_address,
                           workers=workers)
-    out_console.print("grid: " + ", ".join(f"{v} {k}" for k, v in summarize(outcomes).items()))
+    if as_json:
+        _print_json(_summary(outcomes, settings))
+    else:
+        out_console.print("grid: " + ", ".join(f"{v} {k}" for k, v in summarize(outcomes).items()))
     failed = [o for o in outcomes if o.failed]
     for o in failed:
-        err_console.print(f"[red]{o.status}[/red] {o.cell.label}: {o.row.get('error')}", highlight=False,
-                          soft_wrap=True)
+        err_console.print(f"[red]{o.status}[/red] {escape(o.cell.label)}: {escape(str(o.row.get('error')))}",
+                          highlight=False, soft_wrap=True)
     if failed:
         err_console.print(f"{len(failed)} of {len(cells)} cells failed; their errors are stored in the runs table "
                           "(status, error, traceback); rerun the same command to retry them", soft_wrap=True)
@@ -214,10 +271,10 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
         raise WsbenchError(f"--resamples {resamples} / --permutations {permutations}: use 0 or a positive count")
     store = Store(out)
     if out.exists() and not out.is_dir():
-        raise WsbenchError(f"--out {out} is a file; pass the results root (the folder with runs/)")
+        raise WsbenchError(f"--results {out} is a file; pass the results root (the folder with runs/)")
     finished = store.finished_runs()
     if not finished:
-        raise WsbenchError(f"no finished runs under {out}; run `wsbench grid` first or pass --out")
+        raise WsbenchError(f"no finished runs under {out}; run `wsbench grid` first or pass --results")
     stored = sorted({r["dataset"] for r in finished})
     unknown = sorted(set(dataset) - set(stored))
     if unknown:
@@ -252,7 +309,7 @@ def similarity(metric: List[str] = typer.Option(["cka"], "--metric", help="Metri
                       f"stored under {out / 'similarity'}")
 
 
-leaderboard_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+leaderboard_app = typer.Typer(invoke_without_command=True, no_args_is_help=False, rich_markup_mode=None,
                               help="Leaderboards from a results root or an exported folder; `compare A B`.")
 app.add_typer(leaderboard_app, name="leaderboard")
 FORMATS = ("html", "md", "rich")
@@ -306,8 +363,9 @@ def _metric_of(metric: Optional[str], sets: list, what: str) -> tuple[str, Optio
 
 @leaderboard_app.callback(invoke_without_command=True)
 def leaderboard(ctx: typer.Context,
-                out: Path = typer.Option(Path("results"), "--out", help="Results root, or a folder exported with "
-                                         "--output DIR/ (re-rendered from its tables)."),
+                out: Path = typer.Option(Path("results"), "--results", "--out", help="Results root, or a folder "
+                                         "exported with --output DIR/ (re-rendered from its tables); --out: "
+                                         "older alias."),
                 format: str = typer.Option("rich", "--format", help="rich (terminal), md or html."),
                 metric: Optional[str] = typer.Option(None, "--metric", help="Similarity metric of the stability "
                                                      "and similarity tables (`wsbench plugins` lists them); default: "
@@ -331,7 +389,7 @@ def leaderboard(ctx: typer.Context,
         raise WsbenchError(f"unknown format {format!r}; known formats: {', '.join(FORMATS)}")
     tables = export.load(out)
     if not tables.runs:
-        raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --out")
+        raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --results")
     metric, value_range = _metric_of(metric, [tables], str(out))
     board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions,
                      value_range=value_range, calibrated=calibrated)
@@ -391,7 +449,7 @@ def leaderboard_compare(a: Path = typer.Argument(..., help="Results root or expo
             out_console.print(item)
 
 
-plugins_app = typer.Typer(invoke_without_command=True, help="List installed plugins.")
+plugins_app = typer.Typer(invoke_without_command=True, rich_markup_mode=None, help="List installed plugins.")
 app.add_typer(plugins_app, name="plugins")
 
 
@@ -539,7 +597,80 @@ def inrs_import(root: Path = typer.Argument(..., help="Folder holding the zoo's 
                       f"{m['splits']}) to {zoo.path}")
 
 
-study_app = typer.Typer(no_args_is_help=True, help="Run a whole study: zoos, grid, similarity, leaderboard.")
+@app.command()
+def plot(out: Path = typer.Option(Path("results"), "--results", "--out", help="Results root, or an exported "
+                                  "leaderboard folder (--out: older alias)."),
+         output: Path = typer.Option(Path("figures"), "--output", help="Folder for the figures."),
+         metric: str = typer.Option("cka", "--metric", help="Similarity metric of the stability and heatmap "
+                                    "figures."),
+         formats: List[str] = typer.Option(["pdf", "png"], "--format", help="pdf and/or png; repeatable."),
+         data_dir: Optional[Path] = DataOpt):
+    """Paper figures as PDF and PNG (pip install 'wsbench[plot]'): accuracy with intervals and chance
+    (accuracy.*), cross-seed stability per layer (stability.*), cross-architecture heatmaps per
+    dataset (cross-DATASET.*)."""
+    from wsbench import reporting as lb
+    from wsbench.reporting import export, figures
+    figures.pyplot()  # a missing matplotlib fails before any work
+    tables = export.load(out)
+    if not tables.runs:
+        raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --results")
+    board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions)
+    classes = dict(tables.classes)
+    if not tables.predictions:  # the chance level needs the classes: from the dataset plugin then
+        for ds in {r["dataset"] for r in tables.runs}:
+            try:
+                classes.setdefault(ds, list(_dataset_loader(data_dir)(ds).classes))
+            except Exception:  # the dataset cannot be loaded here: no chance line for it
+                continue
+    chance = figures.chance_levels(tables.predictions, classes)
+    written = figures.write_figures(board, figures.seed_accuracies(tables.runs, board), chance, output, formats)
+    for path in written:
+        out_console.print(f"wrote {path}", highlight=False)
+
+
+model_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Saved models (--save-models): reload one, score it, extract its representations.")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("eval")
+def model_eval(run_id: str = typer.Argument(..., help="Run id of a saved model (a unique prefix is enough)."),
+               out: Path = OutOpt,
+               split: str = typer.Option("test", "--split", help="train, val or test."),
+               representations: Optional[Path] = typer.Option(None, "--representations", help="Write every named "
+                                                              "layer's representation of the split to this Parquet "
+                                                              "file (the representations table's columns)."),
+               predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write the per-sample "
+                                                          "predictions of the split to this Parquet file."),
+               data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt, device: str = DeviceOpt,
+               as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")):
+    """Reload a saved model with its task and score it on a split (the test split reproduces the stored
+    test accuracy)."""
+    from wsbench.models import evaluate
+    from wsbench.tables import prediction_table, representation_table, write_parquet
+    ev = evaluate(out, run_id, split, registry=_registry(), data_dir=data_dir, cache_dir=cache_dir, device=device,
+                  want_layers=representations is not None)
+    written = {}
+    if representations is not None:
+        written["representations"] = str(write_parquet(representations, representation_table(
+            ev.run_id, ev.sample_ids, ev.layers)))
+    if predictions is not None:
+        written["predictions"] = str(write_parquet(predictions, prediction_table(
+            ev.run_id, ev.sample_ids, ev.labels, ev.preds, ev.confidence)))
+    if as_json:
+        _print_json({"run_id": ev.run_id, "dataset": ev.dataset, "arch": ev.arch, "split": ev.split,
+                     "n": len(ev.labels), "accuracy": ev.accuracy, "stored_test_acc": ev.stored_test_acc,
+                     **written})
+        return
+    stored = "" if ev.stored_test_acc is None else f" (stored test accuracy {100 * ev.stored_test_acc:.2f}%)"
+    out_console.print(f"{ev.dataset}/{ev.arch} run {ev.run_id}: {ev.split} accuracy {100 * ev.accuracy:.2f}% on "
+                      f"{len(ev.labels)} samples{stored}", highlight=False)
+    for what, path in written.items():
+        err_console.print(f"wrote {what} to {path}", highlight=False)
+
+
+study_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Run a whole study: zoos, grid, similarity, leaderboard.")
 app.add_typer(study_app, name="study")
 
 
@@ -564,7 +695,8 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
                                           "in N worker processes sharing the results root (and GPU)."),
               recipe: List[str] = RecipeOpt,
               export_to: Optional[str] = typer.Option(None, "--export", help="Leaderboard export folder "
-                                                      "(default: the study's); 'none' to skip.")):
+                                                      "(default: the study's); 'none' to skip."),
+              save_models: bool = SaveModelsOpt, track: Optional[str] = TrackOpt, as_json: bool = JsonOpt):
     """Run a study end to end, resuming where it stopped: per dataset the INR zoo, the seed x
     architecture grid and the similarity; then the leaderboard export."""
     from wsbench import reporting as lb
@@ -573,17 +705,21 @@ def study_run(name: str = typer.Argument(..., help="A built-in study (`wsbench s
     study = load_study(name)
     reg = _registry()
     seed_list = parse_seeds(seeds if seeds is not None else str(study.seeds))
-    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, [], None, recipe)
+    settings = _settings(out, data_dir, cache_dir, device, limit, epochs, [], None, recipe, save_models, track)
     with StudyDisplay(err_console) as display:
         report = run_study(study, settings, datasets=dataset or None, seeds=seed_list, workers=workers,
                            resamples=resamples, export_to=export_to, registry=reg,
                            images=_dataset_loader(data_dir), on_event=display)
     if report.exported is not None:
         err_console.print(f"exported {len(report.exported)} files to {report.export_to}")
-        for item in lb.render_rich(report.board):
-            out_console.print(item)
+        if not as_json:
+            for item in lb.render_rich(report.board):
+                out_console.print(item)
+    if as_json:
+        _print_json(_summary(report.outcomes, settings, study=study.name,
+                             export=None if report.exported is None else str(report.export_to)))
     if report.failed_cells:
-        err_console.print(f"{report.failed_cells} grid cells failed; see `wsbench leaderboard --out {out}`")
+        err_console.print(f"{report.failed_cells} grid cells failed; see `wsbench leaderboard --results {out}`")
         raise typer.Exit(1)
 
 
@@ -664,7 +800,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except WsbenchError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except PermissionError as exc:
         if _state["debug"]:
@@ -679,7 +815,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except Exception as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc} (rerun with --debug for the "
-                          "traceback)", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug "
+                          "for the traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
     sys.exit(code)

@@ -48,7 +48,7 @@ def _zoo_events(emit: Emit, dataset: str):
 
 def _epoch_event(cell: Cell, epoch: int, total: int, h: dict) -> dict:
     return {"type": "epoch", "cell": cell, "epoch": epoch, "total": total,
-            "train_loss": h.get("train_loss"), "val_acc": h.get("val_acc")}
+            "train_loss": h.get("train_loss"), "val_acc": h.get("val_acc"), "seconds": h.get("seconds")}
 
 
 class LocalExecutor:
@@ -234,7 +234,7 @@ class ProcessExecutor:
             if stored is not None and stored["status"] == "finished":
                 return stored  # it died after storing the run
             exc = WorkerDied(f"worker process {w.process.pid} {how} while running {cell.label}")
-            return self.runner.record_failure(cell, exc, w.started, status="failed")
+            return self.runner.record_failure(cell, exc, w.started, status="failed", keep_checkpoint=True)
         finally:
             self.runner.claims.release(claim)
 

@@ -46,7 +46,7 @@ def run_grid(cells: list[Cell], runner: Runner, executor, on_event: Callable[[di
              poll_s: float = 1.0) -> list[CellOutcome]:
     """Run every cell not yet stored through ``executor`` and return one outcome per cell.
 
-    Events passed to ``on_event`` (dicts with ``type``): ``plan`` (total, skipped),
+    Events passed to ``on_event`` (dicts with ``type``): ``plan`` (total, skipped, the cells to run),
     ``ready`` (slots: cells run at once), ``start`` / ``epoch`` / ``end`` per cell (from the executor), ``wait`` (cells
     claimed by other processes). An ``end`` event carries the cell's ``status``, its
     ``row`` and ``failed`` (the status is one of :data:`FAILED_STATUSES`). Cells
@@ -68,7 +68,8 @@ def run_grid(cells: list[Cell], runner: Runner, executor, on_event: Callable[[di
             outcomes[c] = CellOutcome(c, "skipped", {"run_id": runner.config_for(c)[1], "status": "skipped"})
         else:
             todo.append(c)
-    emit({"type": "plan", "total": len(cells), "skipped": len(cells) - len(todo), "out": str(runner.settings.out)})
+    emit({"type": "plan", "total": len(cells), "skipped": len(cells) - len(todo), "out": str(runner.settings.out),
+          "cells": list(todo)})
     if todo:
         executor.prepare(sorted({c.dataset for c in todo}), emit)
         emit({"type": "ready", "slots": getattr(executor, "slots", 1)})

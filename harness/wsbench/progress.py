@@ -1,9 +1,15 @@
 """The rich displays of long commands.
 
 :class:`GridDisplay`, the grid's one display: an overall bar (cells done / failed /
-remaining, ETA), a bar per running cell (epoch, loss, validation accuracy) and a bar per
-INR zoo being fitted; a line per ended cell is printed above the bars and stays in the log.
+remaining, ETA), a bar per running cell (epoch, loss, validation accuracy, s/epoch) and a bar per
+INR zoo being fitted (INRs/s, PSNR, ETA); a line per ended cell is printed above the bars and stays
+in the log. When the console is not a terminal (output piped to a file, as under SLURM), bars
+cannot redraw: every epoch and every fitted zoo chunk is logged as one plain line with its rate
+and ETA instead.
 :class:`StudyDisplay` shows a study's stages (zoo, grid, similarity) one after another.
+
+ETAs come from epoch times, not cell wall times: a cell's first seconds (building the model,
+moving data, compiling) say little about the epochs to come.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import time
 from typing import Any, Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,17 +37,54 @@ def bars(console: Console) -> Progress:
                     console=console, transient=False)
 
 
+class ZooRate:
+    """Rate and ETA of an INR zoo fit from its ``(done, total, mean_psnr)`` reports."""
+
+    def __init__(self, dataset: str):
+        self.dataset = dataset
+        self.t0: float | None = None
+        self.base = 0  # a resumed build starts with finished chunks: not part of the rate
+        self.last_line = -math.inf
+        self.last_psnr: float | None = None
+
+    def update(self, done: int, total: int) -> tuple[float, float | None]:
+        """``(INRs per second, seconds left)`` (None before any INR is fitted here)."""
+        now = time.perf_counter()
+        if self.t0 is None:
+            self.t0, self.base = now, done
+        rate = (done - self.base) / max(1e-9, now - self.t0)
+        return rate, ((total - done) / rate if rate > 0 else None)
+
+    def text(self, done: int, total: int, mean_psnr: float) -> str:
+        rate, left = self.update(done, total)
+        db = "" if mean_psnr != mean_psnr else f" · PSNR {mean_psnr:.1f} dB"
+        return f"{rate:,.0f} INRs/s{db} · ETA {_clock(left)}"
+
+    def line_due(self, done: int, total: int, mean_psnr: float, every_s: float = 30.0) -> bool:
+        """Whether a plain log line is due: a chunk ended (its mean PSNR changed), the fit ended, or
+        ``every_s`` seconds passed."""
+        now = time.perf_counter()
+        chunk = mean_psnr == mean_psnr and mean_psnr != self.last_psnr
+        if chunk or done >= total or now - self.last_line >= every_s:
+            self.last_line, self.last_psnr = now, (mean_psnr if mean_psnr == mean_psnr else self.last_psnr)
+            return True
+        return False
+
+
 def zoo_bar(progress: Progress, dataset: str):
-    """A ``progress(done, total, mean_psnr)`` callback for an INR zoo fit: one bar with INRs/s and PSNR."""
-    state = {"t0": time.perf_counter()}
+    """A ``progress(done, total, mean_psnr)`` callback for an INR zoo fit: one bar with INRs/s, PSNR and
+    ETA (a plain line per fitted chunk when the console is not a terminal)."""
+    state: dict = {}
+    rate = ZooRate(dataset)
 
     def cb(done, total, mean_psnr):
         if "id" not in state:
             state["id"] = progress.add_task(f"INR zoo {dataset}", total=total, info="")
-            state["base"] = done  # a resumed build starts with finished chunks: not part of the rate
-        rate = (done - state["base"]) / max(1e-9, time.perf_counter() - state["t0"])
-        db = "" if mean_psnr != mean_psnr else f"  PSNR {mean_psnr:.1f} dB"
-        progress.update(state["id"], completed=done, info=f"{rate:,.0f} INRs/s{db}")
+        info = rate.text(done, total, mean_psnr)
+        progress.update(state["id"], completed=done, info=info)
+        if not progress.console.is_terminal and rate.line_due(done, total, mean_psnr):
+            progress.console.print(f"INR zoo {dataset}: {done}/{total} INRs · {info}", highlight=False,
+                                   soft_wrap=True)
     return cb
 
 
@@ -62,6 +106,7 @@ class GridDisplay:
 
     def __init__(self, console: Console, slots: int = 1):
         self.console = console
+        self.plain = not console.is_terminal  # bars cannot redraw in a file: log a line per epoch instead
         self.slots = max(1, slots)
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
@@ -69,9 +114,11 @@ class GridDisplay:
         self.grid_task: TaskID | None = None
         self.total = 0
         self.counts = {"done": 0, "failed": 0}
-        self.running: dict = {}  # cell -> {"task", "t0", "frac"}
-        self.durations: list[float] = []
+        self.running: dict = {}  # cell -> {"task", "t0", "epoch", "epochs", "epoch_s": [seconds per epoch]}
+        self.durations: dict[str, list[float]] = {}  # arch -> wall times of its cells trained here
+        self.pending: list = []  # cells planned and not started (for the ETA)
         self.zoo_tasks: dict = {}
+        self.zoo_rates: dict = {}
 
     def __enter__(self):
         self.progress.__enter__()
@@ -81,21 +128,50 @@ class GridDisplay:
         self._refresh()
         return self.progress.__exit__(*exc)
 
-    # ETA: mean wall time of the cells trained here (or, before any ends, the running
-    # cells' projected times) times the work left, spread over the slots.
+    # ETA ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _epoch_time(r: dict) -> float | None:
+        """A running cell's time per epoch: the mean after its first epoch (which carries the start-up)."""
+        times = r["epoch_s"][1:] or r["epoch_s"]
+        return sum(times) / len(times) if times else None
+
+    def _cell_time(self, arch: str) -> float | None:
+        """Expected wall time of a whole cell of ``arch``: the cells of it that ended here, else the epoch
+        times of a running one."""
+        if self.durations.get(arch):
+            return sum(self.durations[arch]) / len(self.durations[arch])
+        for c, r in self.running.items():
+            per_epoch = self._epoch_time(r)
+            if c.arch == arch and per_epoch is not None and r["epochs"]:
+                return per_epoch * r["epochs"]
+        return None
+
     def eta(self) -> float | None:
-        per_cell = None
-        if self.durations:
-            per_cell = sum(self.durations) / len(self.durations)
-        else:
-            projected = [(time.perf_counter() - r["t0"]) / r["frac"] for r in self.running.values() if r["frac"] > 0]
-            if projected:
-                per_cell = sum(projected) / len(projected)
-        if per_cell is None:
-            return None
-        remaining = self.total - self.counts["done"] - self.counts["failed"]
-        left_running = sum(1 - r["frac"] for r in self.running.values())
-        return per_cell * (remaining - len(self.running) + left_running) / self.slots
+        """Seconds until the timed part of the grid ends: the running cells' epochs left at their epoch
+        time, plus the cells not started at their architecture's cell time, spread over the slots.
+        Cells of an architecture not timed yet are left out (:meth:`untimed` counts them: guessing
+        them from another architecture is what made ETAs several times too long). None while no
+        running cell has finished an epoch."""
+        work, timed = 0.0, False
+        for r in self.running.values():
+            per_epoch = self._epoch_time(r)
+            if per_epoch is not None:
+                work, timed = work + per_epoch * (r["epochs"] - r["epoch"]), True
+        for c in self.pending:
+            t = self._cell_time(c.arch)
+            if t is not None:
+                work, timed = work + t, True
+        return work / self.slots if timed else None
+
+    def untimed(self) -> int:
+        """Cells left out of :meth:`eta`: not started (or not through an epoch) with no time for their
+        architecture yet."""
+        running = sum(1 for r in self.running.values() if self._epoch_time(r) is None)
+        return running + sum(1 for c in self.pending if self._cell_time(c.arch) is None)
+
+    def eta_text(self) -> str:
+        n = self.untimed()
+        return f"ETA {_clock(self.eta())}" + (f" + {n} cell{'s' if n > 1 else ''} not timed yet" if n else "")
 
     def _refresh(self):
         if self.grid_task is None:
@@ -104,17 +180,19 @@ class GridDisplay:
         remaining = self.total - done - failed
         fail = f"[red]{failed} failed[/red]" if failed else "0 failed"
         self.progress.update(self.grid_task, completed=done + failed,
-                             info=f"{done} done · {fail} · {remaining} remaining · ETA {_clock(self.eta())}")
+                             info=f"{done} done · {fail} · {remaining} remaining · {self.eta_text()}")
 
     def _print(self, *args, **kwargs) -> None:
         # soft_wrap: a log line stays one line (and greppable) when the output is not a terminal.
         self.console.print(*args, soft_wrap=True, **kwargs)
 
+    # Events -------------------------------------------------------------------------------------
     def __call__(self, event: dict) -> None:
         kind = event["type"]
         if kind == "plan":
             self.total = event["total"]
             self.counts["done"] = event["skipped"]
+            self.pending = list(event.get("cells") or [])
             self.grid_task = self.progress.add_task("grid", total=self.total, info="")
             if event["skipped"] == self.total:
                 self._print(f"all {self.total} cells already stored in {event.get('out')}; nothing to train")
@@ -123,55 +201,75 @@ class GridDisplay:
         elif kind == "ready":
             self.slots = max(1, int(event["slots"]))
         elif kind == "zoo":
-            ds = event["dataset"]
-            if ds not in self.zoo_tasks:
-                self.zoo_tasks[ds] = self.progress.add_task(f"INR zoo {ds}", total=event["total"], info="")
-            psnr = event["psnr"]
-            self.progress.update(self.zoo_tasks[ds], completed=event["done"],
-                                 info="" if psnr != psnr else f"PSNR {psnr:.1f} dB")
+            self._zoo(event)
         elif kind == "start":
             cell = event["cell"]
             if cell not in self.running:
                 where = f"  [dim]{event['where']}[/dim]" if event.get("where") else ""
                 self.running[cell] = {"task": self.progress.add_task(cell.label, total=None, info=f"starting{where}"),
-                                      "t0": time.perf_counter(), "frac": 0.0}
+                                      "t0": time.perf_counter(), "epoch": 0, "epochs": 0, "epoch_s": []}
+                if cell in self.pending:
+                    self.pending.remove(cell)
         elif kind == "epoch":
-            cell = event["cell"]
-            if cell not in self.running:
-                self(dict(type="start", cell=cell))
-            r = self.running[cell]
-            r["frac"] = event["epoch"] / max(1, event["total"])
-            val: float = event["val_acc"]  # an epoch event always carries both
-            loss: float = event["train_loss"]
-            self.progress.update(r["task"], total=event["total"], completed=event["epoch"],
-                                 info=f"epoch {event['epoch']}/{event['total']} · loss {loss:.3f} · "
-                                      f"val {100 * val:.1f}%")
+            self._epoch(event)
         elif kind == "end":
             self._end(event)
         elif kind == "wait":
             names = ", ".join(c.label for c in event["cells"][:3]) + (" …" if len(event["cells"]) > 3 else "")
             self._print(f"[yellow]waiting[/yellow] for {len(event['cells'])} cell(s) another process is "
-                               f"training: {names}")
+                        f"training: {names}")
         self._refresh()
+
+    def _zoo(self, event: dict) -> None:
+        ds, done, total, psnr = event["dataset"], event["done"], event["total"], event["psnr"]
+        if ds not in self.zoo_tasks:
+            self.zoo_tasks[ds] = self.progress.add_task(f"INR zoo {ds}", total=total, info="")
+            self.zoo_rates[ds] = ZooRate(ds)
+        rate = self.zoo_rates[ds]
+        info = rate.text(done, total, psnr)
+        self.progress.update(self.zoo_tasks[ds], completed=done, info=info)
+        if self.plain and rate.line_due(done, total, psnr):
+            self._print(f"INR zoo {ds}: {done}/{total} INRs · {info}", highlight=False)
+
+    def _epoch(self, event: dict) -> None:
+        cell = event["cell"]
+        if cell not in self.running:
+            self(dict(type="start", cell=cell))
+        r = self.running[cell]
+        r["epoch"], r["epochs"] = event["epoch"], event["total"]
+        if event.get("seconds") is not None:
+            r["epoch_s"].append(float(event["seconds"]))
+        val, loss = event.get("val_acc") or 0.0, event.get("train_loss") or 0.0
+        per_epoch = self._epoch_time(r)
+        pace = "" if per_epoch is None else f" · {per_epoch:.2f} s/epoch"
+        info = f"epoch {event['epoch']}/{event['total']} · loss {loss:.3f} · val {100 * val:.1f}%{pace}"
+        self.progress.update(r["task"], total=event["total"], completed=event["epoch"], info=info)
+        if self.plain:
+            left = None if per_epoch is None else per_epoch * (r["epochs"] - r["epoch"])
+            self._print(f"{cell.label}: {info} · cell ETA {_clock(left)} · grid {self.eta_text()}",
+                        highlight=False)
 
     def _end(self, event: dict) -> None:
         cell, status, row = event["cell"], event["status"], event.get("row") or {}
         r = self.running.pop(cell, None)
+        if cell in self.pending:
+            self.pending.remove(cell)
         if r is not None:
             self.progress.remove_task(r["task"])
             if status == "finished":
-                self.durations.append(time.perf_counter() - r["t0"])
+                self.durations.setdefault(cell.arch, []).append(time.perf_counter() - r["t0"])
         if event.get("failed"):
             self.counts["failed"] += 1
-            self._print(f"[red]✗ {cell.label}: {status}[/red] {(row.get('error') or '')[:160]}",
-                               highlight=False)
+            self._print(f"[red]✗ {cell.label}: {status}[/red] {escape((row.get('error') or '')[:160])}",
+                        highlight=False)
         else:
             self.counts["done"] += 1
             acc = row.get("test_acc")
             extra = {"elsewhere": " (trained by another process)", "skipped": " (already stored)"}.get(status, "")
             acc_text = f"test {100 * acc:.2f}%" if isinstance(acc, float) else ""
             wall = f" in {row['wall_time_s']:.1f} s" if isinstance(row.get("wall_time_s"), float) else ""
-            self._print(f"[green]✓[/green] {cell.label}: {acc_text}{wall}{extra}", highlight=False)
+            resumed = f" (resumed after epoch {row['resumed_from']})" if row.get("resumed_from") else ""
+            self._print(f"[green]✓[/green] {cell.label}: {acc_text}{wall}{resumed}{extra}", highlight=False)
 
 
 class StudyDisplay:

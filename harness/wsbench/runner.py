@@ -8,12 +8,20 @@ claim can only overwrite a run with an equivalent file, never corrupt or duplica
 
 A failing cell (an exception, a NaN loss, running out of memory) is stored with
 its status and error (see :func:`failure_status`), so the grid can go on.
+
+While a run trains, its training state is kept after every epoch in
+``<results>/.checkpoints/<run_id>/last.pt`` (:func:`wsbench.train.train`): a run killed
+mid-training (SIGKILL included) is taken over under the same run id by the next command,
+which continues after the last finished epoch; the folder is removed once the run is stored.
+With ``save_models`` the selected model is kept as ``<results>/models/dataset=D/arch=A/<run_id>.safetensors``
+(:mod:`wsbench.models`).
 """
 from __future__ import annotations
 
 import gc
 import json
 import platform
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -28,6 +36,7 @@ from wsbench import config as cfg
 from wsbench.claims import Claims, utc_now
 from wsbench.errors import WsbenchError
 from wsbench.plugins import Registry
+from wsbench.provenance import run_provenance
 from wsbench.siren import DEFAULT_RECIPE
 from wsbench.store import Store
 from wsbench.tables import prediction_table, representation_table, run_rows
@@ -64,6 +73,8 @@ class Settings:
     limit: int | None = None
     overrides: dict | None = None
     recipe: dict | None = None  # INR fitting recipe overrides (a different zoo, so different run ids)
+    save_models: bool = False  # keep each trained run's selected model as safetensors (wsbench.models)
+    track: str | None = None  # experiment tracking: "tensorboard[:DIR]" or "wandb[:PROJECT]" (wsbench.tracking)
 
     def absolute(self) -> Settings:
         """The same settings with absolute paths (workers may run in another directory)."""
@@ -71,7 +82,7 @@ class Settings:
             return None if p is None else Path(p).expanduser().resolve()
         return Settings(out=a(self.out), data_dir=a(self.data_dir), cache_dir=a(self.cache_dir),
                         device=self.device, limit=self.limit, overrides=dict(self.overrides or {}),
-                        recipe=dict(self.recipe or {}))
+                        recipe=dict(self.recipe or {}), save_models=self.save_models, track=self.track)
 
 
 def failure_status(exc: BaseException) -> str:
@@ -179,13 +190,28 @@ class Runner:
                 return {"run_id": rid, "status": "skipped"}
             task = self.task(cell.dataset)
             started = utc_now()
+            tracker = None
+            if self.settings.track:
+                from wsbench.tracking import make_tracker
+                tracker = make_tracker(self.settings.track, self.settings.out, cell.dataset, cell.arch, cell.seed,
+                                       rid, config)
             try:
-                result = train(task, arch, config, cell.seed, self.device, on_epoch=on_epoch)
+                result = train(task, arch, config, cell.seed, self.device, on_epoch=on_epoch,
+                               checkpoint=self.checkpoint_path(rid), tracker=tracker)
+                if tracker is not None:
+                    tracker.log({"test/acc": result.test_acc}, result.best_epoch)
             except SystemExit as exc:  # a plugin calling sys.exit() must fail its cell, not end the grid
                 raise PluginExit(f"architecture {cell.arch!r} called sys.exit({exc.code!r}) while training; "
                                  "a plugin must raise an exception instead") from exc
+            finally:
+                if tracker is not None:
+                    tracker.close()
             row = self._row(cell, arch, config, rid, task, started, result)
+            if self.settings.save_models:
+                from wsbench.models import save_model
+                save_model(self.model_path(cell, rid), result.state_dict, row, cell)
             self._write(cell, rid, row, result)
+            self.drop_checkpoint(rid)
             return row
         except (KeyboardInterrupt, WsbenchError):
             raise
@@ -196,6 +222,22 @@ class Runner:
             return row
         finally:
             self.claims.release(claim)
+
+    def checkpoint_path(self, run_id: str) -> Path:
+        """Where a run's training state is kept while it trains (see the module docstring)."""
+        return Path(self.settings.out) / ".checkpoints" / run_id / "last.pt"
+
+    def drop_checkpoint(self, run_id: str) -> None:
+        shutil.rmtree(self.checkpoint_path(run_id).parent, ignore_errors=True)
+        try:
+            self.checkpoint_path(run_id).parent.parent.rmdir()  # no trace once nothing trains
+        except OSError:
+            pass
+
+    def model_path(self, cell: Cell, run_id: str) -> Path:
+        """Where ``--save-models`` keeps a run's selected model."""
+        return Path(self.settings.out) / "models" / f"dataset={cell.dataset}" / f"arch={cell.arch}" / \
+            f"{run_id}.safetensors"
 
     def _row(self, cell, arch, config, rid, task, started, result: RunResult) -> dict:
         return {
@@ -211,6 +253,7 @@ class Runner:
             "plugin_version": arch.version, "torch_version": torch.__version__,
             "device": str(self.device), "threads": torch.get_num_threads(), "host": platform.node(),
             "wall_time_s": round(result.wall_time_s, 3), "started_at": started, "finished_at": utc_now(),
+            **run_provenance(self.device), "resumed_from": result.resumed_from,
         }
 
     def _write(self, cell: Cell, rid: str, row: dict, result: RunResult) -> None:
@@ -221,8 +264,13 @@ class Runner:
         # The runs row last: its presence marks the run as stored.
         self.store.write("runs", rid, run_rows([row]), **parts)
 
-    def record_failure(self, cell: Cell, exc: BaseException, started: float, status: str | None = None) -> dict:
-        """Store a failed cell with its status and error, so the grid can go on."""
+    def record_failure(self, cell: Cell, exc: BaseException, started: float, status: str | None = None,
+                       keep_checkpoint: bool = False) -> dict:
+        """Store a failed cell with its status and error, so the grid can go on.
+
+        Its training state is dropped (a rerun starts it afresh) unless ``keep_checkpoint``: a
+        worker that died (killed from outside) leaves a state the rerun resumes from.
+        """
         arch = self.registry.architecture(cell.arch)
         config, rid = self.config_for(cell)
         status = status or failure_status(exc)
@@ -240,6 +288,9 @@ class Runner:
             "plugin_version": arch.version, "torch_version": torch.__version__, "device": str(self.device),
             "threads": torch.get_num_threads(), "host": platform.node(),
             "wall_time_s": round(time.perf_counter() - started, 3), "finished_at": utc_now(),
+            **run_provenance(self.device),
         }
         self.store.write("runs", rid, run_rows([row]), dataset=cell.dataset, arch=cell.arch)
+        if not keep_checkpoint:
+            self.drop_checkpoint(rid)
         return row

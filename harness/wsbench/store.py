@@ -87,14 +87,14 @@ class Store:
     def check_writable(self) -> None:
         """Fail at once, with the fix, when the results root is a file or cannot be written to."""
         if self.root.exists() and not self.root.is_dir():
-            raise WsbenchError(f"--out {self.root} is a file, not a results folder; pass a folder (it is created "
+            raise WsbenchError(f"--results {self.root} is a file, not a results folder; pass a folder (it is created "
                                "when missing)")
         probe = temp_path(self.root / "write-check")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe.write_bytes(b"")
         except OSError as exc:
-            raise WsbenchError(f"results root {self.root} is not writable ({exc.strerror or exc}); pass --out with "
+            raise WsbenchError(f"results root {self.root} is not writable ({exc.strerror or exc}); pass --results with "
                                "a folder you can write to, or fix its permissions") from None
         finally:
             probe.unlink(missing_ok=True)

@@ -145,6 +145,7 @@ class StudyReport:
     board: Any = None  # wsbench.reporting board of the export
     exported: list | None = None  # files written by the export, None when it was skipped
     export_to: str | None = None
+    outcomes: list = field(default_factory=list)  # every grid cell's CellOutcome, dataset by dataset
 
 
 def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = None, seeds: list[int] | None = None,
@@ -207,6 +208,7 @@ def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = 
         cells = grid_cells([ds], study.architectures, seeds)
         outcomes = run_grid(cells, runner, executor, on_event=emit)
         report.failed_cells += sum(o.failed for o in outcomes)
+        report.outcomes += outcomes
         done({"dataset": ds, "stage": "grid", "cells": len(cells), "workers": workers, "device": dev}, t0)
         t0 = stage("similarity", ds)
         similarity.compute(store, metrics, [ds], device=dev,

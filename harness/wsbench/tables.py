@@ -60,7 +60,13 @@ RUNS_SCHEMA = pa.schema([
     # files lack the column and read as null.
     ("threads", pa.int64()),
     ("host", pa.string()), ("wall_time_s", pa.float64()), ("started_at", pa.string()),
-    ("finished_at", pa.string()), ("schema_version", pa.int32()),
+    ("finished_at", pa.string()),
+    # Provenance (wsbench.provenance; null in rows stored before these columns existed): the commit of the
+    # wsbench checkout and whether tracked files differed from it, the hardware
+    # and the library versions (JSON); resumed_from: the epoch a killed run was resumed after (0: none).
+    ("git_commit", pa.string()), ("git_dirty", pa.bool_()),
+    ("hardware", pa.string()), ("library_versions", pa.string()), ("resumed_from", pa.int64()),
+    ("schema_version", pa.int32()),
 ])
 
 PREDICTIONS_SCHEMA = pa.schema([

@@ -6,14 +6,22 @@ recomputed before every evaluation; model selection on validation accuracy;
 test evaluation, per-sample predictions and representations of every named
 layer at the selected epoch. Seeded: the same seed, config and device
 give the same numbers.
+
+Resuming: with a ``checkpoint`` path the whole training state (model, optimizer, schedule,
+random generators, the best state so far, the history) is written there after every epoch
+(atomically; tensors and plain values only, read back with ``weights_only=True``). A run
+started again with the same path continues after the last finished epoch and gives the very
+numbers an uninterrupted run gives.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Protocol, cast
 
 import numpy as np
 import torch
@@ -22,7 +30,18 @@ import torch.nn.functional as F
 from wsbench.augment import augmenter
 from wsbench.errors import WsbenchError
 from wsbench.specs import ArchitectureSpec
+from wsbench.tables import atomic_write
 from wsbench.task import Task
+
+CHECKPOINT_FORMAT = 1
+
+
+class Tracker(Protocol):
+    """Receives per-epoch metrics (:mod:`wsbench.tracking`): ``log(metrics, step)`` then ``close()``."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class NonFiniteLoss(RuntimeError):
@@ -41,6 +60,8 @@ class RunResult:
     confidence: np.ndarray  # (n,) softmax probability of the prediction
     layers: dict = field(default_factory=dict)  # name -> (n, d) float32, in the model's order
     wall_time_s: float = 0.0
+    state_dict: dict = field(default_factory=dict)  # the selected epoch's model state (CPU tensors)
+    resumed_from: int = 0  # the epoch a resumed run continued after (0: trained from the start)
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -84,9 +105,13 @@ def recalibrate_batchnorm(model: torch.nn.Module, x: torch.Tensor, rows: torch.T
 
 
 @torch.no_grad()
-def _predict(model, x, rows, batch_size, want_layers=False):
+def predict(model: torch.nn.Module, x: torch.Tensor, rows: torch.Tensor, batch_size: int,
+            want_layers: bool = False) -> tuple[torch.Tensor, dict]:
+    """Evaluation-mode logits ``(n, classes)`` (CPU, float32) of ``x[rows]`` in batches, and with
+    ``want_layers`` every named layer's representation ``{name: (n, d) float32 numpy}``."""
     model.eval()
-    logits_all, layers_all = [], {}
+    logits_all: list[torch.Tensor] = []
+    layers_all: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(rows), batch_size):
         idx = rows[i:i + batch_size]
         logits, layers = model(x[idx])
@@ -99,9 +124,74 @@ def _predict(model, x, rows, batch_size, want_layers=False):
     return logits, layers
 
 
+def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
+    np_state = cast(tuple, np.random.get_state())  # ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    state = {"torch": torch.get_rng_state(), "gen": gen.get_state(),
+             "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+             "numpy_pos": int(np_state[2]), "numpy_has_gauss": int(np_state[3]),
+             "numpy_gauss": float(np_state[4])}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["gen"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _cpu_state(state: dict) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _fits(model: torch.nn.Module, saved) -> bool:
+    """Whether ``saved`` has exactly the model's state keys, shapes and dtypes."""
+    mine = model.state_dict()
+    if not isinstance(saved, dict) or set(saved) != set(mine):
+        return False
+    return all(saved[k].shape == v.shape and saved[k].dtype == v.dtype for k, v in mine.items())
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """``state`` (tensors and plain values) at ``path``, atomically."""
+    for attempt in range(3):
+        try:
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
+            return
+        except FileNotFoundError:  # another run removed the empty parent folder meanwhile: make it again
+            if attempt == 2:
+                raise
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict | None:
+    """The training state saved at ``path``, or None when there is none or it cannot be read."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a damaged or foreign file: train from the start
+        warnings.warn(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); training from epoch 0",
+                      stacklevel=2)
+        return None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        return None
+    return state
+
+
 def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: torch.device,
-          on_epoch: Callable[[int, int, dict], None] | None = None) -> RunResult:
-    """Train ``arch`` on ``task`` with ``config``; see the module docstring."""
+          on_epoch: Callable[[int, int, dict], None] | None = None, checkpoint: Path | None = None,
+          tracker: Tracker | None = None) -> RunResult:
+    """Train ``arch`` on ``task`` with ``config``; see the module docstring.
+
+    ``on_epoch(epoch, epochs, entry)`` gets each epoch's history entry plus ``seconds``, the epoch's
+    wall time. ``checkpoint``: where to keep the training state after every epoch (and to resume
+    from, when it holds one); ``tracker`` receives every epoch's metrics.
+    """
     started = time.perf_counter()
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -141,7 +231,22 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
     # training draws are the same with or without it).
     calib_gen = torch.Generator().manual_seed(seed + 1)
     calib = tr[torch.randperm(len(tr), generator=calib_gen)[:int(config["bn_recalibrate"])].to(device)]
-    for epoch in range(epochs):
+    first = 0
+    state = load_checkpoint(checkpoint, device) if checkpoint is not None else None
+    if state is not None and not _fits(model, state.get("model")):
+        # Another model under the same run id (the code changed): nothing of it is loaded.
+        warnings.warn(f"checkpoint {checkpoint} does not fit the model; training from epoch 0", stacklevel=2)
+        state = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], gen, device)
+        first = int(state["epoch"])
+        best_acc, best_epoch, history = float(state["best_acc"]), int(state["best_epoch"]), list(state["history"])
+        best_state = state["best_state"] or None
+    for epoch in range(first, epochs):
+        epoch_started = time.perf_counter()
         model.train()
         order = tr[torch.randperm(len(tr), generator=gen).to(device)]
         loss_sum = torch.zeros((), device=device)
@@ -161,21 +266,32 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(f"loss became {train_loss} in epoch {epoch + 1}; lower lr or enable grad_clip")
         recalibrate_batchnorm(model, x, calib, bs)
-        val_logits, _ = _predict(model, x, va, eval_bs)
+        val_logits, _ = predict(model, x, va, eval_bs)
         val_acc = float((val_logits.argmax(1) == y[va].cpu()).float().mean())
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch + 1
             best_state = copy.deepcopy(model.state_dict())
+        if checkpoint is not None and epoch + 1 < epochs:
+            save_checkpoint(checkpoint, {
+                "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(gen, device),
+                "best_acc": best_acc, "best_epoch": best_epoch, "best_state": best_state or {},
+                "history": history})
+        seconds = time.perf_counter() - epoch_started
+        if tracker is not None:
+            tracker.log({"train/loss": train_loss, "val/acc": val_acc, "lr": opt.param_groups[0]["lr"],
+                         "epoch_seconds": seconds}, epoch + 1)
         if on_epoch is not None:
-            on_epoch(epoch + 1, epochs, history[-1])
+            on_epoch(epoch + 1, epochs, {**history[-1], "seconds": seconds})
     if best_state is not None:
         model.load_state_dict(best_state)
-    logits, layers = _predict(model, x, te, eval_bs, want_layers=True)
+    logits, layers = predict(model, x, te, eval_bs, want_layers=True)
     probs = logits.softmax(1)
     conf, preds = probs.max(1)
     labels = y[te].cpu().numpy()
     return RunResult(
         test_acc=float((preds.numpy() == labels).mean()), val_acc=best_acc, best_epoch=best_epoch,
         history=history, test_ids=task.ids[task.splits["test"]], labels=labels, preds=preds.numpy(),
-        confidence=conf.numpy(), layers=layers, wall_time_s=time.perf_counter() - started)
+        confidence=conf.numpy(), layers=layers, wall_time_s=time.perf_counter() - started,
+        state_dict=_cpu_state(model.state_dict()), resumed_from=first)

@@ -47,6 +47,8 @@ class Board:
     sample_list: list = field(default_factory=list)  # the samples that split weight and image models
     agreement: list = field(default_factory=list)  # prediction agreement between architectures
     failures: list = field(default_factory=list)  # runs that did not finish
+    provenance: list = field(default_factory=list)  # per dataset and architecture: code, hardware, versions
+    chance: dict = field(default_factory=dict)  # dataset -> chance accuracy (1 / classes seen in the predictions)
 
 
 # Accuracy -------------------------------------------------------------------------------
@@ -238,6 +240,43 @@ def layer_matrices(rows: list[dict], metric: str = "cka") -> list[dict]:
     return out
 
 
+# Provenance -----------------------------------------------------------------------------
+
+def _distinct(values, missing: str = "not recorded") -> str:
+    got = sorted({str(v) for v in values if not is_missing(v)})
+    return ", ".join(got) if got else missing
+
+
+def provenance_rows(runs: list[dict]) -> list[dict]:
+    """Per (dataset, architecture): the code (git commits, ``+dirty`` where tracked files had changed;
+    "not recorded" for runs stored before wsbench recorded it), wsbench version, torch version and
+    threads, device and hardware of its finished runs. No paths: a published page names no machine's
+    folders."""
+    groups = defaultdict(list)
+    for r in runs:
+        if r.get("status") == "finished":
+            groups[(r["dataset"], r["arch"])].append(r)
+    rows = []
+    for (ds, arch), rs in sorted(groups.items()):
+        commits = [None if is_missing(r.get("git_commit")) else
+                   r["git_commit"][:12] + ("+dirty" if r.get("git_dirty") else "") for r in rs]
+        rows.append({"dataset": ds, "arch": arch, "runs": len(rs), "commit": _distinct(commits),
+                     "wsbench": _distinct(r.get("wsbench_version") for r in rs),
+                     "torch": _distinct(r.get("torch_version") for r in rs),
+                     "threads": _distinct(r.get("threads") for r in rs),
+                     "device": _distinct(r.get("device") for r in rs),
+                     "hardware": _distinct(r.get("hardware") for r in rs)})
+    return rows
+
+
+def chance_levels(predictions: list[dict]) -> dict[str, float]:
+    """``{dataset: 1 / number of classes}``, the classes being the labels seen in the predictions."""
+    labels: dict[str, set] = {}
+    for p in predictions:
+        labels.setdefault(p["dataset"], set()).add(p["label"])
+    return {ds: 1.0 / len(ls) for ds, ls in sorted(labels.items()) if ls}
+
+
 # Sample analysis ------------------------------------------------------------------------
 
 def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, list, list]:
@@ -397,6 +436,7 @@ def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
         cross=cross_rows(similarity, metric, value_range),
         samples=summary, sample_list=samples, agreement=agreement,
         failures=[r for r in runs if r.get("status") not in ("finished", None)],
+        provenance=provenance_rows(runs), chance=chance_levels(predictions or []),
     )
 
 

@@ -81,7 +81,7 @@ def load(path: Path | str) -> Tables:
     """The tables of a results root or of an exported leaderboard folder."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise WsbenchError(f"--out {path} is a file; pass a results root (a folder with runs/) or an exported "
+        raise WsbenchError(f"--results {path} is a file; pass a results root (a folder with runs/) or an exported "
                            "leaderboard folder (one with manifest.json and tables/)")
     if is_export(path):
         return load_export(path)
@@ -89,7 +89,7 @@ def load(path: Path | str) -> Tables:
         raise WsbenchError(f"{path} is an unfinished leaderboard export (tables/ but no manifest.json: the export was "
                            f"interrupted); export it again with `wsbench leaderboard --out RESULTS --output {path}/`")
     if not (path / "runs").exists():
-        raise WsbenchError(f"no runs under {path}; run `wsbench grid` first, or pass --out with a results root "
+        raise WsbenchError(f"no runs under {path}; run `wsbench grid` first, or pass --results with a results root "
                            "or an exported leaderboard folder (one with tables/runs.parquet)")
     predictions = read_table(path, "predictions")
     keep = ["dataset", "arch", "run_id", "sample_id", "label", "pred", "correct"]

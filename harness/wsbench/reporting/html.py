@@ -31,6 +31,7 @@ from wsbench.reporting.text import (
     fmt_pct,
     interval_note,
     metric_label,
+    provenance_table,
     samples_table,
     stability_table,
 )
@@ -96,14 +97,25 @@ def _f(x, d=3) -> str:
 # Figures ----------------------------------------------------------------------------------
 
 def heatmap_svg(matrix: dict, cell: int = 44, label_w: int = 90, vmin: float = 0.0, vmax: float = 1.0,
-                title: str = "", extra_tip=None) -> str:
-    """A layer x layer heatmap (a ``board.layer_matrices`` item) as SVG with values and tooltips."""
+                title: str = "", extra_tip=None, xlabel: str = "", ylabel: str = "", bar_label: str = "") -> str:
+    """A layer x layer heatmap (a ``board.layer_matrices`` item) as SVG with values and tooltips.
+
+    ``xlabel``/``ylabel`` title the column and row axes, ``bar_label`` the colour bar."""
     rows, cols, values = matrix["rows"], matrix["cols"], matrix["values"]
-    top = 16 + int(4.6 * max([len(str(c)) for c in cols] + [4]))  # room for the 45-degree column labels
+    pad = 18 if ylabel else 0  # room for the rotated row-axis title
+    label_w += pad
+    top = 16 + int(4.6 * max([len(str(c)) for c in cols] + [4])) + (16 if xlabel else 0)  # 45-degree labels
     w = label_w + cell * len(cols) + 10
-    h = top + cell * len(rows) + 40
+    h = top + cell * len(rows) + 40 + (14 if bar_label else 0)
     parts = [(f'<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
               f'viewBox="0 0 {w} {h}" role="img" aria-label="{_e(title)}">')]
+    if xlabel:
+        parts.append(f'<text x="{label_w + cell * len(cols) / 2}" y="12" text-anchor="middle" class="axis">'
+                     f'{_e(xlabel)}</text>')
+    if ylabel:
+        yc = top + cell * len(rows) / 2
+        parts.append(f'<text x="12" y="{yc}" transform="rotate(-90 12 {yc})" text-anchor="middle" class="axis">'
+                     f'{_e(ylabel)}</text>')
     for j, name in enumerate(cols):
         x = label_w + j * cell + cell / 2
         parts.append(f'<text x="{x}" y="{top - 6}" transform="rotate(-45 {x} {top - 6})" class="tick">'
@@ -135,29 +147,44 @@ def heatmap_svg(matrix: dict, cell: int = 44, label_w: int = 90, vmin: float = 0
                      f'fill="{colour(k / 19)}"/>')
     parts.append(f'<text x="{label_w}" y="{bar_y + 20}" class="tick">{vmin:.3g}</text>'
                  f'<text x="{label_w + bar_w}" y="{bar_y + 20}" text-anchor="end" class="tick">{vmax:.3g}</text>')
+    if bar_label:
+        parts.append(f'<text x="{label_w + bar_w / 2}" y="{bar_y + 32}" text-anchor="middle" class="tick">'
+                     f'{_e(bar_label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def accuracy_svg(rows: list[dict], width: int = 560) -> str:
-    """Mean test accuracy with its 95 % interval per architecture (one dataset), as SVG."""
+def accuracy_svg(rows: list[dict], width: int = 560, chance: float | None = None) -> str:
+    """Mean test accuracy with its 95 % interval per architecture (one dataset), as SVG: round ticks,
+    an axis title, and the ``chance`` level as a dashed line (named at the left edge when it lies far
+    below the accuracies, so it does not squeeze them)."""
+    from wsbench.reporting.figures import accuracy_range, chance_on_axis
+
     label_w, row_h, top = 120, 26, 12
-    lo = min([r["ci_low"] if not math.isnan(r["ci_low"]) else r["worst"] for r in rows] + [1.0])
-    hi = max([r["ci_high"] if not math.isnan(r["ci_high"]) else r["best"] for r in rows] + [0.0])
-    lo, hi = max(0.0, math.floor(lo * 20) / 20), min(1.0, math.ceil(hi * 20) / 20)
-    if hi <= lo:
-        lo, hi = max(0.0, lo - 0.05), min(1.0, hi + 0.05)
+    lows = [100 * (r["ci_low"] if not math.isnan(r["ci_low"]) else r["worst"]) for r in rows]
+    highs = [100 * (r["ci_high"] if not math.isnan(r["ci_high"]) else r["best"]) for r in rows]
+    level = None if chance is None else 100 * chance
+    left, right, step = accuracy_range(lows, highs, level)
+    lo, hi = left / 100, right / 100
     plot_w = width - label_w - 20
-    h = top + row_h * len(rows) + 30
+    h = top + row_h * len(rows) + 44
 
     def x(v):
         return label_w + (v - lo) / (hi - lo) * plot_w
     parts = [(f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
               f'viewBox="0 0 {width} {h}" role="img" aria-label="test accuracy with 95 % intervals">')]
-    for k in range(6):
-        v = lo + k * (hi - lo) / 5
-        parts.append(f'<line x1="{x(v)}" x2="{x(v)}" y1="{top - 4}" y2="{h - 24}" stroke="#e5e7eb"/>'
-                     f'<text x="{x(v)}" y="{h - 8}" text-anchor="middle" class="tick">{100 * v:.0f}%</text>')
+    for k in range(round((right - left) / step) + 1):
+        v = (left + k * step) / 100
+        parts.append(f'<line x1="{x(v)}" x2="{x(v)}" y1="{top - 4}" y2="{h - 38}" stroke="#e5e7eb"/>'
+                     f'<text x="{x(v)}" y="{h - 22}" text-anchor="middle" class="tick">{100 * v:g}</text>')
+    parts.append(f'<text x="{label_w + plot_w / 2}" y="{h - 4}" text-anchor="middle" class="axis">'
+                 "test accuracy (%)</text>")
+    if level is not None and chance_on_axis(lows, highs, level):
+        parts.append(f'<line x1="{x(chance)}" x2="{x(chance)}" y1="{top - 4}" y2="{h - 38}" stroke="#6b7280" '
+                     f'stroke-dasharray="4 3"/><text x="{x(chance) + 3}" y="{top + 4}" class="tick">'
+                     f"chance {level:.3g} %</text>")
+    elif level is not None:
+        parts.append(f'<text x="{label_w}" y="{top + 4}" class="tick">← chance {level:.3g} %</text>')
     for i, r in enumerate(rows):
         y = top + i * row_h + row_h / 2
         c = VIEW_COLOURS.get(r.get("view") or "", "#374151")
@@ -244,6 +271,7 @@ th,td{border:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:to
 th{background:#f3f4f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.tie td:nth-child(2){color:#92400e}.figs{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 svg text{font:11px system-ui,sans-serif;fill:#374151}svg text.val{font-size:10px}svg text.panel{font-weight:600}
+svg text.axis{font-size:12px;font-weight:600;fill:#111827}
 .gallery{display:flex;flex-wrap:wrap;gap:10px;margin:6px 0 14px}
 figure{margin:0;text-align:center;font-size:11px;color:#374151;width:84px}
 figure img{width:72px;height:72px;image-rendering:pixelated;border:1px solid #d1d5db;display:block;margin:0 auto 3px}
@@ -284,14 +312,26 @@ def _agreement_matrix(rows: list[dict], ds: str) -> dict:
     return {"rows": archs, "cols": archs, "values": values, "cells": cells}
 
 
-def _heatmaps(mats: list[dict], title) -> str:
-    """A row of titled layer x layer heatmaps, each on its own value range."""
+def _heatmaps(mats: list[dict], title, metric: str) -> str:
+    """Titled layer x layer heatmaps, each on its own value range, a row per dataset; axes titled with the
+    architectures' layers and the colour bar with the metric."""
     parts = []
-    for m in mats:
-        vmin, vmax = heatmap_range(m["values"])
-        t = title(m)
-        parts.append(f"<div><h3>{_e(t)}</h3>{heatmap_svg(m, vmin=vmin, vmax=vmax, title=t)}</div>")
-    return '<div class="figs">' + "".join(parts) + "</div>"
+    for ds in sorted({m["dataset"] for m in mats}):
+        row = []
+        for m in (m for m in mats if m["dataset"] == ds):
+            vmin, vmax = heatmap_range(m["values"])
+            t = title(m)
+            row.append(f"<div><h3>{_e(t)}</h3>"
+                       + heatmap_svg(m, vmin=vmin, vmax=vmax, title=t, xlabel=f"{m['arch_b']} layer",
+                                     ylabel=f"{m['arch_a']} layer", bar_label=f"{metric}, mean over run pairs")
+                       + "</div>")
+        parts.append('<div class="figs">' + "".join(row) + "</div>")
+    return "".join(parts)
+
+
+def _source_name(source: str) -> str:
+    """What the page says it was made from: the folder's name, never a machine-local path."""
+    return source.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or source
 
 
 def render_html(board: Board, title: str = "wsbench leaderboard", images: dict | None = None,
@@ -301,7 +341,7 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>{_e(title)}</h1>",
             f'<p class="meta">wsbench {_e(__version__)} · generated {now}'
-            + (f" · from <code>{_e(source)}</code>" if source else "")
+            + (f" · from <code>{_e(_source_name(source))}</code>" if source else "")
             + f" · similarity metric <b>{_e(metric_label(board))}</b></p>"]
 
     # Accuracy.
@@ -316,8 +356,8 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
                            row_cls=lambda k: "tie" if board.accuracy[k]["tie"] else ""))
         body.append('<div class="figs">')
         for ds in sorted({r["dataset"] for r in board.accuracy}):
-            body.append(f'<div><h3>{_e(ds)}</h3>{accuracy_svg([r for r in board.accuracy if r["dataset"] == ds])}'
-                        "</div>")
+            ds_rows = [r for r in board.accuracy if r["dataset"] == ds]
+            body.append(f'<div><h3>{_e(ds)}</h3>{accuracy_svg(ds_rows, chance=board.chance.get(ds))}</div>')
         body.append("</div>")
     else:
         body.append("<p><i>no finished runs</i></p>")
@@ -339,7 +379,7 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
         body.append(_table(head, rows, "stability", num_cols={3}))
         mats = layer_matrices(board.within, board.metric)
         if mats:
-            body.append(_heatmaps(mats, lambda m: f"{m['dataset']}: {m['arch_a']}, seed vs seed"))
+            body.append(_heatmaps(mats, lambda m: f"{m['dataset']}: {m['arch_a']}, seed vs seed", board.metric))
     else:
         body.append("<p><i>no similarity computed: run <code>wsbench similarity</code></i></p>")
     body.append("</section>")
@@ -350,7 +390,8 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
                 "for its 95 % interval over seeds).</p>")
     mats = layer_matrices(board.cross, board.metric)
     if mats:
-        body.append(_heatmaps(mats, lambda m: f"{m['dataset']}: {m['arch_a']} (rows) vs {m['arch_b']} (columns)"))
+        body.append(_heatmaps(mats, lambda m: f"{m['dataset']}: {m['arch_a']} (rows) vs {m['arch_b']} (columns)",
+                              board.metric))
     else:
         body.append("<p><i>no similarity between architectures computed</i></p>")
     body.append("</section>")
@@ -365,7 +406,9 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
         for ds in sorted({r["dataset"] for r in board.agreement}):
             m = _agreement_matrix(board.agreement, ds)
             t = f"{ds}: same prediction, run pairs"
-            body.append(f"<h3>{_e(t)}</h3>" + heatmap_svg(m, cell=56, label_w=110, title=t))
+            body.append(f"<h3>{_e(t)}</h3>" + heatmap_svg(m, cell=56, label_w=110, title=t, xlabel="architecture",
+                                                          ylabel="architecture",
+                                                          bar_label="fraction of test samples"))
         if board.agreement:
             head, rows = agreement_table(board)
             body.append(_table(head, rows, "agreement", num_cols={3, 5}))
@@ -377,6 +420,11 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
     if board.failures:
         head, rows = failures_table(board, 300)
         body.append('<section id="failures"><h2>Failed runs</h2>' + _table(head, rows, "fail") + "</section>")
+    if board.provenance:
+        head, rows = provenance_table(board)
+        body.append('<section id="provenance"><h2>Provenance</h2><p class="note">The code, software and hardware '
+                    'of the finished runs ("not recorded": stored before wsbench recorded it).</p>'
+                    + _table(head, rows, "provenance", num_cols={2}) + "</section>")
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>'
             f"<body><main>{''.join(body)}</main></body></html>\n")

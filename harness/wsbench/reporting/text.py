@@ -159,6 +159,12 @@ def comparison_tables(c: Comparison) -> list[tuple[str, list[str], list[list[str
 
 # Markdown -------------------------------------------------------------------------------
 
+def provenance_table(board: Board) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "arch", "runs", "code (git commit)", "wsbench", "torch", "threads", "device", "hardware"]
+    return head, [[r["dataset"], r["arch"], str(r["runs"]), r["commit"], r["wsbench"], r["torch"], r["threads"],
+                   r["device"], r["hardware"]] for r in board.provenance]
+
+
 def _md_escape(cell) -> str:
     return str(cell).replace("|", "\\|").replace("\n", " ")
 
@@ -210,6 +216,10 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
                 parts += [_md_table(*sample_list_table(board)), ""]
     if board.failures:
         parts += ["", "## Failed runs", "", _md_table(*failures_table(board))]
+    if board.provenance:
+        parts += ["", "## Provenance", "",
+                  "The code, software and hardware of the finished runs (\"not recorded\": stored before wsbench "
+                  "recorded it).", "", _md_table(*provenance_table(board))]
     return "\n".join(parts).rstrip() + "\n"
 
 
