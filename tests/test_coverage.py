@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from wsbench.plugins import load_registry
 
@@ -27,6 +28,15 @@ LEAST = {"percentile": 34, "half-sample": 34, "expected-at-n": 34, "per-sample-p
 @pytest.fixture(scope="module")
 def cache():
     return {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Thousands of tiny products: threads only add overhead (and contention on a shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", cov.METRICS)

@@ -55,3 +55,23 @@ def test_claim_c_counts_and_independence_expectation():
     (line,) = findings.claim_c(rows, runs, ["d"])[2:]
     # GMN all right: 3; images all wrong: 2; both: sample 1; expected 3 * 2 / 4 = 1.5.
     assert line == "| d | 4 | 3 | 2 | 1 | 1.5 |"
+
+
+def test_cross_seed_interval_is_over_seeds_not_seed_pairs():
+    from wsbench.reporting.stats import unit_mean_ci
+    sim = _within("gmn", 0.5, spread=0.05)
+    st = findings.cross_seed_stats(sim, "d", "cka", "gmn")
+    pairs = findings._seed_pairs(sim, "d", "cka", "gmn")
+    ref = unit_mean_ci([np.mean(v) for v in pairs.values()], [(("gmn", a), ("gmn", b)) for a, b in pairs])
+    assert st["units"] == 5 and st["df"] == pytest.approx(4) and st["ci_low"] == pytest.approx(ref["ci_low"])
+
+
+def test_best_pair_interval_allows_for_the_choice_among_layer_pairs():
+    from wsbench.reporting.stats import t_quantile
+    cells = [{"mean": 0.70, "se": 0.01, "df": 4, "layer_a": "a", "layer_b": "x"},
+             {"mean": 0.69, "se": 0.01, "df": 4, "layer_a": "b", "layer_b": "y"},
+             {"mean": 0.20, "se": 0.01, "df": 4, "layer_a": "c", "layer_b": "z"}]
+    best, lo, hi = findings.best_pair(cells)
+    h = t_quantile(1 - 0.05 / 6, 4) * 0.01  # Bonferroni over the 3 pairs searched
+    assert best["layer_a"] == "a" and lo == pytest.approx(0.70 - h) and hi == pytest.approx(0.70 + h)
+    assert hi - lo > 2 * t_quantile(0.975, 4) * 0.01  # wider than the unselected interval

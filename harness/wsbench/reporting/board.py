@@ -204,8 +204,8 @@ def calibrated_rows(similarity: list[dict]) -> list[dict]:
     out = []
     for s in similarity:
         m = s.get("null_mean")
-        value = s.get("calibrated")
-        value = cal(s.get("value"), m) if value is None or is_missing(value) else float(value)
+        stored = s.get("calibrated")
+        value = cal(s.get("value"), m) if stored is None or is_missing(stored) else float(stored)
         out.append({**s, "value": value, "ci_low": cal(s.get("ci_low"), m), "ci_high": cal(s.get("ci_high"), m),
                     "null_high": cal(s.get("null_high"), m), "null_mean": NAN if is_missing(m) else 0.0})
     return out
