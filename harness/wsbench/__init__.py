@@ -40,10 +40,14 @@ _API = {
     "SirenSpec": "wsbench.specs",
     "TaskInfo": "wsbench.specs",
     "VIEWS": "wsbench.specs",
+    "TARGETS": "wsbench.specs",
+    "ZooRequest": "wsbench.specs",
+    "NetworkZoo": "wsbench.specs",
     "WsbenchError": "wsbench.errors",
     # the flat weight layout of an INR
     "flatten": "wsbench.weights",
     "unflatten": "wsbench.weights",
+    "tensor_shapes": "wsbench.weights",
     "render": "wsbench.weights",
     # shared model pieces
     "Head": "wsbench.heads",
@@ -61,6 +65,9 @@ _API = {
     "pad_stack": "wsbench.kernels",
     "prepare_linear": "wsbench.kernels",
     "row_chunk": "wsbench.kernels",
+    # zoos of trained CNNs as datasets
+    "cnn_networks": "wsbench.netzoo",
+    "cnn_zoo_recipes": "wsbench.netzoo",
     # dataset files
     "ensure": "wsbench.download",
     "md5_file": "wsbench.download",
@@ -69,6 +76,7 @@ _API = {
 # The plugin API (the names of _API, and the version).
 __all__ = [
     "F64",
+    "TARGETS",
     "VIEWS",
     "ArchitectureSpec",
     "BatchRequest",
@@ -78,15 +86,19 @@ __all__ = [
     "ImageData",
     "KernelStack",
     "MetricSpec",
+    "NetworkZoo",
     "Param",
     "ParamGraph",
     "SirenSpec",
     "TaskInfo",
     "WsbenchError",
+    "ZooRequest",
     "__version__",
     "canonical_phases",
     "canonical_signs",
     "center",
+    "cnn_networks",
+    "cnn_zoo_recipes",
     "compile_fn",
     "ensure",
     "flatten",
@@ -99,6 +111,7 @@ __all__ = [
     "prepare_linear",
     "render",
     "row_chunk",
+    "tensor_shapes",
     "unflatten",
 ]
 
@@ -118,8 +131,10 @@ if TYPE_CHECKING:  # what type checkers and editors follow; the same names as _A
         prepare_linear,
         row_chunk,
     )
+    from wsbench.netzoo import cnn_networks, cnn_zoo_recipes
     from wsbench.paramgraph import ParamGraph, canonical_phases, canonical_signs, layer_statistics
     from wsbench.specs import (
+        TARGETS,
         VIEWS,
         ArchitectureSpec,
         BatchRequest,
@@ -127,11 +142,13 @@ if TYPE_CHECKING:  # what type checkers and editors follow; the same names as _A
         DatasetSpec,
         ImageData,
         MetricSpec,
+        NetworkZoo,
         Param,
         SirenSpec,
         TaskInfo,
+        ZooRequest,
     )
-    from wsbench.weights import flatten, render, unflatten
+    from wsbench.weights import flatten, render, tensor_shapes, unflatten
 
 
 def __getattr__(name: str):

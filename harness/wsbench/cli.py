@@ -20,6 +20,7 @@ from wsbench import __version__
 from wsbench.config import parse_overrides, parse_recipe
 from wsbench.errors import WsbenchError, WsbenchWarning
 from wsbench.progress import bars, zoo_bar
+from wsbench.scores import row_text
 
 # rich_markup_mode=None: help is plain text (no markup eating "[ray]", flags shown as flags).
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -102,7 +103,8 @@ def _summary(outcomes, settings, **extra) -> dict:
         model = (root / "models" / f"dataset={o.cell.dataset}" / f"arch={o.cell.arch}"
                  / f"{row.get('run_id')}.safetensors")
         runs.append({"dataset": o.cell.dataset, "arch": o.cell.arch, "seed": o.cell.seed, "run_id": row.get("run_id"),
-                     "status": o.status, "test_acc": row.get("test_acc"), "error": row.get("error"),
+                     "status": o.status, "test_acc": row.get("test_acc"), "score": row.get("score"),
+                     "test_score": row.get("test_score"), "error": row.get("error"),
                      "model": str(model) if model.exists() else None})
     counts: dict[str, int] = {}
     for r in runs:
@@ -189,7 +191,7 @@ def run(arch: str = typer.Option(..., "--arch", help="Architecture name (see `ws
         out_console.print(f"{dataset}/{arch}/seed {seed}: already stored (run {row['run_id']}); nothing to train",
                           highlight=False)
     elif row.get("status") == "finished":
-        out_console.print(f"{dataset}/{arch}/seed {seed}: test accuracy {100 * row['test_acc']:.2f}% "
+        out_console.print(f"{dataset}/{arch}/seed {seed}: {row_text(row)} "
                           f"(best epoch {row['best_epoch']}, {row['wall_time_s']:.1f} s) run {row['run_id']}",
                           highlight=False)
 

@@ -257,21 +257,24 @@ def scopes(overrides: Mapping[str, Any]) -> set[str]:
 
 
 def parse_recipe(items: Iterable[str]) -> dict:
-    """``--recipe key=value`` items -> INR fitting recipe overrides, checked against the recipe's keys."""
+    """``--recipe key=value`` items -> zoo recipe overrides. Keys of the INR fitting recipe are
+    checked here; other keys are checked against each dataset's own recipe when a run resolves it
+    (:meth:`wsbench.runner.Runner.recipe`), still before any work."""
     from wsbench.siren import DEFAULT_RECIPE, check_recipe
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise WsbenchError(f"--recipe {item!r} is not key=value; write e.g. --recipe lr=0.001")
         key, value = (part.strip() for part in item.split("=", 1))
-        if key not in DEFAULT_RECIPE:
-            raise WsbenchError(f"unknown INR recipe key {key!r}; known keys: {', '.join(sorted(DEFAULT_RECIPE))}")
+        if not key:
+            raise WsbenchError(f"--recipe {item!r} has no key; write e.g. --recipe lr=0.001")
         out[key] = parse_value(value)
+    inr = {k: v for k, v in out.items() if k in DEFAULT_RECIPE}
     try:
-        check_recipe({**DEFAULT_RECIPE, **out})
+        check_recipe({**DEFAULT_RECIPE, **inr})
     except (TypeError, ValueError):
-        raise WsbenchError(f"--recipe values must be numbers where the recipe has numbers; got {out}") from None
-    return dict(sorted(check_recipe_values(out, "--recipe").items()))
+        raise WsbenchError(f"--recipe values must be numbers where the recipe has numbers; got {inr}") from None
+    return dict(sorted({**out, **check_recipe_values(inr, "--recipe")}.items()))
 
 
 def resolve(arch: ArchitectureSpec, dataset: str, overrides: Mapping[str, Any]) -> dict:

@@ -48,7 +48,8 @@ def _zoo_events(emit: Emit, dataset: str):
 
 def _epoch_event(cell: Cell, epoch: int, total: int, h: dict) -> dict:
     return {"type": "epoch", "cell": cell, "epoch": epoch, "total": total,
-            "train_loss": h.get("train_loss"), "val_acc": h.get("val_acc"), "seconds": h.get("seconds")}
+            "train_loss": h.get("train_loss"), "val_acc": h.get("val_acc"), "val_score": h.get("val_score"),
+            "seconds": h.get("seconds")}
 
 
 class LocalExecutor:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
 
-from wsbench.specs import SirenSpec
+from wsbench.weights import tensor_shapes
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class ParamGraph:
         return torch.cat([torch.full((o * i,), k) for k, (o, i) in enumerate(self.layer_shapes)])
 
 
-def layer_statistics(spec: SirenSpec, mean: np.ndarray, std: np.ndarray) -> list[tuple[float, float, float, float]]:
+def layer_statistics(spec: Any, mean: np.ndarray, std: np.ndarray) -> list[tuple[float, float, float, float]]:
     """Per-layer ``(w_mean, w_std, b_mean, b_std)`` from per-coordinate training statistics.
 
     A layer's values pool equally many samples per coordinate, so its mean is the mean of the
@@ -107,9 +108,9 @@ def layer_statistics(spec: SirenSpec, mean: np.ndarray, std: np.ndarray) -> list
     mean = np.asarray(mean, dtype=np.float64)
     var = np.asarray(std, dtype=np.float64) ** 2
     out, k = [], 0
-    for o, i in spec.layer_shapes:
+    for w_shape, b_shape in tensor_shapes(spec):
         stats: list[float] = []
-        for n in (o * i, o):
+        for n in (math.prod(w_shape), math.prod(b_shape)):
             m = mean[k:k + n].mean()
             v = (var[k:k + n] + mean[k:k + n] ** 2).mean() - m * m
             stats += [float(m), float(np.sqrt(max(v, 0.0)) + 1e-8)]

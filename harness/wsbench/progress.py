@@ -29,6 +29,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from wsbench.scores import row_text
+
 
 def bars(console: Console) -> Progress:
     """Progress bars with a count, an info field, elapsed and remaining time."""
@@ -58,7 +60,7 @@ class ZooRate:
     def text(self, done: int, total: int, mean_psnr: float) -> str:
         rate, left = self.update(done, total)
         db = "" if mean_psnr != mean_psnr else f" · PSNR {mean_psnr:.1f} dB"
-        return f"{rate:,.0f} INRs/s{db} · ETA {_clock(left)}"
+        return f"{rate:,.1f} networks/s{db} · ETA {_clock(left)}"
 
     def line_due(self, done: int, total: int, mean_psnr: float, every_s: float = 30.0) -> bool:
         """Whether a plain log line is due: a chunk ended (its mean PSNR changed), the fit ended, or
@@ -79,11 +81,11 @@ def zoo_bar(progress: Progress, dataset: str):
 
     def cb(done, total, mean_psnr):
         if "id" not in state:
-            state["id"] = progress.add_task(f"INR zoo {dataset}", total=total, info="")
+            state["id"] = progress.add_task(f"zoo {dataset}", total=total, info="")
         info = rate.text(done, total, mean_psnr)
         progress.update(state["id"], completed=done, info=info)
         if not progress.console.is_terminal and rate.line_due(done, total, mean_psnr):
-            progress.console.print(f"INR zoo {dataset}: {done}/{total} INRs · {info}", highlight=False,
+            progress.console.print(f"zoo {dataset}: {done}/{total} networks · {info}", highlight=False,
                                    soft_wrap=True)
     return cb
 
@@ -223,13 +225,13 @@ class GridDisplay:
     def _zoo(self, event: dict) -> None:
         ds, done, total, psnr = event["dataset"], event["done"], event["total"], event["psnr"]
         if ds not in self.zoo_tasks:
-            self.zoo_tasks[ds] = self.progress.add_task(f"INR zoo {ds}", total=total, info="")
+            self.zoo_tasks[ds] = self.progress.add_task(f"zoo {ds}", total=total, info="")
             self.zoo_rates[ds] = ZooRate(ds)
         rate = self.zoo_rates[ds]
         info = rate.text(done, total, psnr)
         self.progress.update(self.zoo_tasks[ds], completed=done, info=info)
         if self.plain and rate.line_due(done, total, psnr):
-            self._print(f"INR zoo {ds}: {done}/{total} INRs · {info}", highlight=False)
+            self._print(f"zoo {ds}: {done}/{total} networks · {info}", highlight=False)
 
     def _epoch(self, event: dict) -> None:
         cell = event["cell"]
@@ -239,10 +241,12 @@ class GridDisplay:
         r["epoch"], r["epochs"] = event["epoch"], event["total"]
         if event.get("seconds") is not None:
             r["epoch_s"].append(float(event["seconds"]))
-        val, loss = event.get("val_acc") or 0.0, event.get("train_loss") or 0.0
+        loss = event.get("train_loss") or 0.0
         per_epoch = self._epoch_time(r)
         pace = "" if per_epoch is None else f" · {per_epoch:.2f} s/epoch"
-        info = f"epoch {event['epoch']}/{event['total']} · loss {loss:.3f} · val {100 * val:.1f}%{pace}"
+        val = (f"val {100 * event['val_acc']:.1f}%" if event.get("val_acc") is not None
+               else f"val score {event.get('val_score') or 0.0:.3f}")
+        info = f"epoch {event['epoch']}/{event['total']} · loss {loss:.3f} · {val}{pace}"
         self.progress.update(r["task"], total=event["total"], completed=event["epoch"], info=info)
         if self.plain:
             left = None if per_epoch is None else per_epoch * (r["epochs"] - r["epoch"])
@@ -264,9 +268,8 @@ class GridDisplay:
                         highlight=False)
         else:
             self.counts["done"] += 1
-            acc = row.get("test_acc")
             extra = {"elsewhere": " (trained by another process)", "skipped": " (already stored)"}.get(status, "")
-            acc_text = f"test {100 * acc:.2f}%" if isinstance(acc, float) else ""
+            acc_text = row_text(row)
             wall = f" in {row['wall_time_s']:.1f} s" if isinstance(row.get("wall_time_s"), float) else ""
             resumed = f" (resumed after epoch {row['resumed_from']})" if row.get("resumed_from") else ""
             self._print(f"[green]✓[/green] {cell.label}: {acc_text}{wall}{resumed}{extra}", highlight=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import platform
 import shutil
 import time
@@ -40,7 +41,7 @@ from wsbench.provenance import run_provenance
 from wsbench.siren import DEFAULT_RECIPE
 from wsbench.store import Store
 from wsbench.tables import prediction_table, representation_table, run_rows
-from wsbench.task import Task, make_task
+from wsbench.task import Task, default_cache_dir, default_data_dir, make_task, network_task
 from wsbench.train import NonFiniteLoss, RunResult, resolve_device, train
 
 # The statuses of a cell stored as failed (see failure_status).
@@ -98,6 +99,10 @@ def failure_status(exc: BaseException) -> str:
     return "failed"
 
 
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
 class Runner:
     """Runs cells against one store, keeping each dataset's Task in memory once built."""
 
@@ -118,7 +123,16 @@ class Runner:
                 raise WsbenchError(f"config override {name}.<key>: {exc}") from None
         config = cfg.resolve(arch, cell.dataset, self.settings.overrides or {})
         augment.check(config.get("augment", "none"), arch.view)
-        if arch.view == "weights":
+        ds = self.registry.dataset(cell.dataset)
+        if arch.view not in ds.offered_views:
+            fits = sorted(a.name for a in self.registry.architectures.values() if a.view in ds.offered_views)
+            raise WsbenchError(f"architecture {cell.arch!r} reads the {arch.view!r} view, which dataset "
+                               f"{cell.dataset!r} does not offer (its views: {', '.join(ds.offered_views)}); "
+                               f"architectures that can run on it: {', '.join(fits)}")
+        if ds.networks is not None:
+            # A zoo of networks: its whole recipe is part of the run's config and id (see DatasetSpec.zoo_recipes).
+            config["zoo_recipe"] = self.recipe(cell.dataset)
+        elif arch.view == "weights":
             # The zoo's whole recipe is stored with the run and is part of its id: a model trained on another
             # zoo (a --recipe override, or a changed dataset default) is another variant, never a cached hit.
             config["inr_recipe"] = self.recipe(cell.dataset)
@@ -154,13 +168,29 @@ class Runner:
     def recipe(self, dataset: str) -> dict:
         """The INR recipe the dataset's zoo is fitted with: defaults <- dataset's recipe <- ``--recipe``
         (checked against :data:`wsbench.config.RECIPE_PARAMS`; values as given, so zoo keys stay put)."""
-        recipe = dict(sorted({**DEFAULT_RECIPE, **self.registry.dataset(dataset).inr_recipe,
-                              **(self.settings.recipe or {})}.items()))
+        spec = self.registry.dataset(dataset)
+        if spec.networks is not None:
+            base = dict(spec.zoo_recipes.get(self.device.type) or spec.zoo_recipes.get("cpu") or {})
+            unknown = sorted(set(self.settings.recipe or {}) - set(base))
+            if unknown:
+                raise WsbenchError(f"--recipe {unknown[0]}: not a recipe key of dataset {dataset!r}; its keys: "
+                                   f"{', '.join(sorted(base)) or '(none)'}")
+            return dict(sorted({**base, **(self.settings.recipe or {})}.items()))
+        unknown = sorted(set(self.settings.recipe or {}) - set(DEFAULT_RECIPE))
+        if unknown:
+            raise WsbenchError(f"unknown INR recipe key {unknown[0]!r} for dataset {dataset!r}; known keys: "
+                               f"{', '.join(sorted(DEFAULT_RECIPE))}")
+        recipe = dict(sorted({**DEFAULT_RECIPE, **spec.inr_recipe, **(self.settings.recipe or {})}.items()))
         cfg.check_recipe_values(recipe, f"INR recipe of dataset {dataset!r}")
         return recipe
 
     def task(self, dataset: str, progress=None, repair: bool = False) -> Task:
         """The dataset's Task, built once; ``repair`` fits a damaged cached zoo again instead of failing."""
+        if dataset not in self._tasks and self.registry.dataset(dataset).networks is not None:
+            self._tasks[dataset] = network_task(
+                self.registry.dataset(dataset), Path(self.settings.data_dir or default_data_dir()),
+                Path(self.settings.cache_dir or default_cache_dir()), self.settings.limit, str(self.device),
+                progress=progress, repair=repair, recipe=self.recipe(dataset))
         if dataset not in self._tasks:
             spec = replace(self.registry.dataset(dataset), inr_recipe=self.recipe(dataset))
             self._tasks[dataset] = make_task(spec, self.settings.data_dir, self.settings.cache_dir,
@@ -242,13 +272,18 @@ class Runner:
     def _row(self, cell, arch, config, rid, task, started, result: RunResult) -> dict:
         return {
             "run_id": rid, "seed": cell.seed, "status": "finished", "error": None,
-            "test_acc": result.test_acc, "val_acc": result.val_acc, "best_epoch": result.best_epoch,
+            "test_acc": None if math.isnan(result.test_acc) else result.test_acc,
+            "val_acc": None if math.isnan(result.val_acc) else result.val_acc, "best_epoch": result.best_epoch,
+            "target": task.info.target, "score": next(iter(result.scores), None),
+            "test_score": _finite(next(iter(result.scores.values()), None)), "val_score": _finite(result.val_score),
+            "test_scores": json.dumps({k: _finite(v) for k, v in result.scores.items()}),
             "epochs": int(config["epochs"]), "n_train": len(task.splits["train"]),
             "n_val": len(task.splits["val"]), "n_test": len(task.splits["test"]),
             "view": arch.view, "limit": self.settings.limit,
             "config": json.dumps(config, sort_keys=True), "history": json.dumps(result.history),
-            "layers": json.dumps(list(result.layers)), "zoo_key": task.zoo.manifest["key"] if task.zoo else None,
-            "inr_psnr_mean": float(np.mean(task.psnr)),
+            "layers": json.dumps(list(result.layers)),
+            "zoo_key": task.zoo.manifest["key"] if task.zoo else (task.zoo_key or None),
+            "inr_psnr_mean": None if np.isnan(task.psnr).all() else float(np.nanmean(task.psnr)),
             "wsbench_version": __version__, "plugin_distribution": arch.distribution,
             "plugin_version": arch.version, "torch_version": torch.__version__,
             "device": str(self.device), "threads": torch.get_num_threads(), "host": platform.node(),
@@ -258,7 +293,8 @@ class Runner:
 
     def _write(self, cell: Cell, rid: str, row: dict, result: RunResult) -> None:
         parts = {"dataset": cell.dataset, "arch": cell.arch}
-        preds = prediction_table(rid, result.test_ids, result.labels, result.preds, result.confidence)
+        preds = prediction_table(rid, result.test_ids, result.labels, result.preds, result.confidence,
+                                 scalar=self.registry.dataset(cell.dataset).target == "scalar")
         self.store.write("predictions", rid, preds, **parts)
         self.store.write("representations", rid, representation_table(rid, result.test_ids, result.layers), **parts)
         # The runs row last: its presence marks the run as stored.

@@ -13,11 +13,17 @@ plugin authors never set them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-VIEWS = ("weights", "images")  # the inputs an architecture can read
+# The inputs an architecture can read: a network's parameters, the images INRs encode, or a network's
+# outputs on fixed probe inputs (its function).
+VIEWS = ("weights", "images", "function")
+# What a dataset's samples are labelled with: an integer class, or a real number (e.g. a CNN's test
+# accuracy); the scores of each are in :mod:`wsbench.scores`.
+TARGETS = ("class", "scalar")
 # The kinds of 95 % interval over samples a similarity value can have (``MetricSpec.interval``; stored on
 # every similarity row as ``ci_kind``): how the samples are resampled, and what the interval covers.
 CI_KINDS = {
@@ -107,22 +113,42 @@ class TaskInfo:
     The statistics are those of the training split, so a model can normalise its input the same way
     for every split. ``weight_mean``/``weight_std`` matter: the ``weights`` view arrives raw (see
     :class:`ArchitectureSpec`), and a model that does not standardise it typically trains at chance.
+
+    ``target`` says what the model predicts: ``"class"`` (``num_classes`` logits) or ``"scalar"``
+    (one value, ``num_classes == 1``; the harness trains it on the target standardised with
+    ``target_mean``/``target_std`` and scores it in the target's units). ``network`` is the layout of
+    the ``weights`` view: the :class:`SirenSpec` of an INR zoo (also ``inr``), or another spec with
+    ``layer_shapes`` and ``num_params`` (e.g. :class:`wsbench.cnnzoo.CnnSpec` for a CNN zoo, where
+    ``inr`` is None).
     """
 
     dataset: str  # name of the dataset, as registered (``"shapes"``, ``"mnist"``, ...)
-    num_classes: int  # the logits' width: labels are 0 .. num_classes - 1
-    image_shape: tuple  # (C, H, W) of one image of the ``images`` view
-    inr: SirenSpec  # the SIREN every INR of the zoo follows: the layout of the ``weights`` view
+    num_classes: int  # the output width: labels are 0 .. num_classes - 1; 1 for a scalar target
+    image_shape: tuple  # (C, H, W) of one image of the ``images`` view; () when the task has none
+    inr: SirenSpec | None  # the SIREN every INR of the zoo follows; None for zoos of other networks
     # Training-split statistics, so models can normalise their inputs.
     image_mean: np.ndarray | None = field(repr=False, default=None)  # (C,) float32, pixels in [0, 1]; already applied
     image_std: np.ndarray | None = field(repr=False, default=None)  # (C,) float32; already applied to ``images``
     weight_mean: np.ndarray | None = field(repr=False, default=None)  # (P,) float32, per flat weight coordinate
     weight_std: np.ndarray | None = field(repr=False, default=None)  # (P,) float32, > 0 (1e-6 added)
+    target: str = "class"  # "class" or "scalar" (:data:`TARGETS`)
+    network: Any = None  # layout of the ``weights`` view; defaults to ``inr``
+    views: tuple = ("weights", "images")  # the views the task offers
+    function_shape: tuple = ()  # shape of one sample's ``function`` view, e.g. (probes, outputs)
+    target_mean: float = 0.0  # training-split mean and standard deviation of a scalar target
+    target_std: float = 1.0
+    # Training-split mean and standard deviation of every feature of the ``function`` view (flattened).
+    function_mean: np.ndarray | None = field(repr=False, default=None)
+    function_std: np.ndarray | None = field(repr=False, default=None)
+
+    def __post_init__(self):
+        if self.network is None:
+            self.network = self.inr
 
     @property
     def weight_dim(self) -> int:
-        """``P``, the width of the ``weights`` view: ``inr.num_params``."""
-        return self.inr.num_params
+        """``P``, the width of the ``weights`` view: ``network.num_params``."""
+        return int(self.network.num_params)
 
 
 @dataclass
@@ -138,7 +164,9 @@ class ArchitectureSpec:
     """
 
     name: str  # unique among architectures; what ``--arch`` takes
-    view: str  # the input it reads: "weights" (B, P) raw flat INR weights, or "images" (B, C, H, W)
+    # The input it reads: "weights" (B, P) raw flat network weights, "images" (B, C, H, W), or
+    # "function" (B, *info.function_shape): a network's outputs on the zoo's fixed probe inputs.
+    view: str
     build: Callable[..., Any]  # build(info: TaskInfo, config: dict) -> torch.nn.Module
     description: str = ""  # one line, shown by ``wsbench plugins``
     # Hyperparameters as plain values (numbers, strings, booleans, lists of them): they are hashed
@@ -183,8 +211,43 @@ class ImageData:
 
 
 @dataclass
+class ZooRequest:
+    """What the harness passes to a dataset's ``networks(request)`` (see :class:`DatasetSpec`)."""
+
+    data_dir: Path  # where the dataset's official files are (``--data-dir``)
+    cache_dir: Path  # the cache root: build zoos under ``cache_dir / "zoos"``
+    limit: int | None = None  # keep the first ``limit`` networks of each split (``--limit``)
+    device: str = "cpu"  # where to train the zoo's networks
+    # progress(done, total, quality) after each finished chunk of networks (quality: a running mean such as
+    # an INR zoo's PSNR, or NaN)
+    progress: Callable[..., None] | None = None
+    repair: bool = False  # rebuild a cached zoo that fails its integrity check instead of raising
+    recipe: Mapping[str, Any] = field(default_factory=dict)  # the user's ``--recipe`` overrides
+
+
+@dataclass
+class NetworkZoo:
+    """A zoo of trained networks with one target each, as ``DatasetSpec.networks`` returns it.
+
+    Rows are networks; every array has them in the same order. ``views`` maps each view the zoo offers
+    to its float32 array: ``"weights"`` (N, P) in ``network``'s flat layout, ``"function"``
+    (N, probes, outputs): each network's outputs on the zoo's fixed probe inputs.
+    """
+
+    ids: np.ndarray  # (N,) int64 network ids, unique: what predictions and representations are keyed by
+    targets: np.ndarray  # (N,) float (scalar target) or int64 (class target)
+    splits: Mapping[str, np.ndarray]  # "train", "val", "test" -> row indices (the limit already applied)
+    views: Mapping[str, np.ndarray]  # view -> (N, ...) float32
+    network: Any  # layout of the weights view: ``layer_shapes``, ``num_params`` (e.g. wsbench.cnnzoo.CnnSpec)
+    key: str = ""  # the zoo's cache key, stored on every run row (``zoo_key``)
+    classes: Sequence[str] = ()  # class names, for a class target
+    manifest: Mapping[str, Any] = field(default_factory=dict)  # the zoo's manifest (provenance)
+
+
+@dataclass
 class DatasetSpec:
-    """A dataset: official images plus the INR spec and fitting recipe of its zoo.
+    """A dataset: official images plus the INR spec and fitting recipe of its zoo, or a zoo of other
+    networks with targets (``networks``).
 
     ``load(data_dir)`` gets a :class:`pathlib.Path` (``--data-dir``, ``WSBENCH_DATA``, or a folder
     in the user cache) and returns :class:`ImageData`, reading its files there or downloading them
@@ -192,6 +255,12 @@ class DatasetSpec:
     same arrays every time.
     The harness then splits, fits one SIREN ``2 -> inr_hidden... -> C`` per image (seeded) and
     caches the zoo, keyed by a hash of the images, spec and recipe.
+
+    A dataset whose samples are other trained networks (a CNN zoo, say) sets ``networks`` instead:
+    ``networks(request: ZooRequest) -> NetworkZoo`` builds (or reads from the cache) the zoo, its
+    splits and its views; ``target`` says what each network is labelled with and ``views`` which
+    views it offers (architectures reading another view are refused before any work). ``load`` is
+    then the loader of the images the networks were trained on (used for probe images and pages).
     """
 
     name: str  # unique among datasets; what ``--dataset`` takes
@@ -204,11 +273,29 @@ class DatasetSpec:
     # ``w0`` (also the SirenSpec's), ``decay_frac``, ``lr_final``, ``init`` ("independent" or
     # "shared"), ``psnr_target``, ``chunk_size`` and ``optimizer`` ("adam").
     inr_recipe: Mapping[str, Any] = field(default_factory=dict)
+    target: str = "class"  # what a sample is labelled with: "class" or "scalar" (:data:`TARGETS`)
+    # The views its samples offer; empty: ("weights", "images") for an INR dataset.
+    views: Sequence[str] = ()
+    networks: Callable[..., NetworkZoo] | None = None  # networks(request: ZooRequest) -> NetworkZoo
+    # With ``networks``: the default recipe of the zoo per device type ("cpu", "cuda"; "cpu" also serves
+    # any other), overridden key by key by ``--recipe``; its keys are the only ones ``--recipe`` accepts.
+    # The resolved recipe is stored in every run's config (``zoo_recipe``), so runs on zoos built with
+    # another recipe are another variant, and reaches ``networks`` as ``ZooRequest.recipe``.
+    zoo_recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     kind: str = "dataset"  # fixed: the kind this spec registers as
     distribution: str = ""  # set by the host
     version: str = ""  # set by the host
 
+    @property
+    def offered_views(self) -> tuple:
+        return tuple(self.views) or ("weights", "images")
+
     def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"dataset {self.name!r}: target must be one of {TARGETS}, got {self.target!r}")
+        bad_views = [v for v in self.views if v not in VIEWS]
+        if bad_views:
+            raise ValueError(f"dataset {self.name!r}: unknown view {bad_views[0]!r}; views are {VIEWS}")
         # Typed like a config (the recipe's keys are checked against wsbench.config.RECIPE_PARAMS when used).
         def whole(x: Any) -> bool:
             return isinstance(x, (int, np.integer)) and not isinstance(x, bool)

@@ -66,12 +66,20 @@ RUNS_SCHEMA = pa.schema([
     # and the library versions (JSON); resumed_from: the epoch a killed run was resumed after (0: none).
     ("git_commit", pa.string()), ("git_dirty", pa.bool_()),
     ("hardware", pa.string()), ("library_versions", pa.string()), ("resumed_from", pa.int64()),
+    # The task's scores (wsbench.scores): its target kind ("class"/"scalar"), the primary score's name,
+    # its test and validation values (for a class target the accuracy, equal to test_acc and val_acc),
+    # and every test score as JSON. Rows stored before these columns read as null (class, accuracy).
+    ("target", pa.string()), ("score", pa.string()), ("test_score", pa.float64()), ("val_score", pa.float64()),
+    ("test_scores", pa.string()),
     ("schema_version", pa.int32()),
 ])
 
+# A class target fills label, pred, correct and confidence; a scalar target fills target and
+# prediction (in the target's units) and leaves those null.
 PREDICTIONS_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("sample_id", pa.int64()), ("label", pa.int64()), ("pred", pa.int64()),
-    ("correct", pa.bool_()), ("confidence", pa.float32()), ("schema_version", pa.int32()),
+    ("correct", pa.bool_()), ("confidence", pa.float32()), ("target", pa.float64()), ("prediction", pa.float64()),
+    ("schema_version", pa.int32()),
 ])
 
 # ``values``: the layer's vector for the sample.
@@ -124,13 +132,20 @@ def run_rows(rows: list[dict]) -> pa.Table:
 
 
 def prediction_table(run_id: str, sample_ids: np.ndarray, labels: np.ndarray, preds: np.ndarray,
-                     confidence: np.ndarray) -> pa.Table:
-    """One row per test sample (arrays ``(n,)``): label, predicted class, whether it is right, confidence."""
+                     confidence: np.ndarray, scalar: bool = False) -> pa.Table:
+    """One row per test sample (arrays ``(n,)``): label, predicted class, whether it is right, confidence;
+    with ``scalar``, the target value and the prediction instead."""
     n = len(sample_ids)
+    ids = pa.array(sample_ids.astype(np.int64))
+    if scalar:
+        nul_i, nul_b, nul_f = pa.nulls(n, pa.int64()), pa.nulls(n, pa.bool_()), pa.nulls(n, pa.float32())
+        return pa.Table.from_arrays([
+            pa.array([run_id] * n), ids, nul_i, nul_i, nul_b, nul_f, pa.array(labels.astype(np.float64)),
+            pa.array(preds.astype(np.float64)), _versions(n)], schema=PREDICTIONS_SCHEMA)
     return pa.Table.from_arrays([
-        pa.array([run_id] * n), pa.array(sample_ids.astype(np.int64)), pa.array(labels.astype(np.int64)),
+        pa.array([run_id] * n), ids, pa.array(labels.astype(np.int64)),
         pa.array(preds.astype(np.int64)), pa.array(preds == labels), pa.array(confidence.astype(np.float32)),
-        _versions(n)], schema=PREDICTIONS_SCHEMA)
+        pa.nulls(n, pa.float64()), pa.nulls(n, pa.float64()), _versions(n)], schema=PREDICTIONS_SCHEMA)
 
 
 def representation_table(run_id: str, sample_ids: np.ndarray, layers: dict) -> pa.Table:

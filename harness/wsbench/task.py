@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from wsbench.errors import WsbenchError
-from wsbench.specs import DatasetSpec, SirenSpec, TaskInfo
+from wsbench.specs import DatasetSpec, NetworkZoo, SirenSpec, TaskInfo, ZooRequest
 from wsbench.tables import write_text
 from wsbench.zoo import Zoo, build_zoo
 
@@ -41,27 +41,35 @@ def default_data_dir() -> Path:
 class Task:
     info: TaskInfo
     ids: np.ndarray  # (N,) int64 sample ids
-    labels: np.ndarray  # (N,) int64
-    images: np.ndarray  # (N, C, H, W) uint8
+    labels: np.ndarray  # (N,) the targets: int64 classes, or float64 values for a scalar target
+    images: np.ndarray | None  # (N, C, H, W) uint8; None for a zoo of networks without images
     weights: np.ndarray  # (N, P) float32
-    psnr: np.ndarray  # (N,) float32
+    psnr: np.ndarray  # (N,) float32 (NaN where not an INR zoo)
     splits: dict  # split name -> row indices into the arrays above
     zoo: Zoo | None = None
+    function: np.ndarray | None = None  # (N, *info.function_shape) float32: outputs on the zoo's probe inputs
+    zoo_key: str = ""  # the cache key of the zoo the task was built from
 
     def inputs(self, view: str) -> torch.Tensor:
         """The float32 input tensor of a view for every row.
 
         ``images``: pixels in [0, 1] standardised per channel with training-split
-        statistics. ``weights``: the raw INR parameters (models normalise them).
+        statistics. ``weights``: the raw network parameters (models normalise them).
+        ``function``: the networks' outputs on the probe inputs, as stored.
         """
-        if view == "images":
+        if view not in self.info.views:
+            raise WsbenchError(f"dataset {self.info.dataset!r} has no {view!r} view; its views: "
+                               f"{', '.join(self.info.views)}")
+        if view == "images" and self.images is not None:
             x = torch.from_numpy(np.ascontiguousarray(self.images)).float().div_(255.0)
             mean = torch.from_numpy(self.info.image_mean).float().view(1, -1, 1, 1)
             std = torch.from_numpy(self.info.image_std).float().view(1, -1, 1, 1)
             return (x - mean) / std
         if view == "weights":
             return torch.from_numpy(np.array(self.weights, dtype=np.float32))  # a copy: the zoo is read-only
-        raise WsbenchError(f"unknown view {view!r}; known views: images, weights")
+        if view == "function" and self.function is not None:
+            return torch.from_numpy(np.array(self.function, dtype=np.float32))
+        raise WsbenchError(f"unknown view {view!r}; known views: {', '.join(self.info.views)}")
 
 
 def split_ids(n_train_official: int, n_test_official: int, num_val: int, split_seed: int,
@@ -90,6 +98,8 @@ def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path |
     is fitted again (:func:`wsbench.zoo.build_zoo`)."""
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    if spec.networks is not None:
+        return network_task(spec, data_dir, cache_dir, limit, device, progress, repair)
     try:
         data = spec.load(data_dir)
     except SystemExit as exc:  # a plugin must raise, not end the whole command silently
@@ -134,4 +144,50 @@ def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path |
         weight_std=(weights[tr].std(0) + 1e-6).astype(np.float32),
     )
     return Task(info=info, ids=order, labels=labels, images=images, weights=weights, psnr=zoo.psnr,
-                splits=splits, zoo=zoo)
+                splits=splits, zoo=zoo, zoo_key=zoo.path.name)
+
+
+def network_task(spec: DatasetSpec, data_dir: Path, cache_dir: Path, limit: int | None, device: str,
+                 progress=None, repair: bool = False, recipe: dict | None = None) -> Task:
+    """The Task of a dataset whose samples are trained networks (``DatasetSpec.networks``)."""
+    assert spec.networks is not None
+    request = ZooRequest(data_dir=data_dir, cache_dir=cache_dir, limit=limit, device=device, progress=progress,
+                         repair=repair, recipe=dict(recipe or {}))
+    try:
+        zoo = spec.networks(request)
+    except SystemExit as exc:
+        raise WsbenchError(f"dataset {spec.name!r} called sys.exit({exc.code!r}) while building its zoo; a dataset "
+                           "plugin must raise an exception instead") from exc
+    if not isinstance(zoo, NetworkZoo):
+        raise WsbenchError(f"dataset {spec.name!r}: networks() returned a {type(zoo).__name__}, not a NetworkZoo")
+    views = spec.offered_views
+    missing = [v for v in views if v not in zoo.views]
+    if missing:
+        raise WsbenchError(f"dataset {spec.name!r} declares the view {missing[0]!r} but its zoo has only "
+                           f"{', '.join(zoo.views)}")
+    splits = {s: np.asarray(zoo.splits[s], dtype=np.int64) for s in SPLITS}
+    weights = np.asarray(zoo.views["weights"]) if "weights" in zoo.views else np.zeros((len(zoo.ids), 0), np.float32)
+    function = np.asarray(zoo.views["function"], dtype=np.float32) if "function" in zoo.views else None
+    tr = splits["train"]
+    if spec.target == "scalar":
+        labels = np.asarray(zoo.targets, dtype=np.float64)
+        t_mean, t_std = float(labels[tr].mean()), float(labels[tr].std() + 1e-12)
+        num_outputs = 1
+    else:
+        labels = np.asarray(zoo.targets, dtype=np.int64)
+        t_mean, t_std = 0.0, 1.0
+        num_outputs = len(zoo.classes) or int(labels.max()) + 1
+    info = TaskInfo(
+        dataset=spec.name, num_classes=num_outputs, image_shape=(), inr=None, target=spec.target,
+        network=zoo.network, views=tuple(views),
+        function_shape=tuple(function.shape[1:]) if function is not None else (),
+        weight_mean=weights[tr].mean(0).astype(np.float32),
+        weight_std=(weights[tr].std(0) + 1e-6).astype(np.float32),
+        target_mean=t_mean, target_std=t_std,
+        function_mean=None if function is None else function[tr].reshape(len(tr), -1).mean(0).astype(np.float32),
+        function_std=None if function is None else
+        (function[tr].reshape(len(tr), -1).std(0) + 1e-6).astype(np.float32),
+    )
+    return Task(info=info, ids=np.asarray(zoo.ids, dtype=np.int64), labels=labels, images=None, weights=weights,
+                psnr=np.full(len(zoo.ids), np.nan, np.float32), splits=splits, function=function,
+                zoo_key=zoo.key)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from wsbench.augment import augmenter
 from wsbench.errors import WsbenchError
+from wsbench.scores import primary, score_all
 from wsbench.specs import ArchitectureSpec
 from wsbench.tables import atomic_write
 from wsbench.task import Task
@@ -50,18 +51,20 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class RunResult:
-    test_acc: float
-    val_acc: float
+    test_acc: float  # class targets: test accuracy; NaN for a scalar target
+    val_acc: float  # class targets: the selected epoch's validation accuracy; NaN for a scalar target
     best_epoch: int
-    history: list  # per epoch: {"epoch", "train_loss", "val_acc"}
+    history: list  # per epoch: {"epoch", "train_loss", "val_acc"} ("val_score" for a scalar target)
     test_ids: np.ndarray  # (n,) sample ids of the test split (where representations are captured)
-    labels: np.ndarray  # (n,)
-    preds: np.ndarray  # (n,)
-    confidence: np.ndarray  # (n,) softmax probability of the prediction
+    labels: np.ndarray  # (n,) the test targets: classes, or values of a scalar target
+    preds: np.ndarray  # (n,) predicted classes, or predicted values (in the target's units)
+    confidence: np.ndarray  # (n,) softmax probability of the prediction (NaN for a scalar target)
     layers: dict = field(default_factory=dict)  # name -> (n, d) float32, in the model's order
     wall_time_s: float = 0.0
     state_dict: dict = field(default_factory=dict)  # the selected epoch's model state (CPU tensors)
     resumed_from: int = 0  # the epoch a resumed run continued after (0: trained from the start)
+    scores: dict = field(default_factory=dict)  # every test score of the task's target (wsbench.scores), primary first
+    val_score: float = math.nan  # the selected epoch's validation value of the primary score
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -204,7 +207,19 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
         raise WsbenchError(f"architecture {arch.name!r} built a {type(model).__name__}, not a torch.nn.Module")
     model = model.to(device)
     x = task.inputs(arch.view).to(device)
-    y = torch.from_numpy(task.labels).to(device)
+    scalar = task.info.target == "scalar"
+    if scalar:  # trained on the standardised target, scored in its own units
+        y = torch.from_numpy((task.labels - task.info.target_mean) / task.info.target_std).float().to(device)
+    else:
+        y = torch.from_numpy(task.labels).to(device)
+    score = primary(task.info.target)
+
+    def val_value(out: torch.Tensor, rows: torch.Tensor) -> float:
+        """The primary score of outputs ``out`` on ``rows`` (higher is better for the selection)."""
+        if not scalar:
+            return float((out.argmax(1) == y[rows].cpu()).float().mean())
+        value = score.fn(out[:, 0].double().numpy(), y[rows].cpu().double().numpy())
+        return value if score.higher_is_better else -value
     tr = torch.from_numpy(task.splits["train"]).to(device)
     va = torch.from_numpy(task.splits["val"]).to(device)
     te = torch.from_numpy(task.splits["test"]).to(device)
@@ -254,7 +269,10 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
             idx = order[i:i + bs]
             xb = augment(x[idx], gen) if augment else x[idx]
             logits, _ = model(xb)
-            loss = F.cross_entropy(logits, y[idx], label_smoothing=float(config["label_smoothing"]))
+            if scalar:
+                loss = F.mse_loss(logits.reshape(len(idx), -1)[:, 0], y[idx])
+            else:
+                loss = F.cross_entropy(logits, y[idx], label_smoothing=float(config["label_smoothing"]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if config["grad_clip"]:
@@ -267,9 +285,12 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
             raise NonFiniteLoss(f"loss became {train_loss} in epoch {epoch + 1}; lower lr or enable grad_clip")
         recalibrate_batchnorm(model, x, calib, bs)
         val_logits, _ = predict(model, x, va, eval_bs)
-        val_acc = float((val_logits.argmax(1) == y[va].cpu()).float().mean())
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_acc": val_acc})
-        if val_acc > best_acc:
+        val_acc = val_value(val_logits, va)
+        if not math.isfinite(val_acc):  # e.g. constant predictions give no tau: never better than a real value
+            val_acc = -math.inf
+        history.append({"epoch": epoch + 1, "train_loss": train_loss,
+                        **({"val_score": val_acc} if scalar else {"val_acc": val_acc})})
+        if val_acc > best_acc or best_state is None:
             best_acc, best_epoch = val_acc, epoch + 1
             best_state = copy.deepcopy(model.state_dict())
         if checkpoint is not None and epoch + 1 < epochs:
@@ -280,18 +301,29 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
                 "history": history})
         seconds = time.perf_counter() - epoch_started
         if tracker is not None:
-            tracker.log({"train/loss": train_loss, "val/acc": val_acc, "lr": opt.param_groups[0]["lr"],
+            tracker.log({"train/loss": train_loss, f"val/{'score' if scalar else 'acc'}": val_acc,
+                         "lr": opt.param_groups[0]["lr"],
                          "epoch_seconds": seconds}, epoch + 1)
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, {**history[-1], "seconds": seconds})
     if best_state is not None:
         model.load_state_dict(best_state)
     logits, layers = predict(model, x, te, eval_bs, want_layers=True)
+    test_ids = task.ids[task.splits["test"]]
+    common = dict(best_epoch=best_epoch, history=history, test_ids=test_ids, layers=layers,
+                  state_dict=_cpu_state(model.state_dict()), resumed_from=first)
+    if scalar:
+        values = logits.reshape(len(te), -1)[:, 0].double().numpy() * task.info.target_std + task.info.target_mean
+        targets = task.labels[task.splits["test"]].astype(np.float64)
+        scores = score_all("scalar", values, targets)
+        return RunResult(test_acc=math.nan, val_acc=math.nan, labels=targets, preds=values,
+                         confidence=np.full(len(values), np.nan, np.float32), scores=scores,
+                         val_score=best_acc if score.higher_is_better else -best_acc,
+                         wall_time_s=time.perf_counter() - started, **common)
     probs = logits.softmax(1)
     conf, preds = probs.max(1)
     labels = y[te].cpu().numpy()
+    acc = float((preds.numpy() == labels).mean())
     return RunResult(
-        test_acc=float((preds.numpy() == labels).mean()), val_acc=best_acc, best_epoch=best_epoch,
-        history=history, test_ids=task.ids[task.splits["test"]], labels=labels, preds=preds.numpy(),
-        confidence=conf.numpy(), layers=layers, wall_time_s=time.perf_counter() - started,
-        state_dict=_cpu_state(model.state_dict()), resumed_from=first)
+        test_acc=acc, val_acc=best_acc, labels=labels, preds=preds.numpy(), confidence=conf.numpy(),
+        scores={"accuracy": acc}, val_score=best_acc, wall_time_s=time.perf_counter() - started, **common)

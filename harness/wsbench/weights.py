@@ -11,21 +11,41 @@ whose values are pixel intensities scaled to ``[-1, 1]``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 import torch
 
 from wsbench.specs import SirenSpec
 
 
-def unflatten(weights: torch.Tensor, spec: SirenSpec) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(B, P)`` -> ``[(W (B, out, in), b (B, out)), ...]`` per layer."""
+def tensor_shapes(spec: Any) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``(W shape, b shape)`` of every layer of a network spec, in the flat layout's order.
+
+    ``spec.layer_shapes`` lists either ``(out, in)`` per dense layer (:class:`SirenSpec`) or
+    ``(W shape, b shape)`` per layer (:class:`wsbench.cnnzoo.CnnSpec`: conv ``(out, in, k, k)``).
+    """
+    out: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    for shape in spec.layer_shapes:
+        if all(isinstance(d, int) for d in shape):
+            o, i = shape
+            out.append(((int(o), int(i)), (int(o),)))
+        else:
+            w, b = shape
+            out.append((tuple(int(d) for d in w), tuple(int(d) for d in b)))
+    return out
+
+
+def unflatten(weights: torch.Tensor, spec: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(B, P)`` -> ``[(W (B, *W shape), b (B, out)), ...]`` per layer (``(B, out, in)`` for a SIREN;
+    ``(B, out, in, k, k)`` for a conv layer), views into ``weights``."""
     out, k = [], 0
-    for o, i in spec.layer_shapes:
-        w = weights[:, k:k + o * i].reshape(-1, o, i)
-        k += o * i
-        b = weights[:, k:k + o]
-        k += o
+    for w_shape, b_shape in tensor_shapes(spec):
+        nw, nb = math.prod(w_shape), math.prod(b_shape)
+        w = weights[:, k:k + nw].reshape(-1, *w_shape)
+        k += nw
+        b = weights[:, k:k + nb].reshape(-1, *b_shape)
+        k += nb
         out.append((w, b))
     return out
 

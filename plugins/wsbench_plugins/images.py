@@ -27,7 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from wsbench import DatasetSpec, ImageData, WsbenchError, ensure, hookimpl, md5_file
+from wsbench import DatasetSpec, ImageData, WsbenchError, cnn_networks, cnn_zoo_recipes, ensure, hookimpl, md5_file
 
 # Canonical mirrors (the ones torchvision uses), tried in order; tests point these at a local server.
 MIRRORS = {
@@ -239,3 +239,17 @@ def register_datasets(register):
         inr_recipe={**fast, "lr": 5e-3, "steps": 300},
         description="CIFAR-10, 32x32 RGB; official python batches or archive; SIREN 2-32-32-3",
     ))
+    # Zoos of trained CNNs (the Small CNN Zoo's task, Unterthiner et al. 2020): predict each CNN's test
+    # accuracy from its weights or from its outputs on probe images. Grayscale inputs, as there
+    # (CIFAR-10 converted to gray by wsbench.cnnzoo.prepare_images).
+    cnn = [("cnn-mnist", lambda d: load_idx(d, "MNIST", MNIST_CLASSES), "MNIST"),
+           ("cnn-fmnist", lambda d: load_idx(d, "FashionMNIST", FMNIST_CLASSES), "Fashion-MNIST"),
+           ("cnn-cifar10gs", load_cifar10, "grayscale CIFAR-10")]
+    for name, load, what in cnn:
+        register(DatasetSpec(
+            name=name, load=load, target="scalar", views=("weights", "function"),
+            networks=lambda request, name=name, load=load: cnn_networks(request, name, load(request.data_dir)),
+            zoo_recipes=cnn_zoo_recipes(),
+            description=f"zoo of small CNNs trained on {what} (Small CNN Zoo network, 4,970 weights); "
+                        "target: each CNN's test accuracy",
+        ))

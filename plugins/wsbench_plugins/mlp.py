@@ -1,12 +1,15 @@
-"""``flat-mlp`` (an MLP on flattened INR weights) and ``mlp`` (an MLP on pixels)."""
+"""``flat-mlp`` (an MLP on flattened network weights), ``mlp`` (an MLP on pixels), ``fn-mlp`` (an MLP
+on a network's outputs on the zoo's probe inputs, the function view) and ``weight-stats`` (an MLP on
+per-tensor weight statistics, the accuracy-prediction baseline of Unterthiner et al. 2020)."""
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
-from wsbench import ArchitectureSpec, hookimpl
+from wsbench import ArchitectureSpec, hookimpl, tensor_shapes, unflatten
 
 
 class MLP(nn.Module):
@@ -44,6 +47,47 @@ def build_flat_mlp(info, config):
                mean=info.weight_mean, std=info.weight_std)
 
 
+def build_function_mlp(info, config):
+    # Standardised per feature with training-split statistics (probabilities of a rare class are tiny).
+    return MLP(math.prod(info.function_shape), config["hidden"], info.num_classes, config["dropout"],
+               mean=info.function_mean, std=info.function_std)
+
+
+STAT_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class WeightStats(nn.Module):
+    """``x (B, P)`` -> per weight and bias tensor of every layer its mean, variance and quantiles
+    0, 25, 50, 75 and 100 % (7 numbers a tensor, as Unterthiner et al. 2020's statistics features),
+    standardised by a BatchNorm without parameters, then an MLP. Representations: ``stats`` (the
+    standardised features), ``fc{k}``, ``logits``."""
+
+    def __init__(self, network, hidden, num_outputs: int, dropout: float = 0.0):
+        super().__init__()
+        self.network = network
+        n_tensors = 2 * len(tensor_shapes(network))
+        self.register_buffer("q", torch.tensor(STAT_QUANTILES, dtype=torch.float32))
+        self.norm = nn.BatchNorm1d(n_tensors * (2 + len(STAT_QUANTILES)), affine=False)
+        self.mlp = MLP(n_tensors * (2 + len(STAT_QUANTILES)), hidden, num_outputs, dropout)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        feats = []
+        for w, b in unflatten(x, self.network):
+            for t in (w.flatten(1), b.flatten(1)):
+                feats += [t.mean(1, keepdim=True), t.var(1, unbiased=False, keepdim=True),
+                          torch.quantile(t, self.q.to(t.dtype), dim=1).T]
+        return torch.cat(feats, 1)
+
+    def forward(self, x):
+        z = self.norm(self.features(x))
+        out, layers = self.mlp(z)
+        return out, OrderedDict([("stats", z), *layers.items()])
+
+
+def build_weight_stats(info, config):
+    return WeightStats(info.network, config["hidden"], info.num_classes, config["dropout"])
+
+
 def build_image_mlp(info, config):
     c, h, w = info.image_shape
     # Image inputs arrive standardised per channel by the harness.
@@ -61,4 +105,14 @@ def register_architectures(register):
         name="mlp", view="images", build=build_image_mlp,
         description="MLP on the image pixels",
         defaults={"hidden": [256, 256, 256], "dropout": 0.1, "epochs": 30},
+    ))
+    register(ArchitectureSpec(
+        name="fn-mlp", view="function", build=build_function_mlp,
+        description="MLP on a network's outputs on the zoo's probe inputs (the function view)",
+        defaults={"hidden": [256, 256, 256], "dropout": 0.1, "epochs": 30},
+    ))
+    register(ArchitectureSpec(
+        name="weight-stats", view="weights", build=build_weight_stats,
+        description="MLP on per-tensor weight statistics: mean, variance, quantiles (Unterthiner et al. 2020)",
+        defaults={"hidden": [256, 256], "dropout": 0.0, "epochs": 30},
     ))

@@ -1,0 +1,71 @@
+"""Zoos of trained networks as tasks: a CNN zoo (:mod:`wsbench.cnnzoo`) turned into a :class:`NetworkZoo`.
+
+A dataset plugin whose samples are CNNs trained on its images calls :func:`cnn_networks` from its
+``networks`` hook: the zoo is built (or read from the cache) with the request's recipe, and its CNNs
+are split by a seeded permutation into train, validation and test networks (by default 70 / 10 /
+20 %); ``--limit N`` keeps the first N networks of each split of the same zoo, so a limited run
+shares the cached zoo of an unlimited one. The target is each CNN's test accuracy on the dataset's
+official test images; the views are ``weights`` (the flat layout of :class:`wsbench.cnnzoo.CnnSpec`)
+and ``function`` (each CNN's softmax outputs on the zoo's fixed probe images, ``(probes, 10)``).
+Network ids are the zoo's row ids.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from wsbench.errors import WsbenchError
+from wsbench.specs import ImageData, NetworkZoo, ZooRequest
+
+SPLIT_FRACTIONS = {"val": 0.1, "test": 0.2}  # of the zoo's networks; the rest trains
+
+
+def cnn_zoo_recipes(cpu_size: int = 1500, gpu_size: int = 30000) -> dict[str, dict]:
+    """The default recipes of a CNN-zoo dataset (``DatasetSpec.zoo_recipes``): on a CPU a small zoo
+    (``cpu_size`` CNNs trained briefly on an image subset, :data:`wsbench.cnnzoo.CPU_RECIPE`), on a
+    GPU one of Small-CNN-Zoo size (:data:`wsbench.cnnzoo.GPU_RECIPE`); ``zoo_size`` and ``zoo_seed``
+    (which seeds the configurations and the split) join the trainer's keys."""
+    from wsbench.cnnzoo import CPU_RECIPE, GPU_RECIPE
+
+    return {"cpu": {**CPU_RECIPE, "zoo_size": cpu_size, "zoo_seed": 0},
+            "cuda": {**GPU_RECIPE, "zoo_size": gpu_size, "zoo_seed": 0}}
+
+
+def split_rows(n: int, seed: int, limit: int | None = None, fractions: dict | None = None) -> dict[str, np.ndarray]:
+    """Row indices of every split of a zoo of ``n`` networks: a permutation seeded by ``seed``; test
+    first, then validation, the rest training; ``limit`` keeps the first ``limit`` of each."""
+    fr = fractions or SPLIT_FRACTIONS
+    perm = np.random.default_rng([seed, 11]).permutation(n)
+    n_test, n_val = round(fr["test"] * n), round(fr["val"] * n)
+    if n - n_test - n_val < 1 or n_val < 1 or n_test < 1:
+        raise WsbenchError(f"a zoo of {n} networks is too small to split into train, val and test; raise zoo_size")
+    out = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
+    if limit is not None:
+        out = {k: v[:limit] for k, v in out.items()}
+    return {k: np.sort(v).astype(np.int64) for k, v in out.items()}
+
+
+def cnn_networks(request: ZooRequest, dataset: str, data: ImageData, target: str = "test_acc") -> NetworkZoo:
+    """Build or open the CNN zoo of ``dataset`` trained on ``data`` with ``request.recipe``
+    (``zoo_size``, ``zoo_seed`` and the trainer's keys, :data:`wsbench.cnnzoo.CPU_RECIPE`)."""
+    from wsbench.cnnzoo import TARGETS, build_cnn_zoo
+
+    if target not in TARGETS:
+        raise WsbenchError(f"unknown CNN zoo target {target!r}; known: {', '.join(TARGETS)}")
+    recipe = dict(request.recipe)
+    n, seed = int(recipe.pop("zoo_size", 0)), int(recipe.pop("zoo_seed", 0))
+    if n < 3:
+        raise WsbenchError(f"dataset {dataset!r}: recipe zoo_size={n}; give at least 3 networks (--recipe zoo_size=N)")
+
+    def progress(done: int, total: int) -> None:
+        if request.progress is not None:
+            request.progress(done, total, float("nan"))
+
+    zoo = build_cnn_zoo(request.cache_dir, dataset, data.train_images, data.train_labels, data.test_images,
+                        data.test_labels, n=n, seed=seed, recipe=recipe, device=request.device, progress=progress,
+                        repair=request.repair, extra_manifest={"source_checksums": dict(data.checksums)})
+    splits = split_rows(len(zoo.ids), seed, request.limit)
+    views = {"weights": zoo.weights}
+    if zoo.function is not None:
+        views["function"] = zoo.function
+    return NetworkZoo(ids=np.asarray(zoo.ids, dtype=np.int64), targets=np.asarray(zoo.targets[target], np.float64),
+                      splits=splits, views=views, network=zoo.spec, key=zoo.path.name, manifest=zoo.manifest)
