@@ -55,3 +55,49 @@ def shapes_task(tmp_path_factory):
     from wsbench.task import make_task
     spec = load_registry().dataset("shapes")
     return make_task(spec, cache_dir=tmp_path_factory.mktemp("zoo"), limit=120)
+
+
+TOY_ZOO_SIZE = 90
+
+
+def toy_networks(request):
+    """A synthetic zoo of 90 tiny 'networks' (SIREN layout 2 -> 4 -> 1, 17 weights) whose scalar target
+    is a smooth function of its weights plus noise, with a function view of 6 probes x 3 outputs."""
+    import numpy as np
+
+    from wsbench import NetworkZoo, SirenSpec
+    rng = np.random.default_rng(0)
+    spec = SirenSpec(in_dim=2, hidden=(4,), out_dim=1)
+    n = TOY_ZOO_SIZE
+    w = rng.normal(size=(n, spec.num_params)).astype(np.float32)
+    target = 1 / (1 + np.exp(-(w[:, :3].sum(1) / 2))) + 0.02 * rng.normal(size=n)
+    fn = np.tanh(w[:, None, :3] * np.linspace(-1, 1, 6)[None, :, None]).astype(np.float32)
+    perm = rng.permutation(n)
+    splits = {"test": np.sort(perm[:30]), "val": np.sort(perm[30:45]), "train": np.sort(perm[45:])}
+    if request.limit:
+        splits = {k: v[:request.limit] for k, v in splits.items()}
+    return NetworkZoo(ids=np.arange(n, dtype=np.int64) + 1000, targets=target, splits=splits,
+                      views={"weights": w, "function": fn}, network=spec, key="toy-0000")
+
+
+class ToyZooPlugin:
+    """A throwaway plugin registering ``toy-zoo``: a scalar-target zoo of networks (weights, function)."""
+
+    @staticmethod
+    def register_datasets(register):
+        from wsbench import DatasetSpec, WsbenchError
+
+        def no_images(data_dir):
+            raise WsbenchError("toy-zoo has no images")
+        register(DatasetSpec(name="toy-zoo", load=no_images, target="scalar", views=("weights", "function"), networks=toy_networks,
+                             zoo_recipes={"cpu": {"zoo_size": TOY_ZOO_SIZE}}))
+
+
+def toy_registry():
+    """The built-ins plus ``toy-zoo`` (see :class:`ToyZooPlugin`)."""
+    from wsbench import hookimpl
+    from wsbench.plugins import load_registry
+
+    class _P:
+        register_datasets = staticmethod(hookimpl(ToyZooPlugin.register_datasets))
+    return load_registry(extra_plugins=[(_P, "toy-dist", "0.0")])
