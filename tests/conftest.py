@@ -89,8 +89,8 @@ class ToyZooPlugin:
 
         def no_images(data_dir):
             raise WsbenchError("toy-zoo has no images")
-        register(DatasetSpec(name="toy-zoo", load=no_images, target="scalar", views=("weights", "function"), networks=toy_networks,
-                             zoo_recipes={"cpu": {"zoo_size": TOY_ZOO_SIZE}}))
+        register(DatasetSpec(name="toy-zoo", load=no_images, target="scalar", views=("weights", "function"),
+                             networks=toy_networks, zoo_recipes={"cpu": {"zoo_size": TOY_ZOO_SIZE}}))
 
 
 def toy_registry():
