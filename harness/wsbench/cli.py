@@ -27,6 +27,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None, help="Benchmark harness for weight-space learning.")
 inrs_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Build and inspect INR zoos.")
 app.add_typer(inrs_app, name="inrs")
+zoo_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                      help="Build the zoo of any dataset: INR zoos, CNN zoos.")
+app.add_typer(zoo_app, name="zoo")
 out_console = Console(soft_wrap=True)  # a printed line stays one line in a log file
 err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
@@ -516,12 +519,47 @@ def inrs_build(dataset: str = typer.Option(..., "--dataset"), data_dir: Optional
                recipe: List[str] = RecipeOpt):
     """Fit (or resume) the INR zoo of a dataset and print its PSNR summary; a cached zoo that fails
     its integrity check (truncated, edited, unreadable manifest) is fitted again."""
+    _build_zoo(dataset, data_dir, cache_dir, device, limit, recipe)
+
+
+@zoo_app.command("build")
+def zoo_build(dataset: str = typer.Option(..., "--dataset", help="Any dataset: an INR zoo is fitted, a CNN zoo "
+                                          "(cnn-mnist, cnn-fmnist, cnn-cifar10gs) trained."),
+              data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt, device: str = DeviceOpt,
+              limit: Optional[int] = LimitOpt, recipe: List[str] = RecipeOpt):
+    """Build (or resume after a kill, or reuse) the zoo of a dataset and print its summary: an INR
+    zoo's PSNR, a CNN zoo's target spread. A cached zoo that fails its integrity check is built again.
+    A CNN zoo's recipe (`--recipe zoo_size=N`, `epochs`, `train_subset`, ...) defaults by device: a
+    small zoo on a CPU, a Small-CNN-Zoo-sized one on a GPU (`wsbench plugins --json` lists them)."""
+    _build_zoo(dataset, data_dir, cache_dir, device, limit, recipe)
+
+
+def _build_zoo(dataset: str, data_dir: Optional[Path], cache_dir: Optional[Path], device: str,
+               limit: Optional[int], recipe: List[str]) -> None:
+    import time
+
+    import numpy as np
+
     from wsbench.runner import Runner
     settings = _settings(Path("results"), data_dir, cache_dir, device, limit, None, [], None, recipe)
+    registry = _registry()
+    spec = registry.dataset(dataset)
+    runner = Runner(registry, settings)
+    runner.recipe(dataset)  # a bad --recipe key fails before any work
+    t0 = time.perf_counter()
     with _progress() as progress:
-        task = Runner(_registry(), settings).task(dataset, progress=zoo_bar(progress, dataset), repair=True)
+        task = runner.task(dataset, progress=zoo_bar(progress, dataset), repair=True)
+    if spec.networks is not None:
+        t = task.labels
+        splits = ", ".join(f"{k} {len(v)}" for k, v in task.splits.items())
+        out_console.print(f"{dataset}: {len(task.ids)} networks ({task.info.weight_dim} parameters each; "
+                          f"views {', '.join(task.info.views)}) in {task.zoo_key} under the cache root, "
+                          f"ready in {time.perf_counter() - t0:.1f} s\nsplits: {splits}\n"
+                          f"target: mean {t.mean():.4f}, std {t.std():.4f}, min {t.min():.4f}, "
+                          f"median {np.median(t):.4f}, max {t.max():.4f}", highlight=False)
+        return
     zoo = task.zoo
-    assert zoo is not None  # a built task carries its zoo
+    assert zoo is not None  # a built INR task carries its zoo
     m = zoo.manifest
     p = m["psnr"]
     out_console.print(f"{dataset}: {m['count']} INRs ({m['num_params']} parameters each) at {zoo.path}\n"

@@ -341,6 +341,9 @@ CHOICES = {"impl": ("dense", "pyg"), "weight_norm": ("per-layer", "none"), "cano
 
 
 def build(info, config) -> GMN:
+    if info.inr is None:  # a zoo of other networks (a CNN zoo): its parameter graph is not built yet
+        raise WsbenchError(f"gmn reads SIREN MLP zoos; dataset {info.dataset!r} holds "
+                           f"{type(info.network).__name__} networks, which it cannot read yet")
     for key, known in CHOICES.items():
         if config[key] not in known:
             raise WsbenchError(f"gmn: unknown {key} {config[key]!r}; known: {', '.join(known)}")

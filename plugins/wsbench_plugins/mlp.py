@@ -62,6 +62,8 @@ class WeightStats(nn.Module):
     standardised by a BatchNorm without parameters, then an MLP. Representations: ``stats`` (the
     standardised features), ``fc{k}``, ``logits``."""
 
+    q: torch.Tensor  # a registered buffer: the quantile levels
+
     def __init__(self, network, hidden, num_outputs: int, dropout: float = 0.0):
         super().__init__()
         self.network = network

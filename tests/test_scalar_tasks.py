@@ -1,0 +1,176 @@
+"""Zoos of networks with a scalar target: scores, training, storage, views and the models that read them."""
+import itertools
+import json
+import math
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import torch
+from conftest import toy_registry
+
+from wsbench import WsbenchError, flatten, tensor_shapes, unflatten
+from wsbench.grid import Cell
+from wsbench.runner import Runner, Settings
+from wsbench.scores import SCORES, TARGET_SCORES, kendall_tau, mse, primary, r2
+
+
+def tau_reference(x, y) -> float:
+    """Kendall's tau-b by its definition, pair by pair."""
+    s = tx = ty = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        a, b = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+        s += a * b
+        tx += a == 0
+        ty += b == 0
+    n0 = len(x) * (len(x) - 1) / 2
+    return s / math.sqrt((n0 - tx) * (n0 - ty))
+
+
+# Scores ---------------------------------------------------------------------------------------------
+
+def test_kendall_tau_closed_forms():
+    # 6 pairs, one discordant (2, 3 swapped): (5 - 1) / 6.
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    x = np.arange(10.0)
+    assert kendall_tau(x, x) == pytest.approx(1.0) and kendall_tau(x, -x) == pytest.approx(-1.0)
+    assert math.isnan(kendall_tau([1.0], [2.0])) and math.isnan(kendall_tau(np.ones(5), x[:5]))
+    with pytest.raises(ValueError, match="3 values against 2"):
+        kendall_tau([1, 2, 3], [1, 2])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kendall_tau_matches_the_definition_with_ties_and_chunks(seed):
+    rng = np.random.default_rng(seed)
+    x, y = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 40).astype(float)  # many ties
+    assert kendall_tau(x, y, chunk=7) == pytest.approx(tau_reference(x, y), abs=1e-12)
+    # Invariant under strictly increasing maps of either side.
+    assert kendall_tau(np.exp(x), y ** 3) == pytest.approx(kendall_tau(x, y), abs=1e-12)
+
+
+def test_r2_and_mse_closed_forms():
+    y = np.array([0.1, 0.4, 0.3, 0.9])
+    assert r2(y, y) == 1.0 and r2(np.full(4, y.mean()), y) == pytest.approx(0.0)
+    assert mse(y + 0.1, y) == pytest.approx(0.01)
+    assert r2(y + 0.1, y) == pytest.approx(1 - 0.04 / ((y - y.mean()) ** 2).sum())
+    assert math.isnan(r2(y, np.ones(4)))
+
+
+def test_every_target_has_a_primary_score_with_a_direction():
+    assert primary("class").name == "accuracy" and primary("scalar").name == "kendall_tau"
+    assert not SCORES["mse"].higher_is_better and SCORES["kendall_tau"].range == (-1.0, 1.0)
+    assert set(TARGET_SCORES) == {"class", "scalar"}
+
+
+# Runs on a zoo of networks ------------------------------------------------------------------------
+
+@pytest.fixture
+def toy_runner(tmp_path):
+    return Runner(toy_registry(), Settings(out=tmp_path / "r", device="cpu", overrides={"epochs": 4}))
+
+
+def test_a_scalar_run_stores_its_scores_and_predictions(toy_runner, tmp_path):
+    row = toy_runner.run(Cell("toy-zoo", "fn-mlp", 0))
+    assert row["target"] == "scalar" and row["score"] == "kendall_tau" and row["test_acc"] is None
+    scores = json.loads(row["test_scores"])
+    assert list(scores) == ["kendall_tau", "r2", "mse"] and scores["kendall_tau"] == row["test_score"]
+    preds = pads.dataset(tmp_path / "r" / "predictions", partitioning="hive").to_table().to_pylist()
+    assert len(preds) == 30 and all(p["label"] is None and p["pred"] is None for p in preds)
+    ids = {p["sample_id"] for p in preds}
+    assert min(ids) >= 1000  # the zoo's own network ids
+    t = np.array([p["target"] for p in preds])
+    p = np.array([p["prediction"] for p in preds])
+    assert kendall_tau(p, t) == pytest.approx(row["test_score"]) and mse(p, t) == pytest.approx(scores["mse"])
+    assert row["test_score"] > 0.3  # the function view carries the target: the model learns it
+
+
+def test_same_seed_same_scores_and_the_limit_trims_each_split(toy_runner, tmp_path):
+    a = toy_runner.run(Cell("toy-zoo", "flat-mlp", 0))
+    other = Runner(toy_registry(), Settings(out=tmp_path / "r2", device="cpu", overrides={"epochs": 4}))
+    assert other.run(Cell("toy-zoo", "flat-mlp", 0))["test_scores"] == a["test_scores"]
+    limited = Runner(toy_registry(), Settings(out=tmp_path / "r3", device="cpu", limit=10, overrides={"epochs": 1}))
+    row = limited.run(Cell("toy-zoo", "flat-mlp", 0))
+    assert (row["n_train"], row["n_val"], row["n_test"]) == (10, 10, 10)
+
+
+def test_an_architecture_of_another_view_is_refused_before_any_work(toy_runner):
+    with pytest.raises(WsbenchError) as err:
+        toy_runner.validate([Cell("toy-zoo", "mlp", 0)])
+    msg = str(err.value)
+    fits = msg.split("can run on it: ")[1].split(", ")
+    assert "'images' view" in msg and "weights, function" in msg and "fn-mlp" in fits and "mlp" not in fits
+    assert not toy_runner._tasks  # nothing was built
+
+
+def test_a_recipe_key_the_zoo_does_not_have_is_an_error_naming_its_keys(tmp_path):
+    runner = Runner(toy_registry(), Settings(out=tmp_path, device="cpu", recipe={"zoo_sise": 5}))
+    with pytest.raises(WsbenchError, match="zoo_sise: not a recipe key of dataset 'toy-zoo'; its keys: zoo_size"):
+        runner.validate([Cell("toy-zoo", "flat-mlp", 0)])
+
+
+def test_cli_refuses_a_view_mismatch_in_one_line_before_building_a_zoo(tmp_path, capsys):
+    from wsbench.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--arch", "mlp", "--dataset", "cnn-mnist", "--results", str(tmp_path),
+              "--data-dir", str(tmp_path / "nodata")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "reads the 'images' view, which dataset 'cnn-mnist' does not offer" in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "nodata").exists()
+
+
+# Models on conv weights -------------------------------------------------------------------------------
+
+class TinyConvSpec:
+    """Two 3x3 conv layers (1 -> 3 -> 4 channels) and a dense layer 4 -> 2, in the (W shape, b shape) form."""
+
+    layer_shapes = (((3, 1, 3, 3), (3,)), ((4, 3, 3, 3), (4,)), ((2, 4), (2,)))
+    num_params = 3 * 9 + 3 + 4 * 3 * 9 + 4 + 8 + 2
+
+
+def test_unflatten_reads_conv_kernels_and_flatten_inverts_it():
+    x = torch.randn(5, TinyConvSpec.num_params)
+    params = unflatten(x, TinyConvSpec)
+    assert [tuple(w.shape[1:]) for w, _ in params] == [w for w, _ in tensor_shapes(TinyConvSpec)]
+    assert params[1][0][2, 3, 1, 2, 0] == x[2, 30 + 3 * 27 + 1 * 9 + 2 * 3 + 0]  # W2[3, 1, 2, 0] of row 2
+    assert torch.equal(flatten(params), x)
+
+
+def _permute_hidden_channel_pair(x: torch.Tensor, spec, layer: int, perm: torch.Tensor) -> torch.Tensor:
+    """Permute output channels of ``layer`` and, consistently, the input channels of ``layer + 1``."""
+    params = [(w.clone(), b.clone()) for w, b in unflatten(x, spec)]
+    w, b = params[layer]
+    params[layer] = (w[:, perm], b[:, perm])
+    w2, b2 = params[layer + 1]
+    params[layer + 1] = (w2[:, :, perm], b2)
+    return flatten(params)
+
+
+@pytest.mark.parametrize("arch", ["nfn-np", "weight-stats", "flat-mlp"])
+def test_weight_models_build_on_conv_weights(arch):
+    from wsbench import TaskInfo
+    info = TaskInfo(dataset="t", num_classes=1, image_shape=(), inr=None, network=TinyConvSpec, target="scalar",
+                    views=("weights",), weight_mean=np.zeros(TinyConvSpec.num_params, np.float32),
+                    weight_std=np.ones(TinyConvSpec.num_params, np.float32))
+    spec = toy_registry().architecture(arch)
+    from wsbench.config import resolve
+    model = spec.build(info, resolve(spec, "t", {})).double().eval()
+    x = torch.randn(6, TinyConvSpec.num_params, dtype=torch.float64)
+    out, layers = model(x)
+    assert out.shape == (6, 1) and all(v.shape[0] == 6 for v in layers.values())
+    if arch in ("nfn-np", "weight-stats"):  # invariant to permuting hidden channels, as a CNN's function is
+        perm = torch.tensor([2, 0, 1])
+        y = _permute_hidden_channel_pair(x, TinyConvSpec, 0, perm)
+        assert not torch.equal(x, y)
+        assert torch.allclose(model(y)[0], out, atol=1e-10)
+
+
+def test_weight_stats_features_are_the_per_tensor_statistics():
+    from wsbench_plugins.mlp import WeightStats
+    model = WeightStats(TinyConvSpec, [8], 1)
+    x = torch.randn(3, TinyConvSpec.num_params)
+    feats = model.features(x)
+    assert feats.shape == (3, 6 * 7)
+    w1 = x[1, :27].numpy()  # conv1's kernel of row 1
+    want = [w1.mean(), w1.var(), *np.quantile(w1, [0, 0.25, 0.5, 0.75, 1.0])]
+    assert np.allclose(feats[1, :7].numpy(), want, atol=1e-6)
