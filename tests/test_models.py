@@ -52,7 +52,7 @@ def test_nfn_np_is_invariant_to_every_neuron_permutation():
 def test_np_linear_layer_is_equivariant():
     spec = SirenSpec(2, (5, 4), 3)
     torch.manual_seed(0)
-    layer = NPLinear(3, 2, 3)
+    layer = NPLinear([2, 2, 2], [2, 2, 2], 3)  # 3 layers, 2 channels on weights and biases, 3 out
     gen = torch.Generator().manual_seed(2)
     layers = [(torch.randn(2, o, i, 2, generator=gen), torch.randn(2, o, 2, generator=gen))
               for o, i in spec.layer_shapes]
