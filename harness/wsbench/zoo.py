@@ -107,6 +107,11 @@ def rebuild_hint(path: Path, manifest: dict | None = None) -> str:
     """The command that rebuilds the zoo in ``path`` (from its manifest when it is readable)."""
     m = manifest or {}
     recipe = m.get("recipe") or {}
+    if m.get("kind") == "cnn":  # a CNN zoo (wsbench.cnnzoo): built by `wsbench zoo build`, or imported
+        if m.get("imported"):
+            root = (m.get("source") or {}).get("root", "ROOT")
+            return f"delete {path} and import it again (wsbench.importers.import_small_cnn_zoo from {root})"
+        return f"rebuild it with `wsbench zoo build --dataset {m.get('dataset') or path.name.rsplit('-', 1)[0]}`"
     if path.name.startswith("imported-") or recipe.get("imported"):
         src = m.get("source") or {}
         root, layout = src.get("root", "ROOT"), src.get("layout", recipe.get("imported") or "dwsnets|nfn")
@@ -185,7 +190,8 @@ def verify_zoo(path: Path, full: bool = True) -> dict:
     path = Path(path)
     problem, manifest = zoo_problem(path, full)
     if problem is not None:
-        raise ZooDamaged(f"INR zoo {path} is damaged: {problem}; {rebuild_hint(path, manifest)} "
+        kind = "CNN" if (manifest or {}).get("kind") == "cnn" else "INR"
+        raise ZooDamaged(f"{kind} zoo {path} is damaged: {problem}; {rebuild_hint(path, manifest)} "
                          "(other zoos are not affected)")
     assert manifest is not None
     return manifest
@@ -212,7 +218,7 @@ def psnr_summary(values: np.ndarray) -> dict:
 
 
 @contextlib.contextmanager
-def _building(path: Path):
+def build_lock(path: Path):
     """Hold an exclusive lock on the zoo folder: a second process building the same zoo waits, then reuses it."""
     try:
         import fcntl
@@ -262,7 +268,7 @@ def build_zoo(root: Path, dataset: str, images: np.ndarray, ids: np.ndarray, spe
             if not repair:
                 raise
     path.mkdir(parents=True, exist_ok=True)
-    with _building(path):
+    with build_lock(path):
         sweep_temporaries([path])  # what a killed build's atomic writes left behind
         if (path / "manifest.json").exists():  # built by another process while this one waited, or damaged
             try:
