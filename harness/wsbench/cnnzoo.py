@@ -148,14 +148,17 @@ def forward(flat: torch.Tensor, images: torch.Tensor, activation: str, spec: Cnn
     return h.mean(dim=(2, 3)) @ w[0].T + b[0]
 
 
-def prepare_images(images: np.ndarray) -> torch.Tensor:
+def prepare_images(images: np.ndarray, size: int | None = None) -> torch.Tensor:
     """uint8 ``(N, C, H, W)`` -> float32 ``(N, 1, H, W)`` in ``[-1, 1]``. RGB becomes gray as the
-    mean of the three channels, as the Small CNN Zoo code does (``reduce_mean`` over channels)."""
+    mean of the three channels, as the Small CNN Zoo code does (``reduce_mean`` over channels).
+    ``size``: resize to ``size x size`` by area averaging (the CPU recipe's 16x16; None keeps it)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
     if x.ndim == 3:
         x = x[:, None]
     if x.shape[1] != 1:
         x = x.mean(dim=1, keepdim=True)
+    if size is not None and size != x.shape[-1]:
+        x = F.interpolate(x, size=(size, size), mode="area")
     return x / 127.5 - 1.0
 
 
@@ -423,12 +426,18 @@ def step_batches(seeds: torch.Tensor, sizes: torch.Tensor, subsets: torch.Tensor
     return torch.gather(subsets, 1, torch.gather(order, 1, pos)), order
 
 
+def eval_batch(k: int) -> int:
+    """Images per evaluation pass of ``k`` members: about 2^18 member-images (memory bound)."""
+    return max(8, min(500, 2**18 // max(k, 1)))
+
+
 @torch.no_grad()
 def evaluate(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, spec: CnnSpec, relu: torch.Tensor,
-             method: str = "grouped", batch: int = 500) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             method: str = "grouped", batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(accuracy (K,), mean loss (K,), probabilities (K, n, classes))`` of all members on the shared
     images ``x (n, 1, H, W)`` (no dropout); accuracy and loss are NaN without labels ``y``."""
     k = theta.shape[0]
+    batch = batch or eval_batch(k)
     correct = torch.zeros(k, dtype=torch.float64, device=theta.device)
     loss = torch.zeros(k, dtype=torch.float64, device=theta.device)
     probs = []
@@ -450,8 +459,9 @@ def evaluate(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None, spec:
 
 @torch.no_grad()
 def member_accuracy(theta: torch.Tensor, data: Data, ids: torch.Tensor, spec: CnnSpec, relu: torch.Tensor,
-                    method: str = "grouped", batch: int = 500) -> torch.Tensor:
+                    method: str = "grouped", batch: int | None = None) -> torch.Tensor:
     """``(K,)`` accuracy of each member on its own training images ``ids (K, n)``."""
+    batch = batch or eval_batch(theta.shape[0])
     correct = torch.zeros(theta.shape[0], dtype=torch.float64, device=theta.device)
     for lo in range(0, ids.shape[1], batch):
         idx = ids[:, lo:lo + batch]
@@ -549,10 +559,13 @@ def train_alone(config: dict, data: Data, spec: CnnSpec, recipe: dict) -> torch.
 # ---------------------------------------------------------------------------------------------
 # Recipes and the zoo cache
 
-CPU_RECIPE = {"epochs": 2, "batch_size": 32, "chunk_size": 256, "train_subset": 1000, "test_subset": 1000,
-              "train_eval": 500, "n_probe": 128, "dtype": "float32", "method": "grouped"}
-GPU_RECIPE = {"epochs": 12, "batch_size": 32, "chunk_size": 5000, "train_subset": 10000, "test_subset": None,
-              "train_eval": 2000, "n_probe": 128, "dtype": "float32", "method": "grouped"}
+# CPU: images area-resized to 16x16 (maps 7x7, 3x3, 1x1: 5.5x fewer multiply-adds than 28x28), a
+# 512-image training pool, 2 epochs, 500 test images: a smoke zoo whose accuracies still spread
+# from chance upwards (see benchmarks/results/cnn_zoo_build.json). GPU: native size, full test set.
+CPU_RECIPE = {"epochs": 2, "batch_size": 32, "chunk_size": 250, "train_subset": 512, "test_subset": 500,
+              "train_eval": 256, "n_probe": 128, "dtype": "float32", "method": "grouped", "image_size": 16}
+GPU_RECIPE = {"epochs": 12, "batch_size": 32, "chunk_size": 6000, "train_subset": 10000, "test_subset": None,
+              "train_eval": 2000, "n_probe": 128, "dtype": "float32", "method": "grouped", "image_size": None}
 DEFAULT_RECIPE = CPU_RECIPE
 RECIPE_KEYS = set(CPU_RECIPE)
 CNN_ZOO_FORMAT = 1
@@ -668,7 +681,7 @@ def build_cnn_zoo(root: Path | str, dataset: str, train_images: np.ndarray, trai
                                                                   replace=False)) if recipe["n_probe"] else np.arange(0)
     data_sha = _digest(np.asarray(train_images), np.asarray(train_labels), np.asarray(test_images),
                        np.asarray(test_labels))
-    spec = CnnSpec(image_size=int(train_images.shape[-1]))
+    spec = CnnSpec(image_size=int(recipe["image_size"] or train_images.shape[-1]))
     key = cnn_zoo_key(dataset, spec, recipe, seed, n, data_sha)
     path = Path(root) / "zoos" / f"{dataset}-{key[:16]}"
     if (path / "manifest.json").exists():
@@ -690,11 +703,12 @@ def build_cnn_zoo(root: Path | str, dataset: str, train_images: np.ndarray, trai
                 discard_cnn_zoo(path)
         dev = torch.device(device)
         dtype = getattr(torch, recipe["dtype"])
-        data = Data(train_x=prepare_images(train_images[train_rows]).to(dev, dtype),
+        size = spec.image_size
+        data = Data(train_x=prepare_images(train_images[train_rows], size).to(dev, dtype),
                     train_y=torch.as_tensor(np.asarray(train_labels)[train_rows], dtype=torch.int64, device=dev),
-                    test_x=prepare_images(test_images[test_rows]).to(dev, dtype),
+                    test_x=prepare_images(test_images[test_rows], size).to(dev, dtype),
                     test_y=torch.as_tensor(np.asarray(test_labels)[test_rows], dtype=torch.int64, device=dev),
-                    probe_x=prepare_images(test_images[probe_ids]).to(dev, dtype))
+                    probe_x=prepare_images(test_images[probe_ids], size).to(dev, dtype))
         configs = sample_configs(n, seed)
         manifest = {"format": ZOO_FORMAT, "cnn_format": CNN_ZOO_FORMAT, "kind": "cnn", "key": key,
                     "dataset": dataset, "count": n, "num_params": spec.num_params, "spec": spec.to_dict(),
