@@ -108,7 +108,7 @@ def stats_tau(x: np.ndarray, y: np.ndarray, dev: torch.device, seed: int = 0) ->
     model = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
                                 torch.nn.ReLU(), torch.nn.Linear(256, 1)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
-    for epoch in range(150):
+    for _ in range(150):
         for idx in tr[torch.randperm(len(tr), device=dev)].split(256):
             loss = F.mse_loss(model(xt[idx]).squeeze(1), yt[idx])
             opt.zero_grad()
@@ -137,7 +137,7 @@ def main() -> None:
     dev = torch.device(args.device)
     arrays = np.load(args.data, allow_pickle=False)
     train_x, train_y, test_x, test_y = (arrays[k] for k in ("train_x", "train_y", "test_x", "test_y"))
-    base = dict(cz.GPU_RECIPE if args.recipe == "gpu" else cz.CPU_RECIPE)
+    base: dict = dict(cz.GPU_RECIPE if args.recipe == "gpu" else cz.CPU_RECIPE)
     spec = cz.CnnSpec(image_size=int(base["image_size"] or train_x.shape[-1]))
     rows = cz.select_rows(len(train_y), base["train_subset"], 0, 1)
     data = cz.Data(cz.prepare_images(train_x[rows], spec.image_size).to(dev),
@@ -181,7 +181,7 @@ def main() -> None:
                        "train_acc_median": float(np.nanmedian(zoo.targets["train_acc"]))}
     print(json.dumps(result["build"], indent=1), flush=True)
     feats, names = stats_features(zoo.weights, spec, dev)
-    cols = {f"config_{k}": v for k, v in zoo.configs.items()}
+    cols: dict = {f"config_{k}": v for k, v in zoo.configs.items()}
     Path(args.stats_out).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.stats_out, features=feats, feature_names=np.array(names), test_acc=acc.astype(np.float32),
                         train_acc=np.asarray(zoo.targets["train_acc"], np.float32),

@@ -71,7 +71,8 @@ class CnnSpec:
     @property
     def layer_shapes(self) -> list[tuple[tuple[int, ...], tuple[int]]]:
         """``(W shape, b shape)`` per layer: conv ``(out, in, k, k)``, dense ``(out, in)``."""
-        out, c = [], self.in_channels
+        out: list[tuple[tuple[int, ...], tuple[int]]] = []
+        c = self.in_channels
         for o in self.channels:
             out.append(((o, c, self.kernel, self.kernel), (o,)))
             c = o
@@ -562,9 +563,9 @@ def train_alone(config: dict, data: Data, spec: CnnSpec, recipe: dict) -> torch.
 # CPU: images area-resized to 16x16 (maps 7x7, 3x3, 1x1: 5.5x fewer multiply-adds than 28x28), a
 # 512-image training pool, 2 epochs, 500 test images: a smoke zoo whose accuracies still spread
 # from chance upwards (see benchmarks/results/cnn_zoo_build.json). GPU: native size, full test set.
-CPU_RECIPE = {"epochs": 2, "batch_size": 32, "chunk_size": 250, "train_subset": 512, "test_subset": 500,
+CPU_RECIPE: dict = {"epochs": 2, "batch_size": 32, "chunk_size": 250, "train_subset": 512, "test_subset": 500,
               "train_eval": 256, "n_probe": 128, "dtype": "float32", "method": "grouped", "image_size": 16}
-GPU_RECIPE = {"epochs": 12, "batch_size": 32, "chunk_size": 6000, "train_subset": 10000, "test_subset": None,
+GPU_RECIPE: dict = {"epochs": 12, "batch_size": 32, "chunk_size": 6000, "train_subset": 10000, "test_subset": None,
               "train_eval": 2000, "n_probe": 128, "dtype": "float32", "method": "grouped", "image_size": None}
 DEFAULT_RECIPE = CPU_RECIPE
 RECIPE_KEYS = set(CPU_RECIPE)
@@ -712,7 +713,7 @@ def build_cnn_zoo(root: Path | str, dataset: str, train_images: np.ndarray, trai
         configs = sample_configs(n, seed)
         manifest = {"format": ZOO_FORMAT, "cnn_format": CNN_ZOO_FORMAT, "kind": "cnn", "key": key,
                     "dataset": dataset, "count": n, "num_params": spec.num_params, "spec": spec.to_dict(),
-                    "recipe": recipe, "seed": seed, "n_probe": int(len(probe_ids)),
+                    "recipe": recipe, "seed": seed, "n_probe": len(probe_ids),
                     "probe_ids": probe_ids.tolist(), "train_rows": len(train_rows), "test_rows": len(test_rows),
                     "data_sha256": data_sha, "config_columns": list(CONFIG_COLUMNS),
                     "grayscale": "mean of the RGB channels, then x / 127.5 - 1",
@@ -760,7 +761,7 @@ def _build_locked(path: Path, manifest: dict, configs: dict, data: Data, spec: C
         arrays["function.npy"][rows] = out["function"]
         arrays["metrics.partial.npy"][rows] = np.stack([out[t] for t in TARGETS], axis=1)
         for a in arrays.values():
-            a.flush()
+            a.flush()  # type: ignore[attr-defined]
         done.add(c)
         write_text(done_file, json.dumps(sorted(done)))
         if progress is not None:
