@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
 from collections.abc import Callable
@@ -37,7 +38,7 @@ import torch
 from wsbench import __version__
 from wsbench.errors import WsbenchError
 from wsbench.specs import SirenSpec
-from wsbench.tables import atomic_write
+from wsbench.tables import atomic_write, save_npy
 from wsbench.task import SPLITS
 from wsbench.zoo import ARRAYS, ZOO_FORMAT, Zoo, ZooDamaged, open_zoo, seal
 
@@ -240,3 +241,134 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
         (tmp / "manifest.json").write_text(json.dumps(sealed, indent=2, sort_keys=True))
     atomic_write(path, write)
     return open_zoo(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Small CNN Zoo release (Unterthiner et al. 2020; google-research dnn_predict_accuracy)
+#
+# One folder per dataset: ``weights.npy`` (rows, 4970) float32, one row per checkpoint (epochs 0, 1,
+# 2, 3, 20, 40, 60, 80, 86 of each CNN); ``metrics.csv`` or ``metrics.csv.gz``, one row per weights
+# row, with ``config.*`` hyperparameter columns, ``modeldir``, ``step``, ``test_accuracy``,
+# ``test_loss``, ``train_accuracy``, ``train_loss``; ``layout.csv`` mapping columns to layers. Rows
+# are Keras ``get_weights()`` order: conv kernels ``(kh, kw, in, out)``, biases, the dense kernel
+# ``(in, out)``. We read layout.csv when it has ``varname``/``start_idx``/``end_idx``/``shape``
+# columns and otherwise assume that order (the column names are our reading of the release,
+# not checked against a downloaded copy).
+
+CNN_CONFIG_MAP = {"optimizer": "config.optimizer", "lr": "config.learning_rate", "l2": "config.l2reg",
+                  "dropout": "config.dropout", "init": "config.w_init", "init_std": "config.init_std",
+                  "train_fraction": "config.train_fraction", "activation": "config.activation"}
+CNN_NUMERIC = {"lr", "l2", "dropout", "init_std", "train_fraction"}
+
+
+def read_metrics_csv(path: Path) -> list[dict]:
+    """Rows of a (gzipped) CSV as dicts of strings (the csv module: no code runs)."""
+    import csv
+    import gzip
+
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", newline="") as g:
+            return list(csv.DictReader(g))
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    return tuple(int(t) for t in re.findall(r"\d+", text))
+
+
+def tf_layout(root: Path, spec) -> list[tuple[int, tuple[int, ...]]]:
+    """``(start column, TF shape)`` of each tensor in our layer order (W then b per layer)."""
+    layout = root / "layout.csv"
+    if layout.exists():
+        rows = read_metrics_csv(layout)
+        if rows and {"start_idx", "shape"} <= set(rows[0]):
+            return [(int(r["start_idx"]), _shape(r["shape"])) for r in rows]
+    out: list[tuple[int, tuple[int, ...]]] = []
+    k = 0
+    for w, b in spec.layer_shapes:
+        tf: tuple[int, ...] = (w[2], w[3], w[1], w[0]) if len(w) == 4 else (w[1], w[0])
+        out.append((k, tf))
+        k += math.prod(tf)
+        out.append((k, b))
+        k += b[0]
+    return out
+
+
+def tf_to_flat(rows: np.ndarray, spec, layout: list[tuple[int, tuple[int, ...]]]) -> np.ndarray:
+    """``(N, P)`` TF-layout rows -> wsbench's flat layout (conv ``(out, in, kh, kw)``, dense ``(out, in)``)."""
+    parts = []
+    for start, shape in layout:
+        t = rows[:, start:start + math.prod(shape)].reshape(len(rows), *shape)
+        if len(shape) == 4:
+            t = t.transpose(0, 4, 3, 1, 2)  # (kh, kw, in, out) -> (out, in, kh, kw)
+        elif len(shape) == 2:
+            t = t.transpose(0, 2, 1)  # (in, out) -> (out, in)
+        parts.append(t.reshape(len(rows), -1))
+    out = np.concatenate(parts, axis=1).astype(np.float32)
+    if out.shape[1] != spec.num_params:
+        raise WsbenchError(f"layout gives {out.shape[1]} parameters, the spec {spec.num_params}")
+    return out
+
+
+def import_small_cnn_zoo(root: Path | str, cache: Path | str, name: str, final_only: bool = True,
+                         image_size: int = 28):
+    """Import one dataset folder of the Small CNN Zoo into ``<cache>/zoos/imported-<name>-<key16>/``,
+    a folder :func:`wsbench.cnnzoo.open_cnn_zoo` reads. Weights load with ``allow_pickle=False`` and
+    the CSVs with the csv module. ``final_only``: keep each CNN's last checkpoint (largest ``step``
+    per ``modeldir``). The function view is absent (``n_probe`` 0): the release has no outputs."""
+    from wsbench import cnnzoo
+
+    root = Path(root)
+    weights_file = root / "weights.npy"
+    metrics_file = next((p for p in (root / "metrics.csv", root / "metrics.csv.gz") if p.exists()), None)
+    if not weights_file.exists() or metrics_file is None:
+        raise WsbenchError(f"{root} is not a Small CNN Zoo folder: it needs weights.npy and metrics.csv(.gz)")
+    try:
+        raw = np.load(weights_file, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise WsbenchError(f"{weights_file} is not a plain .npy array ({exc})") from None
+    metrics = read_metrics_csv(metrics_file)
+    if len(metrics) != raw.shape[0]:
+        raise WsbenchError(f"{metrics_file.name} has {len(metrics)} rows, weights.npy {raw.shape[0]}")
+    keep = list(range(len(metrics)))
+    if final_only and metrics and "modeldir" in metrics[0] and "step" in metrics[0]:
+        last: dict[str, int] = {}
+        for i, r in enumerate(metrics):
+            j = last.get(r["modeldir"])
+            if j is None or float(r["step"]) > float(metrics[j]["step"]):
+                last[r["modeldir"]] = i
+        keep = sorted(last.values())
+    spec = cnnzoo.CnnSpec(image_size=image_size)
+    weights = tf_to_flat(np.asarray(raw[keep]), spec, tf_layout(root, spec))
+    rows = [metrics[i] for i in keep]
+
+    def col(key: str, numeric: bool = True) -> np.ndarray:
+        vals = [r.get(key, "") for r in rows]
+        if numeric:
+            return np.array([float(v) if v not in ("", None) else np.nan for v in vals], dtype=np.float32)
+        return np.array([str(v) for v in vals])
+
+    n = len(rows)
+    key = hashlib.sha256(weights.tobytes()).hexdigest()
+    path = Path(cache) / "zoos" / f"imported-{name}-{key[:16]}"
+    path.mkdir(parents=True, exist_ok=True)
+    save_npy(path / "weights.npy", weights)
+    save_npy(path / "ids.npy", np.arange(n, dtype=np.int64))
+    for ours, theirs in (("test_acc", "test_accuracy"), ("train_acc", "train_accuracy"), ("test_loss", "test_loss")):
+        save_npy(path / f"{ours}.npy", col(theirs))
+    columns = []
+    for ours, theirs in CNN_CONFIG_MAP.items():
+        if rows and theirs in rows[0]:
+            save_npy(path / f"config_{ours}.npy", col(theirs, ours in CNN_NUMERIC))
+            columns.append(ours)
+    manifest = {"format": ZOO_FORMAT, "kind": "cnn", "imported": "small-cnn-zoo", "key": key, "dataset": name,
+                "count": n, "num_params": spec.num_params, "spec": spec.to_dict(), "n_probe": 0,
+                "function": "missing: the release has no network outputs", "config_columns": columns,
+                "source": {"root": str(root), "layout": "small-cnn-zoo", "rows": int(raw.shape[0]),
+                           "final_only": final_only},
+                "layout": "per layer W row-major (conv (out, in, kh, kw), dense (out, in)) then b (out,)",
+                "wsbench_version": __version__}
+    manifest = seal(manifest, path, cnnzoo.zoo_arrays(manifest))
+    atomic_write(path / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True)))
+    return cnnzoo.open_cnn_zoo(path)

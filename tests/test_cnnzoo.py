@@ -1,0 +1,206 @@
+"""The CNN zoo engine (wsbench.cnnzoo) and the Small CNN Zoo importer: tiny, CPU, seconds."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsbench import cnnzoo as cz
+from wsbench.importers import import_small_cnn_zoo
+from wsbench.zoo import ZooDamaged
+
+SPEC = cz.CnnSpec(image_size=16)
+RECIPE = {**cz.CPU_RECIPE, "epochs": 1, "train_subset": 128, "test_subset": 40, "train_eval": 32, "n_probe": 6,
+          "chunk_size": 3}
+
+
+def fake_images(n: int, seed: int, channels: int = 1, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, channels, size, size), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)
+
+
+def tiny_data(dtype=torch.float64) -> cz.Data:
+    x, y = fake_images(96, 0)
+    t = cz.prepare_images(x).to(dtype)
+    return cz.Data(t, torch.as_tensor(y), t[:40], torch.as_tensor(y[:40]), t[:5])
+
+
+def test_default_spec_has_4970_parameters_and_layout_round_trips():
+    spec = cz.CnnSpec()
+    assert spec.num_params == 4970 and spec.feature_sizes == [13, 6, 2]
+    assert cz.CnnSpec(image_size=32).feature_sizes == [15, 7, 3]
+    flat = torch.randn(3, spec.num_params)
+    layers = cz.unflatten(flat, spec)
+    assert [tuple(w.shape[1:]) for w, _ in layers] == [(16, 1, 3, 3), (16, 16, 3, 3), (16, 16, 3, 3), (10, 16)]
+    assert torch.equal(cz.flatten(layers), flat)
+    assert spec.kernel_mask.sum() == 144 + 2304 + 2304 + 160
+
+
+def test_batched_training_equals_each_member_alone():
+    data = tiny_data()
+    cfg = cz.sample_configs(3, 5)
+    cfg["optimizer"] = np.array(["sgd", "adam", "rmsprop"])
+    cfg["train_fraction"] = np.array([1.0, 0.5, 1.0])
+    recipe = {**RECIPE, "epochs": 2}
+    out = cz.train_members(cfg, data, SPEC, recipe)
+    for i in range(3):
+        alone = cz.train_alone({k: v[i] for k, v in cfg.items()}, data, SPEC, recipe)
+        np.testing.assert_allclose(out["weights"][i], alone.float().numpy(), atol=1e-6)
+    # and the result does not depend on which members share the chunk
+    again = cz.train_members(cz.take(cfg, [2]), data, SPEC, recipe)
+    np.testing.assert_allclose(again["weights"][0], out["weights"][2], atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
+def test_vectorised_optimizer_matches_torch_optim(name):
+    g = torch.Generator().manual_seed(0)
+    theta0 = torch.randn(2, 7, generator=g, dtype=torch.float64)
+    grads = [torch.randn(2, 7, generator=g, dtype=torch.float64) for _ in range(5)]
+    code = {"sgd": 0, "adam": 1, "rmsprop": 2}[name]
+    theta = theta0.clone()
+    state = cz.OptState(torch.zeros_like(theta), torch.zeros_like(theta), torch.zeros(2, dtype=torch.int64))
+    lr = torch.tensor([0.01, 0.03], dtype=torch.float64)
+    for gr in grads:
+        cz.optimizer_step(theta, gr, state, torch.tensor([code, code]), lr, torch.tensor([True, True]))
+    for m in range(2):
+        p = theta0[m].clone().requires_grad_(True)
+        rate = float(lr[m])
+        opt: torch.optim.Optimizer
+        if name == "sgd":
+            opt = torch.optim.SGD([p], lr=rate)
+        elif name == "adam":
+            opt = torch.optim.Adam([p], lr=rate, betas=cz.ADAM_BETAS, eps=cz.EPS)
+        else:
+            opt = torch.optim.RMSprop([p], lr=rate, alpha=cz.RMSPROP_RHO, eps=cz.EPS)
+        for gr in grads:
+            p.grad = gr[m].clone()
+            opt.step()
+        torch.testing.assert_close(theta[m], p.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_inactive_members_are_not_updated():
+    theta = torch.ones(2, 3)
+    state = cz.OptState(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, dtype=torch.int64))
+    cz.optimizer_step(theta, torch.ones(2, 3), state, torch.tensor([1, 1]), torch.tensor([0.1, 0.1]),
+                      torch.tensor([True, False]))
+    assert torch.all(theta[1] == 1) and torch.all(theta[0] < 1) and state.t.tolist() == [1, 0]
+
+
+def test_config_sampling_is_deterministic_and_in_range():
+    a, b, c = cz.sample_configs(500, 1), cz.sample_configs(500, 1), cz.sample_configs(500, 2)
+    assert all(np.array_equal(a[k], b[k]) for k in a) and not np.array_equal(a["lr"], c["lr"])
+    for key, (lo, hi) in cz.RANGES.items():
+        assert a[key].min() >= lo and a[key].max() <= hi
+    assert set(a["optimizer"]) == set(cz.OPTIMIZERS) and set(a["activation"]) == set(cz.ACTIVATIONS)
+    assert set(a["train_fraction"]) <= set(cz.TRAIN_FRACTIONS) and set(a["init"]) <= set(cz.INITS)
+
+
+def build(tmp_path, progress=None, **kw):
+    tx, ty = fake_images(150, 1, channels=3)
+    sx, sy = fake_images(60, 2, channels=3)
+    return cz.build_cnn_zoo(tmp_path, "fake", tx, ty, sx, sy, n=7, seed=3, recipe={**RECIPE, **kw},
+                            progress=progress)
+
+
+def test_zoo_resumes_after_a_kill_with_identical_arrays(tmp_path):
+    whole = build(tmp_path / "a")
+
+    def die(done, total):
+        raise KeyboardInterrupt("killed after a chunk")
+
+    with pytest.raises(KeyboardInterrupt):
+        build(tmp_path / "b", progress=die)
+    folder = next((tmp_path / "b" / "zoos").iterdir())
+    assert not (folder / "manifest.json").exists() and json.loads((folder / "done.json").read_text()) == [0]
+    seen = []
+    resumed = build(tmp_path / "b", progress=lambda d, t: seen.append(d))
+    assert seen == [6, 7]  # the first chunk (3 CNNs) was not trained again
+    assert np.array_equal(whole.weights, resumed.weights) and np.array_equal(whole.function, resumed.function)
+    for t in cz.TARGETS:
+        assert np.array_equal(whole.targets[t], resumed.targets[t], equal_nan=True)
+    assert whole.weights.shape == (7, 4970) and whole.manifest["n_probe"] == 6
+
+
+def test_function_view_shape_and_determinism(tmp_path):
+    a, b = build(tmp_path / "a"), build(tmp_path / "b")
+    assert a.function is not None and a.function.shape == (7, 6, 10)
+    np.testing.assert_allclose(a.function.sum(-1), 1.0, rtol=1e-5)
+    assert np.array_equal(a.function, b.function) and a.manifest["probe_ids"] == b.manifest["probe_ids"]
+    # the probe outputs are the reference forward's softmax on the probe images
+    _, _ = fake_images(150, 1, channels=3)
+    sx, _ = fake_images(60, 2, channels=3)
+    x = cz.prepare_images(sx[a.manifest["probe_ids"]])
+    ref = torch.softmax(cz.forward(torch.as_tensor(np.array(a.weights[0])), x, str(a.configs["activation"][0])), -1)
+    np.testing.assert_allclose(a.function[0], ref.numpy(), atol=1e-5)
+
+
+def test_truncated_weights_raise_zoo_damaged_naming_the_fix(tmp_path):
+    zoo = build(tmp_path)
+    with open(zoo.path / "weights.npy", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(ZooDamaged, match=r"CNN zoo .* is damaged: weights.npy .*`wsbench zoo build --dataset fake"):
+        cz.open_cnn_zoo(zoo.path)
+
+
+def write_release(folder, keras_rows: np.ndarray, with_layout: bool) -> None:
+    """A tiny copy in the release's layout: 2 checkpoints per CNN, the last one final."""
+    folder.mkdir()
+    np.save(folder / "weights.npy", keras_rows.astype(np.float32))
+    lines = ["config.activation,config.learning_rate,config.optimizer,config.train_fraction,modeldir,step,"
+             "test_accuracy,test_loss,train_accuracy"]
+    for i in range(len(keras_rows)):
+        cnn, step = i // 2, (i % 2) * 100
+        lines.append(f"{'relu' if cnn % 2 == 0 else 'tanh'},0.01,adam,0.5,dir{cnn},{step},0.{i},1.5,0.{i}")
+    (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+    if with_layout:
+        rows, k = ["varname,start_idx,end_idx,size,shape"], 0
+        shapes = [(3, 3, 1, 16), (16,), (3, 3, 16, 16), (16,), (3, 3, 16, 16), (16,), (16, 10), (10,)]
+        for li, shape in enumerate(shapes):
+            size = int(np.prod(shape))
+            rows.append(f"layer{li},{k},{k + size},{size},\"{shape}\"")
+            k += size
+        (folder / "layout.csv").write_text("\n".join(rows) + "\n")
+
+
+def keras_forward(row: np.ndarray, x: np.ndarray, act) -> np.ndarray:
+    """The release's CNN computed by hand in TF layout: NHWC, kernels (kh, kw, in, out), stride 2, valid."""
+    k, h = 0, x.transpose(0, 2, 3, 1)
+    for cin in (1, 16, 16):
+        w = row[k:k + 9 * cin * 16].reshape(3, 3, cin, 16)
+        k += 9 * cin * 16
+        b = row[k:k + 16]
+        k += 16
+        s = (h.shape[1] - 3) // 2 + 1
+        out = np.zeros((h.shape[0], s, s, 16))
+        for i in range(s):
+            for j in range(s):
+                out[:, i, j] = np.einsum("nabc,abco->no", h[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3], w) + b
+        h = act(out)
+    dense = row[k:k + 160].reshape(16, 10)
+    return h.mean(axis=(1, 2)) @ dense + row[k + 160:k + 170]
+
+
+@pytest.mark.parametrize("with_layout", [True, False])
+def test_small_cnn_zoo_import_round_trip(tmp_path, with_layout):
+    rows = np.random.default_rng(0).normal(0, 0.3, (6, 4970))
+    write_release(tmp_path / "release", rows, with_layout)
+    zoo = import_small_cnn_zoo(tmp_path / "release", tmp_path / "cache", "tiny")
+    assert zoo.weights.shape == (3, 4970) and zoo.function is None and zoo.manifest["n_probe"] == 0
+    np.testing.assert_allclose(zoo.targets["test_acc"], [0.1, 0.3, 0.5])  # the final checkpoints
+    assert list(zoo.configs["activation"]) == ["relu", "tanh", "relu"]
+    x = np.random.default_rng(1).uniform(-1, 1, (4, 1, 28, 28))
+    for i, act in enumerate([lambda z: np.maximum(z, 0), np.tanh, lambda z: np.maximum(z, 0)]):
+        ours = cz.forward(torch.as_tensor(np.array(zoo.weights[i]), dtype=torch.float64), torch.as_tensor(x),
+                          str(zoo.configs["activation"][i]))
+        np.testing.assert_allclose(ours.numpy(), keras_forward(rows[2 * i + 1].astype(np.float32), x, act),
+                                   rtol=1e-4, atol=1e-5)
+    assert cz.open_cnn_zoo(zoo.path).manifest["imported"] == "small-cnn-zoo"
+
+
+def test_prepare_images_grays_rgb_as_the_channel_mean_in_minus_one_one():
+    x = np.array([[[[0]], [[255]], [[51]]]], dtype=np.uint8)
+    assert torch.allclose(cz.prepare_images(x), torch.tensor([[[[102 / 127.5 - 1]]]]))
+    assert F.interpolate is not None
