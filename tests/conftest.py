@@ -85,11 +85,8 @@ class ToyZooPlugin:
 
     @staticmethod
     def register_datasets(register):
-        from wsbench import DatasetSpec, WsbenchError
-
-        def no_images(data_dir):
-            raise WsbenchError("toy-zoo has no images")
-        register(DatasetSpec(name="toy-zoo", load=no_images, target="scalar", views=("weights", "function"),
+        from wsbench import DatasetSpec
+        register(DatasetSpec(name="toy-zoo", target="scalar", views=("weights", "function"),
                              networks=toy_networks, zoo_recipes={"cpu": {"zoo_size": TOY_ZOO_SIZE}}))
 
 

@@ -20,6 +20,7 @@ from wsbench import __version__
 from wsbench.config import parse_overrides, parse_recipe
 from wsbench.errors import WsbenchError, WsbenchWarning
 from wsbench.progress import bars, zoo_bar
+from wsbench.scores import fmt as fmt_score
 from wsbench.scores import row_text
 
 # rich_markup_mode=None: help is plain text (no markup eating "[ray]", flags shown as flags).
@@ -337,7 +338,10 @@ def _dataset_loader(data_dir: Optional[Path]):
     from wsbench.task import default_data_dir
 
     def load(name):
-        return _registry().dataset(name).load(Path(data_dir) if data_dir else default_data_dir())
+        spec = _registry().dataset(name)
+        if spec.networks is not None or spec.load is None:
+            raise WsbenchError(f"the samples of {name} are networks, not images")
+        return spec.load(Path(data_dir) if data_dir else default_data_dir())
     return load
 
 
@@ -696,14 +700,16 @@ def model_eval(run_id: str = typer.Argument(..., help="Run id of a saved model (
             ev.run_id, ev.sample_ids, ev.layers)))
     if predictions is not None:
         written["predictions"] = str(write_parquet(predictions, prediction_table(
-            ev.run_id, ev.sample_ids, ev.labels, ev.preds, ev.confidence)))
+            ev.run_id, ev.sample_ids, ev.labels, ev.preds, ev.confidence, scalar=ev.scalar)))
     if as_json:
         _print_json({"run_id": ev.run_id, "dataset": ev.dataset, "arch": ev.arch, "split": ev.split,
-                     "n": len(ev.labels), "accuracy": ev.accuracy, "stored_test_acc": ev.stored_test_acc,
-                     **written})
+                     "n": len(ev.labels), "accuracy": None if ev.scalar else ev.accuracy, "scores": ev.scores,
+                     "stored_test_acc": ev.stored_test_acc, "stored_test_score": ev.stored_test_score, **written})
         return
-    stored = "" if ev.stored_test_acc is None else f" (stored test accuracy {100 * ev.stored_test_acc:.2f}%)"
-    out_console.print(f"{ev.dataset}/{ev.arch} run {ev.run_id}: {ev.split} accuracy {100 * ev.accuracy:.2f}% on "
+    name, value = next(iter(ev.scores.items()))
+    stored = "" if ev.stored_test_score is None and ev.stored_test_acc is None else \
+        f" (stored test {name} {fmt_score(name, ev.stored_test_score if ev.scalar else ev.stored_test_acc)})"
+    out_console.print(f"{ev.dataset}/{ev.arch} run {ev.run_id}: {ev.split} {name} {fmt_score(name, value)} on "
                       f"{len(ev.labels)} samples{stored}", highlight=False)
     for what, path in written.items():
         err_console.print(f"wrote {what} to {path}", highlight=False)

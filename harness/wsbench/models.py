@@ -13,7 +13,8 @@ Safetensors holds tensors only: loading a model runs no code from the file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 
 from wsbench import __version__
 from wsbench.errors import WsbenchError
+from wsbench.scores import score_all
 from wsbench.tables import atomic_write, write_text
 
 MODEL_FORMAT = 1
@@ -41,6 +43,7 @@ def save_model(path: Path, state_dict: dict, row: dict, cell) -> Path:
     meta = {"format": MODEL_FORMAT, "run_id": row["run_id"], "dataset": cell.dataset, "arch": cell.arch,
             "seed": cell.seed, "limit": row.get("limit"), "view": row.get("view"),
             "config": json.loads(row["config"]), "test_acc": row.get("test_acc"), "val_acc": row.get("val_acc"),
+            "test_score": row.get("test_score"), "score": row.get("score"),
             "best_epoch": row.get("best_epoch"), "wsbench_version": __version__,
             "git_commit": row.get("git_commit")}
     # Tensors of their own: safetensors refuses views sharing storage.
@@ -84,13 +87,16 @@ class Evaluation:
     dataset: str
     arch: str
     split: str
-    accuracy: float
+    accuracy: float  # class targets; NaN for a scalar target (see ``scores``)
     sample_ids: np.ndarray
     labels: np.ndarray
     preds: np.ndarray
     confidence: np.ndarray
     layers: dict  # name -> (n, d) float32
     stored_test_acc: float | None
+    scores: dict = field(default_factory=dict)  # every score of the task's target on the split, primary first
+    stored_test_score: float | None = None  # the run's stored primary test score
+    scalar: bool = False  # labels/preds are target values and predictions of a scalar target
 
 
 def evaluate(results: Path, run_id: str, split: str = "test", registry=None, data_dir: Path | None = None,
@@ -107,7 +113,7 @@ def evaluate(results: Path, run_id: str, split: str = "test", registry=None, dat
         registry = default_registry()
     config = meta["config"]
     settings = Settings(out=Path(results), data_dir=data_dir, cache_dir=cache_dir, device=device,
-                        limit=meta.get("limit"), recipe=config.get("inr_recipe"))
+                        limit=meta.get("limit"), recipe=config.get("inr_recipe") or config.get("zoo_recipe"))
     runner = Runner(registry, settings)
     arch = registry.architecture(meta["arch"])
     task = runner.task(meta["dataset"])
@@ -122,9 +128,15 @@ def evaluate(results: Path, run_id: str, split: str = "test", registry=None, dat
     x = task.inputs(arch.view).to(runner.device)
     rows = torch.from_numpy(task.splits[split]).to(runner.device)
     logits, layers = predict(model, x, rows, int(config["eval_batch_size"]), want_layers=want_layers)
-    conf, preds = logits.softmax(1).max(1)
     labels = task.labels[task.splits[split]]
-    return Evaluation(run_id=meta["run_id"], dataset=meta["dataset"], arch=meta["arch"], split=split,
-                      accuracy=float((preds.numpy() == labels).mean()), sample_ids=task.ids[task.splits[split]],
-                      labels=labels, preds=preds.numpy(), confidence=conf.numpy(), layers=layers,
-                      stored_test_acc=meta.get("test_acc"))
+    common = dict(run_id=meta["run_id"], dataset=meta["dataset"], arch=meta["arch"], split=split,
+                  sample_ids=task.ids[task.splits[split]], labels=labels, layers=layers,
+                  stored_test_acc=meta.get("test_acc"), stored_test_score=meta.get("test_score"))
+    if task.info.target == "scalar":
+        values = logits.reshape(len(rows), -1)[:, 0].double().numpy() * task.info.target_std + task.info.target_mean
+        return Evaluation(accuracy=math.nan, preds=values, confidence=np.full(len(values), np.nan, np.float32),
+                          scores=score_all("scalar", values, labels), scalar=True, **common)
+    conf, preds = logits.softmax(1).max(1)
+    acc = float((preds.numpy() == labels).mean())
+    return Evaluation(accuracy=acc, preds=preds.numpy(), confidence=conf.numpy(), scores={"accuracy": acc},
+                      **common)

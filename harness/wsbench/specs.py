@@ -264,7 +264,9 @@ class DatasetSpec:
     """
 
     name: str  # unique among datasets; what ``--dataset`` takes
-    load: Callable[..., ImageData]  # load(data_dir: Path) -> ImageData
+    # load(data_dir: Path) -> ImageData; required unless ``networks`` is set (a zoo of networks may
+    # have no images of its own)
+    load: Callable[..., ImageData] | None = None
     description: str = ""  # one line, shown by ``wsbench plugins``
     num_val: int = 0  # training images held out as the validation split (model selection)
     split_seed: int = 0  # seed of the train/val permutation; stored with the zoo
@@ -291,6 +293,8 @@ class DatasetSpec:
         return tuple(self.views) or ("weights", "images")
 
     def __post_init__(self):
+        if self.load is None and self.networks is None:
+            raise ValueError(f"dataset {self.name!r}: give load (its images) or networks (a zoo of networks)")
         if self.target not in TARGETS:
             raise ValueError(f"dataset {self.name!r}: target must be one of {TARGETS}, got {self.target!r}")
         bad_views = [v for v in self.views if v not in VIEWS]

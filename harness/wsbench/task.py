@@ -100,6 +100,8 @@ def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path |
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     if spec.networks is not None:
         return network_task(spec, data_dir, cache_dir, limit, device, progress, repair)
+    if spec.load is None:
+        raise WsbenchError(f"dataset {spec.name!r} has neither images (load) nor networks")
     try:
         data = spec.load(data_dir)
     except SystemExit as exc:  # a plugin must raise, not end the whole command silently
