@@ -93,6 +93,9 @@ def load(path: Path | str) -> Tables:
                            "or an exported leaderboard folder (one with tables/runs.parquet)")
     predictions = read_table(path, "predictions")
     keep = ["dataset", "arch", "run_id", "sample_id", "label", "pred", "correct"]
+    # A scalar target's rows (target, prediction), only when some are stored: class-only exports stay as they were.
+    keep += [c for c in ("target", "prediction") if c in predictions.column_names
+             and predictions.column(c).null_count < predictions.num_rows]
     return Tables(runs=read_table(path, "runs").to_pylist(), similarity=read_table(path, "similarity").to_pylist(),
                   predictions=predictions.select([c for c in keep if c in predictions.column_names]).to_pylist()
                   if predictions.num_rows else [],

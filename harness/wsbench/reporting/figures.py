@@ -18,14 +18,15 @@ import math
 from pathlib import Path
 
 from wsbench.errors import WsbenchError
-from wsbench.reporting.board import IMAGES, WEIGHTS, Board, layer_matrices
+from wsbench.reporting.board import FUNCTION, IMAGES, WEIGHTS, Board, layer_matrices, run_score, score_groups, score_of
 from wsbench.reporting.board import chance_levels as board_chance
 from wsbench.reporting.stats import is_missing
 
 FORMATS = ("pdf", "png")
 MIN_SPAN = 5.0  # percentage points: the narrowest accuracy axis
-VIEW_COLOURS = {WEIGHTS: "#c2410c", IMAGES: "#1d4ed8"}  # as on the HTML page
-VIEW_NAMES = {WEIGHTS: "weight-space model", IMAGES: "image model"}
+MIN_SPAN_FRACTION = 0.05  # of a bounded score's range (0.1 for Kendall's tau): the narrowest axis of other scores
+VIEW_COLOURS = {WEIGHTS: "#c2410c", IMAGES: "#1d4ed8", FUNCTION: "#7c3aed"}  # as on the HTML page
+VIEW_NAMES = {WEIGHTS: "weight-space model", IMAGES: "image model", FUNCTION: "function-view model"}
 METRIC_NAMES = {"cka": "CKA (linear, debiased)", "cka-biased": "CKA (linear, biased)", "cka-rbf": "CKA (RBF)",
                 "mknn": "mutual k-NN", "procrustes": "Procrustes similarity", "svcca": "SVCCA"}
 
@@ -82,6 +83,37 @@ def accuracy_range(lows: list[float], highs: list[float], chance: float | None) 
     step = nice_step(max(hi - lo, 1.0) * 1.1)
     left = max(0.0, math.floor((lo - 0.05 * (hi - lo + 1)) / step) * step)
     right = min(100.0, math.ceil((hi + 0.05 * (hi - lo + 1)) / step) * step)
+    return left, right, step
+
+
+def round_step(span: float) -> float:
+    """A round tick step (1, 2, 2.5 or 5 times a power of ten) giving at most 8 ticks over ``span`` > 0."""
+    mag = 10.0 ** math.floor(math.log10(span))
+    for m in (0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0):
+        if span / (m * mag) <= 8:
+            return m * mag
+    return 10.0 * mag
+
+
+def score_range(lows: list[float], highs: list[float], score: str) -> tuple[float, float, float]:
+    """``(left, right, step)`` of a score axis in the score's own units (not percent): round limits on
+    a round step holding every value, never past the values the score can take (Kendall's tau stays
+    in [-1, 1]), and at least :data:`MIN_SPAN_FRACTION` of a bounded range wide (0.1 for tau), so seeds
+    that agree give a readable axis rather than a sliver."""
+    bound_lo, bound_hi = score_of(score).range or (-math.inf, math.inf)
+    lo, hi = min(lows), max(highs)
+    finite = math.isfinite(bound_lo) and math.isfinite(bound_hi)
+    min_span = MIN_SPAN_FRACTION * (bound_hi - bound_lo) if finite else max(abs(lo), abs(hi), 1e-9) * 0.2
+    if hi - lo < min_span:
+        mid = (hi + lo) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+        if lo < bound_lo:
+            lo, hi = bound_lo, bound_lo + min_span
+        if hi > bound_hi:
+            lo, hi = bound_hi - min_span, bound_hi
+    step = round_step((hi - lo) * 1.1)
+    left = max(bound_lo, math.floor((lo - 0.05 * (hi - lo)) / step) * step)
+    right = min(bound_hi, math.ceil((hi + 0.05 * (hi - lo)) / step) * step)
     return left, right, step
 
 
