@@ -79,7 +79,7 @@ def run_score(r: dict) -> float:
     v = r.get("test_acc") if name == "accuracy" else None
     if is_missing(v):
         v = r.get("test_score")
-    return NAN if is_missing(v) else float(v)
+    return NAN if v is None or is_missing(v) else float(v)
 
 
 def _other_scores(rs: list[dict], primary: str) -> list[str]:

@@ -76,6 +76,10 @@ def accuracy_table(board: Board, rows: list[dict] | None = None) -> tuple[list[s
     return head, body
 
 
+def _score_fmt(name: str) -> Callable[[float], str]:
+    return lambda x: fmt_score(name, x)
+
+
 def score_table(names: tuple[str, ...], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Rows ranked by the primary score ``names[0]`` with the other scores' means and 95 % intervals
     over seeds beside it (a group of :func:`wsbench.reporting.board.score_groups`)."""
@@ -93,10 +97,10 @@ def score_table(names: tuple[str, ...], rows: list[dict]) -> tuple[list[str], li
     for r in rows:
         row = [r["dataset"], f"{r['rank']}{'=' if r['tie'] else ''}", r["arch"], r["view"] or "",
                fmt_score(primary, r["mean"]), fmt_score(primary, r["std"]),
-               fmt_interval(r["ci_low"], r["ci_high"], lambda x: fmt_score(primary, x))]
+               fmt_interval(r["ci_low"], r["ci_high"], _score_fmt(primary))]
         for o in others:
             row += [fmt_score(o, r.get(f"{o}_mean")),
-                    fmt_interval(r.get(f"{o}_ci_low"), r.get(f"{o}_ci_high"), lambda x, o=o: fmt_score(o, x))]
+                    fmt_interval(r.get(f"{o}_ci_low"), r.get(f"{o}_ci_high"), _score_fmt(o))]
         body.append([*row, str(r["seeds"]) + (f" ({r['missing']} undefined)" if r.get("missing") else "")])
     return head, body
 
@@ -317,8 +321,8 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
         parts.append(_md_table(*accuracy_table(board)) if board.accuracy else "_no finished runs_")
     else:
         parts += ["## Test scores", "", SCORES_NOTE, ""]
-        for names, rows in score_groups(board.accuracy):
-            parts += [f"### {score_title(names)}", "", _md_table(*score_table(names, rows)), ""]
+        for names, group in score_groups(board.accuracy):
+            parts += [f"### {score_title(names)}", "", _md_table(*score_table(names, group)), ""]
     parts += ["", "## Cross-seed stability", "",
               f"{metric_label(board)} between seeds of one architecture, layer by layer: the mean over seed pairs, "
               "and its 95 % interval over seeds (delete-one-seed jackknife: pairs that share a seed are not "
