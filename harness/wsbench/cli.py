@@ -381,7 +381,8 @@ def leaderboard(ctx: typer.Context,
                 data_dir: Optional[Path] = DataOpt,
                 images: bool = typer.Option(True, "--images/--no-images", help="Show the split samples' images "
                                             "(read from the dataset plugin).")):
-    """Ranked accuracy, cross-seed stability, cross-architecture similarity and the sample analysis."""
+    """Ranked test scores (accuracy; Kendall's tau for scalar targets), cross-seed stability,
+    cross-architecture similarity and the sample analysis."""
     if ctx.invoked_subcommand is not None:
         return
     from wsbench import reporting as lb

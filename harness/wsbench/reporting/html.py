@@ -203,7 +203,8 @@ def accuracy_svg(rows: list[dict], width: int = 560, chance: float | None = None
     for i in range(round((right - left) / step) + 1):
         v = (left + i * step) / k
         parts.append(f'<line x1="{x(v)}" x2="{x(v)}" y1="{top - 4}" y2="{h - 38}" stroke="#e5e7eb"/>'
-                     f'<text x="{x(v)}" y="{h - 22}" text-anchor="middle" class="tick">{k * v:g}</text>')
+                     f'<text x="{x(v)}" y="{h - 22}" text-anchor="middle" class="tick">'
+                     f'{k * v if sc.percent else round(v, 12):g}</text>')
     parts.append(f'<text x="{label_w + plot_w / 2}" y="{h - 4}" text-anchor="middle" class="axis">'
                  + (f"{name} (%)" if sc.percent else _e(name)) + "</text>")
     if level is not None and chance is not None and chance_on_axis(lows, highs, level):
@@ -386,7 +387,8 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
     else:
         views = [v for v in VIEW_COLOURS if v in {r.get("view") for r in board.accuracy}]
         legend = "".join(f'<span style="background:{VIEW_COLOURS[v]}"></span>{VIEW_NAMES[v]}' for v in views)
-        body.append(f'<section id="accuracy"><h2>Test scores</h2><p class="note">{_e(SCORES_NOTE)} Colour: '
+        note = _e(SCORES_NOTE.replace("`", ""))  # the Markdown page's code marks
+        body.append(f'<section id="accuracy"><h2>Test scores</h2><p class="note">{note} Colour: '
                     f'<span class="legend">{legend}</span></p>')
     if board.accuracy:
         for names, group in score_groups(board.accuracy):
