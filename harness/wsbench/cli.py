@@ -388,7 +388,8 @@ def leaderboard(ctx: typer.Context,
                 data_dir: Optional[Path] = DataOpt,
                 images: bool = typer.Option(True, "--images/--no-images", help="Show the split samples' images "
                                             "(read from the dataset plugin).")):
-    """Ranked accuracy, cross-seed stability, cross-architecture similarity and the sample analysis."""
+    """Ranked test scores (accuracy; Kendall's tau for scalar targets), cross-seed stability,
+    cross-architecture similarity and the sample analysis."""
     if ctx.invoked_subcommand is not None:
         return
     from wsbench import reporting as lb
@@ -650,8 +651,8 @@ def plot(out: Path = typer.Option(Path("results"), "--results", "--out", help="R
          formats: List[str] = typer.Option(["pdf", "png"], "--format", help="pdf and/or png; repeatable."),
          data_dir: Optional[Path] = DataOpt):
     """Paper figures as PDF and PNG (pip install 'wsbench[plot]'): accuracy with intervals and chance
-    (accuracy.*), cross-seed stability per layer (stability.*), cross-architecture heatmaps per
-    dataset (cross-DATASET.*)."""
+    (accuracy.*; datasets with a scalar target: their primary score, scores.*), cross-seed stability
+    per layer (stability.*), cross-architecture heatmaps per dataset (cross-DATASET.*)."""
     from wsbench import reporting as lb
     from wsbench.reporting import export, figures
     figures.pyplot()  # a missing matplotlib fails before any work
@@ -667,7 +668,7 @@ def plot(out: Path = typer.Option(Path("results"), "--results", "--out", help="R
             except Exception:  # the dataset cannot be loaded here: no chance line for it
                 continue
     chance = figures.chance_levels(tables.predictions, classes)
-    written = figures.write_figures(board, figures.seed_accuracies(tables.runs, board), chance, output, formats)
+    written = figures.write_figures(board, figures.seed_scores(tables.runs, board), chance, output, formats)
     for path in written:
         out_console.print(f"wrote {path}", highlight=False)
 

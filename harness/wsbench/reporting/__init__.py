@@ -1,7 +1,7 @@
 """Leaderboards and their pages: pure functions of the result tables.
 
   stats   means with 95 % t-intervals, Welch intervals of differences
-  board   the Board of a results set (ranked accuracy, stability, similarity, sample analysis), comparisons
+  board   the Board of a results set (scores ranked per dataset, stability, similarity, sample analysis)
   text    Markdown and rich renderers, and the formatters every renderer shares
   html    the self-contained HTML page (inline SVG heatmaps and sample images)
   export  reading a results root or an exported folder, and writing an export

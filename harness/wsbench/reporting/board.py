@@ -6,14 +6,19 @@ sets two Boards side by side. :mod:`wsbench.reporting.text` and
 :mod:`wsbench.reporting.html` render them. Nothing here trains, reads files or
 loads images.
 
-Intervals: the seed is the unit. Accuracy is one number per seed: a 95 % Student-t
-interval of the mean over seeds. Similarity is one number per *pair* of runs, and pairs
-share seeds (5 seeds make 10 pairs within an architecture, 25 across two), so pairs are
-not counted as independent: the mean over pairs gets the delete-one-seed jackknife
-interval of :func:`wsbench.reporting.stats.unit_mean_ci` (every run is a unit, grouped
-by architecture; t on S - 1 df for S seeds), and so does prediction agreement between
-runs. These intervals are over seeds with the test samples held fixed; the per-pair
-interval over samples (``boot_low``, ``boot_high``, with its ``ci_kind``) and the
+Scores: each dataset is ranked by its primary score (:mod:`wsbench.scores`: test accuracy for a
+class target; Kendall's tau for a scalar target, with R² and MSE beside it), in the score's own
+direction (an MSE ranks ascending).
+
+Intervals: the seed is the unit. A score is one number per seed: a 95 % Student-t
+interval of the mean over seeds, clipped to the values the score can take. Similarity
+is one number per *pair* of runs, and pairs share seeds (5 seeds make 10 pairs within an
+architecture, 25 across two), so pairs are not counted as independent: the mean over pairs
+gets the delete-one-seed jackknife interval of :func:`wsbench.reporting.stats.unit_mean_ci`
+(every run is a unit, grouped by architecture; t on S - 1 df for S seeds), and so does
+prediction agreement between runs (the same-class rate for a class target, Kendall's tau
+between two runs' predictions for a scalar one). These intervals are over seeds with the
+test samples held fixed; the per-pair interval over samples (``boot_low``, ``boot_high``, with its ``ci_kind``) and the
 permutation baseline (``null_mean``) are carried along when the similarity rows have
 them. ``build(..., calibrated=True)`` uses every row's null-calibrated value instead of
 its raw value (see :func:`calibrated_rows`).
@@ -28,9 +33,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wsbench.reporting.stats import NAN, diff_ci_se, is_missing, mean_ci, nanmean, unit_mean_ci
+from wsbench.scores import SCORES, TARGET_SCORES, Score
 
-WEIGHTS, IMAGES = "weights", "images"
+WEIGHTS, IMAGES, FUNCTION = "weights", "images", "function"
+# The data-driven side a weight-space model is set against: images for INR datasets, a network's
+# outputs on fixed probe inputs for zoos of trained networks.
+DATA_VIEWS = (IMAGES, FUNCTION)
 MAX_IMAGES = 64  # split samples shown per (dataset, architecture, group): pages and exports stay small
+MAX_EXAMPLES = 20  # example networks kept per (dataset, weight-view architecture, group), scalar targets
 
 
 @dataclass
@@ -46,18 +56,63 @@ class Board:
     samples: list = field(default_factory=list)  # sample analysis: one summary row per dataset
     sample_list: list = field(default_factory=list)  # the samples that split weight and image models
     agreement: list = field(default_factory=list)  # prediction agreement between architectures
+    scalar_samples: list = field(default_factory=list)  # sample analysis of scalar targets: per (dataset, W)
+    scalar_examples: list = field(default_factory=list)  # example networks that split W from the data side
     failures: list = field(default_factory=list)  # runs that did not finish
     provenance: list = field(default_factory=list)  # per dataset and architecture: code, hardware, versions
     chance: dict = field(default_factory=dict)  # dataset -> chance accuracy (1 / classes seen in the predictions)
 
 
-# Accuracy -------------------------------------------------------------------------------
+# Scores ---------------------------------------------------------------------------------
+
+def score_of(name: str | None) -> Score:
+    """The :class:`wsbench.scores.Score` of a stored score name (None, as in rows stored before scores
+    were recorded: accuracy); an unknown name is higher-is-better with no range."""
+    name = name or "accuracy"
+    return SCORES.get(name) or Score(name, lambda p, t: NAN, name)
+
+
+def run_score(r: dict) -> float:
+    """A run's test value of its primary score: ``test_acc`` for accuracy (rows stored before scores
+    were recorded have only that), else ``test_score``; NaN when missing."""
+    name = r.get("score") or "accuracy"
+    v = r.get("test_acc") if name == "accuracy" else None
+    if is_missing(v):
+        v = r.get("test_score")
+    return NAN if v is None or is_missing(v) else float(v)
+
+
+def _other_scores(rs: list[dict], primary: str) -> list[str]:
+    """The scores besides the primary one the runs recorded, in the target's order (:data:`TARGET_SCORES`)."""
+    seen: list[str] = []
+    for r in rs:
+        try:
+            names = list(json.loads(r.get("test_scores") or "{}"))
+        except ValueError:
+            names = []
+        seen += [n for n in names if n != primary and n not in seen]
+    order = [n for t in TARGET_SCORES.values() for n in t]
+    return sorted(seen, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def _seed_stats(values: list[float], sc: Score) -> tuple[float, float, float, float]:
+    """Mean, std and the 95 % t-interval over seeds, the interval clipped to the score's range."""
+    m, sd, lo, hi = mean_ci(values)
+    lo, hi = clip_interval(lo, hi, sc.range)
+    return m, sd, lo, hi
+
 
 def accuracy_rows(runs: list[dict]) -> list[dict]:
-    """Per dataset, architectures ranked by mean test accuracy over seeds.
+    """Per dataset, architectures ranked by the mean over seeds of the dataset's primary test score,
+    in the score's direction (higher first, or lower first for a score such as MSE).
 
-    ``rank`` is 1 + the number of architectures whose interval lies wholly above
-    this one's: architectures the intervals cannot separate share a rank.
+    ``rank`` is 1 + the number of architectures whose interval lies wholly on the better side of this
+    one's: architectures the intervals cannot separate share a rank. A class target's rows keep the
+    keys they always had (accuracy, from ``test_acc``); rows of any other score also carry ``target``,
+    ``score``, ``higher_is_better``, ``missing`` (seeds whose score is NaN, e.g. a constant
+    prediction's Kendall tau, left out) and, per other score S the runs recorded (R², MSE),
+    ``S_mean``, ``S_std``, ``S_ci_low``, ``S_ci_high``. ``best``/``worst``: the best and worst seed in
+    the score's direction.
     """
     groups = defaultdict(list)
     for r in runs:
@@ -65,17 +120,36 @@ def accuracy_rows(runs: list[dict]) -> list[dict]:
             groups[(r["dataset"], r["arch"])].append(r)
     rows = []
     for (ds, arch), rs in groups.items():
-        accs = [r["test_acc"] for r in sorted(rs, key=lambda r: r["seed"])]
-        m, s, lo, hi = mean_ci(accs)
-        if not math.isnan(lo):  # an accuracy interval never leaves [0, 1]
-            lo, hi = max(0.0, lo), min(1.0, hi)
-        rows.append({"dataset": ds, "arch": arch, "view": rs[0].get("view"), "mean": m, "std": s,
-                     "se": s / math.sqrt(len(accs)) if len(accs) > 1 else NAN, "df": len(accs) - 1,
-                     "ci_low": lo, "ci_high": hi, "seeds": len(accs),
-                     "best": max(accs), "worst": min(accs)})
+        rs = sorted(rs, key=lambda r: r["seed"])
+        name = Counter(r.get("score") or "accuracy" for r in rs).most_common(1)[0][0]
+        sc = score_of(name)
+        every = [run_score(r) for r in rs]
+        accs = [v for v in every if not math.isnan(v)]
+        m, s, lo, hi = _seed_stats(accs, sc)
+        best, worst = (max(accs), min(accs)) if accs else (NAN, NAN)
+        row = {"dataset": ds, "arch": arch, "view": rs[0].get("view"), "mean": m, "std": s,
+               "se": s / math.sqrt(len(accs)) if len(accs) > 1 else NAN, "df": len(accs) - 1,
+               "ci_low": lo, "ci_high": hi, "seeds": len(accs),
+               "best": best if sc.higher_is_better else worst, "worst": worst if sc.higher_is_better else best}
+        if name != "accuracy":
+            row.update({"target": rs[0].get("target") or "scalar", "score": name,
+                        "higher_is_better": sc.higher_is_better, "missing": len(every) - len(accs)})
+            for other in _other_scores(rs, name):
+                vals = []
+                for r in rs:
+                    try:
+                        v = json.loads(r.get("test_scores") or "{}").get(other)
+                    except ValueError:
+                        v = None
+                    if not is_missing(v):
+                        vals.append(float(v))
+                om, osd, olo, ohi = _seed_stats(vals, score_of(other))
+                row.update({f"{other}_mean": om, f"{other}_std": osd, f"{other}_ci_low": olo, f"{other}_ci_high": ohi})
+        rows.append(row)
     out = []
     for ds in sorted({r["dataset"] for r in rows}):
-        block = sorted([r for r in rows if r["dataset"] == ds], key=lambda r: (-r["mean"], r["arch"]))
+        block = [r for r in rows if r["dataset"] == ds]
+        higher = score_of(block[0].get("score")).higher_is_better
 
         def low(r):
             return r["mean"] if math.isnan(r["ci_low"]) else r["ci_low"]
@@ -83,13 +157,28 @@ def accuracy_rows(runs: list[dict]) -> list[dict]:
         def high(r):
             return r["mean"] if math.isnan(r["ci_high"]) else r["ci_high"]
 
+        def better(o, r, higher=higher):  # o's interval lies wholly on the better side of r's
+            return low(o) > high(r) if higher else high(o) < low(r)
+
+        block.sort(key=lambda r: (math.isnan(r["mean"]), -r["mean"] if higher else r["mean"], r["arch"]))
         for r in block:
-            r["rank"] = 1 + sum(1 for o in block if o is not r and low(o) > high(r))
+            r["rank"] = 1 + sum(1 for o in block if o is not r and better(o, r))
         ranks = [r["rank"] for r in block]
         for r in block:
             r["tie"] = ranks.count(r["rank"]) > 1
         out += block
     return out
+
+
+def score_groups(rows: list[dict]) -> list[tuple[tuple[str, ...], list[dict]]]:
+    """Ranked score rows grouped by the scores they show, ``(primary, *others)``: accuracy (class
+    targets) first, then the others by name; rows keep their order within a group."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for r in rows:
+        name = r.get("score") or "accuracy"
+        others = tuple(k[:-5] for k in r if k.endswith("_mean") and k != "mean")
+        groups.setdefault((name, *others), []).append(r)
+    return sorted(groups.items(), key=lambda kv: (kv[0][0] != "accuracy", kv[0]))
 
 
 # Similarity -----------------------------------------------------------------------------
@@ -273,19 +362,27 @@ def chance_levels(predictions: list[dict]) -> dict[str, float]:
     """``{dataset: 1 / number of classes}``, the classes being the labels seen in the predictions."""
     labels: dict[str, set] = {}
     for p in predictions:
-        labels.setdefault(p["dataset"], set()).add(p["label"])
+        if p.get("label") is not None:  # scalar targets have no class, hence no chance level
+            labels.setdefault(p["dataset"], set()).add(p["label"])
     return {ds: 1.0 / len(ls) for ds, ls in sorted(labels.items()) if ls}
 
 
 # Sample analysis ------------------------------------------------------------------------
 
+def scalar_datasets(runs: list[dict]) -> set[str]:
+    """The datasets whose runs predict a scalar target (runs stored before targets were recorded: class)."""
+    return {r["dataset"] for r in runs if (r.get("target") or "class") == "scalar"}
+
+
 def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, list, list]:
-    """Which test samples split weight-space models from image models.
+    """Which test samples split weight-space models from image models (class targets; datasets with a
+    scalar target are :func:`scalar_sample_analysis`'s).
 
     Per dataset and per weight-space (``view == "weights"``) architecture W, over
     the finished runs and the sample ids every one of them predicted:
     ``weights-only`` samples are right in every seed of W and wrong in every seed
-    of every image architecture; ``images-only`` the reverse. Each weight-space
+    of every data-view architecture (``images``, or ``function`` for a zoo of
+    networks; the keys say ``image``); ``images-only`` the reverse. Each weight-space
     architecture is judged on its own, so a baseline at chance does not hide what
     a metanetwork gets right. Returns ``(summary, samples, agreement)``: one
     summary row per (dataset, W) (counts; a single row with ``weight_arch`` None
@@ -295,10 +392,11 @@ def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, li
     the same class, averaged over run pairs (distinct seeds when the architecture
     is the same).
     """
-    finished = {r["run_id"]: r for r in runs if r.get("status") == "finished"}
+    scalar = scalar_datasets(runs)
+    finished = {r["run_id"]: r for r in runs if r.get("status") == "finished" and r["dataset"] not in scalar}
     by_run: defaultdict[str, dict[int, tuple[int, int]]] = defaultdict(dict)  # run_id -> {sample_id: (label, pred)}
     for p in predictions:
-        if p["run_id"] in finished:
+        if p["run_id"] in finished and p.get("label") is not None and p.get("pred") is not None:
             by_run[p["run_id"]][int(p["sample_id"])] = (int(p["label"]), int(p["pred"]))
     summary, samples, agreement = [], [], []
     for ds in sorted({r["dataset"] for r in finished.values()}):
@@ -316,7 +414,7 @@ def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, li
         views = np.array([r.get("view") for r in rs])
         archs = sorted({r["arch"] for r in rs})
         arch_of = np.array([r["arch"] for r in rs])
-        im = views == IMAGES
+        im = np.isin(views, DATA_VIEWS)
         weight_archs = sorted(set(arch_of[views == WEIGHTS]))
         i_right, i_wrong = right[im].all(0), (~right[im]).all(0)
         frac = {a: right[arch_of == a].mean(0) for a in archs}
@@ -358,6 +456,132 @@ def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, li
                                   "ci_low": lo, "ci_high": hi, "pairs": len(rates),
                                   "samples": len(ids)})
     return summary, samples, agreement
+
+
+def _by_run_scalar(runs: dict, predictions: list[dict]) -> defaultdict[str, dict[int, tuple[float, float]]]:
+    """``run_id -> {sample_id: (target, prediction)}`` of the finished runs in ``runs``."""
+    out: defaultdict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
+    for p in predictions:
+        if p["run_id"] in runs and not is_missing(p.get("target")) and not is_missing(p.get("prediction")):
+            out[p["run_id"]][int(p["sample_id"])] = (float(p["target"]), float(p["prediction"]))
+    return out
+
+
+def tau_agreement(preds: np.ndarray, run_ids: list[str], archs: list[str], dataset: str,
+                  n: int) -> list[dict]:
+    """Per pair of architectures, Kendall's tau-b between two runs' predictions over the same networks,
+    averaged over run pairs (distinct seeds within an architecture), with the seed-level interval of
+    :func:`wsbench.reporting.stats.unit_mean_ci` clipped to [-1, 1]. ``preds``: ``(runs, n)``;
+    ``archs[i]``/``run_ids[i]``: run ``i``'s architecture and id. Pairs whose tau is undefined (a
+    constant prediction) are left out and counted in ``missing``."""
+    from wsbench.scores import kendall_tau
+
+    arch_of = np.array(archs)
+    out = []
+    names = sorted(set(archs))
+    for i, a in enumerate(names):
+        for b in names[i:]:
+            ra, rb = np.flatnonzero(arch_of == a), np.flatnonzero(arch_of == b)
+            pairs = [(x, y) for x in ra for y in rb if (a != b or x < y)]
+            if not pairs:
+                continue
+            taus = [kendall_tau(preds[x], preds[y]) for x, y in pairs]
+            kept = [(t, p) for t, p in zip(taus, pairs) if not math.isnan(t)]
+            values = [t for t, _ in kept]
+            units = [((a, run_ids[x]), (b, run_ids[y])) for _, (x, y) in kept]
+            st = unit_mean_ci(values, units)  # runs are the units: run pairs share runs
+            _, sd, _, _ = mean_ci(values)
+            lo, hi = clip_interval(st["ci_low"], st["ci_high"], (-1.0, 1.0))
+            out.append({"dataset": dataset, "arch_a": a, "arch_b": b, "agreement": st["mean"], "std": sd,
+                        "ci_low": lo, "ci_high": hi, "pairs": len(values), "samples": n,
+                        "measure": "kendall_tau", "missing": len(pairs) - len(values)})
+    return out
+
+
+def scalar_sample_analysis(runs: list[dict], predictions: list[dict],
+                           examples: int = MAX_EXAMPLES) -> tuple[list, list, list]:
+    """Which networks split weight-view models from function-view models, for datasets whose target is
+    a scalar (a network's test accuracy, say).
+
+    Per dataset and per weight-view architecture W, against the data-view architectures F (``function``
+    for a zoo of networks; ``images`` for an INR dataset), over the finished runs and the networks every
+    one of them predicted. An architecture's error on a network is its absolute prediction error
+    ``|prediction - target|`` averaged over its seeds (one value per network and architecture).
+
+    - ``weights-better``: W's error is below W's median error **and** every F's error is above that
+      F's own 90th percentile;
+    - ``function-better`` (``images-better`` on an INR dataset) the reverse: every F's error is below
+      its median and W's error is above W's 90th percentile.
+
+    Medians and percentiles are over the dataset's networks (numpy's linear interpolation); each
+    architecture is measured against its own spread, so an architecture that is worse everywhere does
+    not decide the groups. ``expected_*`` is the count the rule gives when the conditions are
+    independent: the number of networks times the product of each condition's rate.
+
+    Returns ``(summary, examples, agreement)``: one summary row per (dataset, W) (counts and expected
+    counts; a single row with ``weight_arch`` None when a dataset lacks one side); up to ``examples``
+    networks per (dataset, W, group), clearest first (the largest gap between the failing side's
+    smallest error and the better side's error), each with its target and every compared
+    architecture's mean prediction (``mean_prediction``); and the prediction agreement of
+    :func:`tau_agreement`.
+    """
+    scalar = scalar_datasets(runs)
+    finished = {r["run_id"]: r for r in runs if r.get("status") == "finished" and r["dataset"] in scalar}
+    by_run = _by_run_scalar(finished, predictions)
+    summary, chosen, agreement = [], [], []
+    for ds in sorted({r["dataset"] for r in finished.values()}):
+        rs = sorted((r for r in finished.values() if r["dataset"] == ds and r["run_id"] in by_run),
+                    key=lambda r: (r["arch"], r["seed"], r["run_id"]))
+        if not rs:
+            continue
+        common = sorted(set.intersection(*(set(by_run[r["run_id"]]) for r in rs)))
+        if not common:
+            continue
+        ids = np.array(common, dtype=np.int64)
+        targets = np.array([by_run[rs[0]["run_id"]][i][0] for i in common])
+        preds = np.array([[by_run[r["run_id"]][i][1] for i in common] for r in rs])  # (runs, n)
+        arch_of = np.array([r["arch"] for r in rs])
+        views = {r["arch"]: r.get("view") for r in rs}
+        archs = sorted(views)
+        mean_pred = {a: preds[arch_of == a].mean(0) for a in archs}
+        error = {a: np.abs(preds[arch_of == a] - targets[None, :]).mean(0) for a in archs}  # mean abs error
+        f_archs = [a for a in archs if views[a] in DATA_VIEWS]
+        data_view = FUNCTION if any(views[a] == FUNCTION for a in f_archs) else IMAGES
+        w_archs = [a for a in archs if views[a] == WEIGHTS]
+        n = len(ids)
+        for wa in (w_archs if f_archs else []) or [None]:
+            groups: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # group -> (mask, expected count)
+            if wa is not None:
+                w_low = error[wa] < np.median(error[wa])
+                w_high = error[wa] > np.quantile(error[wa], 0.9)
+                f_low = [error[f] < np.median(error[f]) for f in f_archs]
+                f_high = [error[f] > np.quantile(error[f], 0.9) for f in f_archs]
+                groups["weights-better"] = (w_low & np.logical_and.reduce(f_high),
+                                            n * w_low.mean() * float(np.prod([m.mean() for m in f_high])))
+                groups[f"{data_view}-better"] = (w_high & np.logical_and.reduce(f_low),
+                                                 n * w_high.mean() * float(np.prod([m.mean() for m in f_low])))
+            counts = {g: int(m.sum()) for g, (m, _) in groups.items()}
+            expect = {g: float(e) for g, (_, e) in groups.items()}
+            summary.append({
+                "dataset": ds, "weight_arch": wa, "data_view": data_view, "networks": n,
+                "data_archs": ", ".join(f_archs), "weight_runs": int((arch_of == wa).sum()),
+                "data_runs": int(np.isin(arch_of, f_archs).sum()),
+                "weights_better": counts.get("weights-better", 0),
+                "expected_weights_better": expect.get("weights-better", NAN),
+                "data_better": counts.get(f"{data_view}-better", 0),
+                "expected_data_better": expect.get(f"{data_view}-better", NAN),
+                "weight_mean_abs_error": float(error[wa].mean()) if wa is not None else NAN,
+            })
+            for group, (mask, _) in groups.items() if wa is not None else ():
+                f_err = np.stack([error[f] for f in f_archs])  # (F, n)
+                gap = f_err.min(0) - error[wa] if group == "weights-better" else error[wa] - f_err.max(0)
+                order = sorted(np.flatnonzero(mask), key=lambda k: (-gap[k], ids[k]))
+                for k in order[:examples]:
+                    chosen.append({"dataset": ds, "weight_arch": wa, "group": group, "sample_id": int(ids[k]),
+                                   "target": float(targets[k]), "weight_error": float(error[wa][k]),
+                                   "mean_prediction": {a: float(mean_pred[a][k]) for a in [wa, *f_archs]}})
+        agreement += tau_agreement(preds, [r["run_id"] for r in rs], list(arch_of), ds, n)
+    return summary, chosen, agreement
 
 
 def sample_groups(board: Board) -> list[tuple[tuple[str, str, str], list[dict]]]:
@@ -425,6 +649,7 @@ def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
                        "arch_b": labels.get(s["run_b"], s["arch_b"])} for s in similarity]
         predictions = [{**p, "arch": labels.get(p["run_id"], p.get("arch"))} for p in predictions or []]
     summary, samples, agreement = sample_analysis(runs, predictions or [])
+    scalar_summary, scalar_examples, scalar_agreement = scalar_sample_analysis(runs, predictions or [])
     if calibrated:
         value_range = None  # calibrated values have no fixed range
         similarity = calibrated_rows([s for s in similarity if s["metric"] == metric])
@@ -434,7 +659,8 @@ def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
         stability=stability_rows(similarity, metric, value_range),
         within=layer_pair_rows(similarity, metric, same_arch=True, value_range=value_range),
         cross=cross_rows(similarity, metric, value_range),
-        samples=summary, sample_list=samples, agreement=agreement,
+        samples=summary, sample_list=samples, agreement=agreement + scalar_agreement,
+        scalar_samples=scalar_summary, scalar_examples=scalar_examples,
         failures=[r for r in runs if r.get("status") not in ("finished", None)],
         provenance=provenance_rows(runs), chance=chance_levels(predictions or []),
     )
@@ -474,14 +700,18 @@ def _side_by_side(rows_a, rows_b, key, n_field):
 
 
 def compare(a: Board, b: Board, name_a: str = "A", name_b: str = "B") -> Comparison:
-    """Accuracy per (dataset, arch) and stability per (dataset, arch, layer) of ``b`` against ``a``.
+    """The primary test score per (dataset, arch) and stability per (dataset, arch, layer) of ``b``
+    against ``a``.
 
     ``diff`` is b - a with a 95 % interval from each side's standard error and degrees of freedom
-    (Welch's for accuracy; the seed-level jackknife for stability); ``separated`` when it excludes 0.
+    (Welch's for scores; the seed-level jackknife for stability); ``separated`` when it excludes 0.
+    Score rows say which score they compare (``score``; a lower MSE is the better one).
     """
+    scores = {(r["dataset"], r["arch"]): r.get("score") or "accuracy" for r in [*b.accuracy, *a.accuracy]}
+    rows = _side_by_side(a.accuracy, b.accuracy, lambda r: (r["dataset"], r["arch"]), "seeds")
     return Comparison(
         name_a, name_b,
-        accuracy=_side_by_side(a.accuracy, b.accuracy, lambda r: (r["dataset"], r["arch"]), "seeds"),
+        accuracy=[{**r, "score": scores[(r["dataset"], r["arch"])]} for r in rows],
         stability=_side_by_side(a.stability, b.stability, lambda r: (r["dataset"], r["arch"], r["layer"]), "pairs"),
     )
 

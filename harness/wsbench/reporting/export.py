@@ -13,7 +13,20 @@ An exported leaderboard (``wsbench leaderboard --format md --output leaderboards
   tables/predictions.parquet per (run, test sample): label, prediction, confidence
   tables/sample_images.parquet  the split samples' images as PNG bytes (and class names)
   tables/{accuracy,stability,cross,within,agreement,sample_summary,sample_analysis}.csv
+  tables/{scalar_sample_summary,scalar_sample_analysis}.csv   only when a dataset has a scalar target
   samples/<dataset>/<sample_id>.png
+
+CSV columns for scalar targets. ``accuracy.csv`` holds every dataset's ranked scores (class datasets
+alone give exactly the columns it always had: ``mean``, ``std``, ``ci_low``... of test accuracy).
+When a dataset has a scalar target its rows add ``target`` ("scalar"), ``score`` (the primary score
+that ``mean``/``std``/``ci_*``/``best``/``worst`` are of: ``kendall_tau``), ``higher_is_better``,
+``missing`` (seeds whose score is undefined) and, per other score S, ``S_mean``, ``S_std``,
+``S_ci_low``, ``S_ci_high`` (``r2_*``, ``mse_*``); class rows leave these empty. ``agreement.csv``
+adds ``measure`` (``kendall_tau``: Kendall's tau between two runs' predictions; empty: the
+same-class rate) and ``missing`` (run pairs with an undefined tau). ``scalar_sample_summary.csv``:
+per (dataset, weight-view architecture) the counts of ``weights_better`` and ``data_better`` networks
+with their ``expected_*`` counts under independence; ``scalar_sample_analysis.csv``: the example
+networks, with ``target``, ``weight_error`` and ``pred_<arch>`` (each architecture's mean prediction).
 
 Representations stay out (they are the large table). ``wsbench leaderboard --out
 FOLDER`` re-renders from these tables alone, with the metric the export was made with.
@@ -93,6 +106,9 @@ def load(path: Path | str) -> Tables:
                            "or an exported leaderboard folder (one with tables/runs.parquet)")
     predictions = read_table(path, "predictions")
     keep = ["dataset", "arch", "run_id", "sample_id", "label", "pred", "correct"]
+    # A scalar target's rows (target, prediction), only when some are stored: class-only exports stay as they were.
+    keep += [c for c in ("target", "prediction") if c in predictions.column_names
+             and predictions.column(c).null_count < predictions.num_rows]
     return Tables(runs=read_table(path, "runs").to_pylist(), similarity=read_table(path, "similarity").to_pylist(),
                   predictions=predictions.select([c for c in keep if c in predictions.column_names]).to_pylist()
                   if predictions.num_rows else [],
@@ -177,13 +193,26 @@ def _flat_samples(board: Board) -> list[dict]:
              **{f"right_{a}": s["right_fraction"].get(a) for a in archs}} for s in board.sample_list]
 
 
+def _flat_examples(board: Board) -> list[dict]:
+    archs = sorted({a for s in board.scalar_examples for a in s["mean_prediction"]})
+    return [{**{k: v for k, v in s.items() if k != "mean_prediction"},
+             **{f"pred_{a}": s["mean_prediction"].get(a) for a in archs}} for s in board.scalar_examples]
+
+
+def _union(rows: list[dict]) -> list[dict]:
+    """Rows with every key any of them has (in order of first appearance; None where absent): rows of
+    class and scalar targets side by side in one CSV. Rows that share their keys come back unchanged."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [{k: r.get(k) for k in keys} for r in rows]
+
+
 def _write(table: pa.Table, path: Path, csv: bool) -> list[Path]:
     """Parquet at ``path`` (and CSV beside it)."""
     return [write_parquet(path, table)] + ([write_csv(path.with_suffix(".csv"), table)] if csv else [])
 
 
 def _from_rows(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows) if rows else pa.table({})
+    return pa.Table.from_pylist(_union(rows)) if rows else pa.table({})
 
 
 # What an export writes besides samples/<dataset>/<id>.png: an export made before manifests listed
@@ -306,6 +335,8 @@ def _write_files(tables: Tables, board: Board, out: Path, title: str) -> list[st
         ("classes", pa.string())])), t / "sample_images.parquet", csv=False)
     derived = {"accuracy": board.accuracy, "stability": board.stability, "cross": board.cross, "within": board.within,
                "agreement": board.agreement, "sample_summary": board.samples, "sample_analysis": _flat_samples(board)}
+    if board.scalar_samples:  # written only when there are scalar targets: class-only exports keep their files
+        derived.update(scalar_sample_summary=board.scalar_samples, scalar_sample_analysis=_flat_examples(board))
     for name, rows in derived.items():  # CSV only: a reader's view; re-rendering derives them again
         written.append(write_csv(t / f"{name}.csv", _from_rows(rows)))
     for ds, i in sorted(shown):

@@ -2,8 +2,12 @@
 
 ``wsbench plot`` draws them from a results root or an exported leaderboard folder:
 
-  accuracy.{pdf,png}          per dataset (one panel each): test accuracy of every architecture, the mean
-                              with its 95 % interval over seeds, every seed as a dot, and the chance level
+  accuracy.{pdf,png}          per dataset with a class target (one panel each): test accuracy of every
+                              architecture, the mean with its 95 % interval over seeds, every seed as a dot,
+                              and the chance level
+  scores.{pdf,png}            the same for datasets with a scalar target, on their primary score (Kendall's
+                              tau), ranked in its direction, no chance line (scores-<score>.* when scalar
+                              datasets rank by different scores)
   stability.{pdf,png}         cross-seed similarity of every layer (mean over seed pairs, 95 % interval,
                               permutation baseline), a row per dataset, a panel per architecture
   cross-<dataset>.{pdf,png}   one dataset's layer x layer similarity between every two architectures, one
@@ -18,14 +22,15 @@ import math
 from pathlib import Path
 
 from wsbench.errors import WsbenchError
-from wsbench.reporting.board import IMAGES, WEIGHTS, Board, layer_matrices
+from wsbench.reporting.board import FUNCTION, IMAGES, WEIGHTS, Board, layer_matrices, run_score, score_of
 from wsbench.reporting.board import chance_levels as board_chance
 from wsbench.reporting.stats import is_missing
 
 FORMATS = ("pdf", "png")
 MIN_SPAN = 5.0  # percentage points: the narrowest accuracy axis
-VIEW_COLOURS = {WEIGHTS: "#c2410c", IMAGES: "#1d4ed8"}  # as on the HTML page
-VIEW_NAMES = {WEIGHTS: "weight-space model", IMAGES: "image model"}
+MIN_SPAN_FRACTION = 0.05  # of a bounded score's range (0.1 for Kendall's tau): the narrowest axis of other scores
+VIEW_COLOURS = {WEIGHTS: "#c2410c", IMAGES: "#1d4ed8", FUNCTION: "#7c3aed"}  # as on the HTML page
+VIEW_NAMES = {WEIGHTS: "weight-space model", IMAGES: "image model", FUNCTION: "function-view model"}
 METRIC_NAMES = {"cka": "CKA (linear, debiased)", "cka-biased": "CKA (linear, biased)", "cka-rbf": "CKA (RBF)",
                 "mknn": "mutual k-NN", "procrustes": "Procrustes similarity", "svcca": "SVCCA"}
 
@@ -85,33 +90,74 @@ def accuracy_range(lows: list[float], highs: list[float], chance: float | None) 
     return left, right, step
 
 
-def accuracy_figure(board: Board, seeds: dict, chance: dict):
-    """Test accuracy per dataset: ``seeds`` maps ``(dataset, arch)`` to the seeds' accuracies (0..1)."""
+def round_step(span: float) -> float:
+    """A round tick step (1, 2, 2.5 or 5 times a power of ten) giving at most 8 ticks over ``span`` > 0."""
+    mag = 10.0 ** math.floor(math.log10(span))
+    for m in (0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0):
+        if span / (m * mag) <= 8:
+            return m * mag
+    return 10.0 * mag
+
+
+def score_range(lows: list[float], highs: list[float], score: str) -> tuple[float, float, float]:
+    """``(left, right, step)`` of a score axis in the score's own units (not percent): round limits on
+    a round step holding every value, never past the values the score can take (Kendall's tau stays
+    in [-1, 1]), and at least :data:`MIN_SPAN_FRACTION` of a bounded range wide (0.1 for tau), so seeds
+    that agree give a readable axis rather than a sliver."""
+    bound_lo, bound_hi = score_of(score).range or (-math.inf, math.inf)
+    lo, hi = min(lows), max(highs)
+    finite = math.isfinite(bound_lo) and math.isfinite(bound_hi)
+    min_span = MIN_SPAN_FRACTION * (bound_hi - bound_lo) if finite else max(abs(lo), abs(hi), 1e-9) * 0.2
+    if hi - lo < min_span:
+        mid = (hi + lo) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+        if lo < bound_lo:
+            lo, hi = bound_lo, bound_lo + min_span
+        if hi > bound_hi:
+            lo, hi = bound_hi - min_span, bound_hi
+    step = round_step((hi - lo) * 1.1)
+    left = max(bound_lo, math.floor((lo - 0.05 * (hi - lo)) / step) * step)
+    right = min(bound_hi, math.ceil((hi + 0.05 * (hi - lo)) / step) * step)
+    return left, right, step
+
+
+def accuracy_figure(board: Board, seeds: dict, chance: dict, score: str = "accuracy"):
+    """The test ``score`` per dataset ranked by it (default accuracy; only the datasets whose primary
+    score it is): ``seeds`` maps ``(dataset, arch)`` to the seeds' values (accuracy 0..1, drawn in %).
+    Accuracy has its chance line; other scores none, and an axis in their own units."""
     plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MultipleLocator
 
-    datasets = sorted({r["dataset"] for r in board.accuracy})
-    most = max(sum(1 for r in board.accuracy if r["dataset"] == d) for d in datasets)
+    sc = score_of(score)
+    k = 100 if sc.percent else 1  # axis units per score unit
+    shown = [r for r in board.accuracy if (r.get("score") or "accuracy") == score]
+    if not shown:
+        raise WsbenchError(f"no dataset ranked by {score}")
+    datasets = sorted({r["dataset"] for r in shown})
+    most = max(sum(1 for r in shown if r["dataset"] == d) for d in datasets)
     fig, axes = plt.subplots(1, len(datasets), figsize=(max(7.2, 3.6 * len(datasets) + 0.6), 0.45 * most + 1.7),
                              squeeze=False, constrained_layout=True)
     for ax, ds in zip(axes[0], datasets):
-        rows = [r for r in board.accuracy if r["dataset"] == ds]  # ranked, best first
-        lows = [100 * (r["mean"] if math.isnan(r["ci_low"]) else r["ci_low"]) for r in rows]
-        highs = [100 * (r["mean"] if math.isnan(r["ci_high"]) else r["ci_high"]) for r in rows]
-        lows += [100 * a for r in rows for a in seeds.get((ds, r["arch"]), [])]
-        highs += [100 * a for r in rows for a in seeds.get((ds, r["arch"]), [])]
-        level = 100 * chance[ds] if ds in chance else None
-        left, right, step = accuracy_range(lows, highs, level)
+        rows = [r for r in shown if r["dataset"] == ds]  # ranked, best first
+        values = [k * a for r in rows for a in seeds.get((ds, r["arch"]), []) if not math.isnan(a)]
+        lows = [k * (r["mean"] if math.isnan(r["ci_low"]) else r["ci_low"]) for r in rows if not math.isnan(r["mean"])]
+        highs = [k * (r["mean"] if math.isnan(r["ci_high"]) else r["ci_high"]) for r in rows
+                 if not math.isnan(r["mean"])]
+        lows, highs = lows + values, highs + values
+        level = 100 * chance[ds] if ds in chance and sc.percent else None
+        if not lows:  # every seed's score undefined (constant predictions): an empty panel on the score's range
+            lows, highs = [v for v in (sc.range or (0.0, 1.0)) if math.isfinite(v)] or [0.0], [1.0]
+        left, right, step = accuracy_range(lows, highs, level) if sc.percent else score_range(lows, highs, score)
         for i, r in enumerate(rows):
             y = len(rows) - 1 - i
             colour = VIEW_COLOURS.get(r.get("view"), "#374151")
             if not math.isnan(r["ci_low"]):
-                ax.plot([100 * r["ci_low"], 100 * r["ci_high"]], [y, y], color=colour, lw=2.5, solid_capstyle="butt",
+                ax.plot([k * r["ci_low"], k * r["ci_high"]], [y, y], color=colour, lw=2.5, solid_capstyle="butt",
                         clip_on=False)
-            ax.plot([100 * r["mean"]], [y], "o", color=colour, ms=7, zorder=3, clip_on=False)
+            ax.plot([k * r["mean"]], [y], "o", color=colour, ms=7, zorder=3, clip_on=False)
             for a in seeds.get((ds, r["arch"]), []):
-                ax.plot([100 * a], [y + 0.25], "|", color=colour, ms=6, alpha=0.8, clip_on=False)
+                ax.plot([k * a], [y + 0.25], "|", color=colour, ms=6, alpha=0.8, clip_on=False)
         if level is not None and chance_on_axis(lows, highs, level):
             ax.axvline(level, color="#6b7280", ls="--", lw=1)
             ax.text(level, len(rows) - 0.45, f" chance {level:.3g} %", color="#4b5563", fontsize=8, va="bottom",
@@ -125,18 +171,21 @@ def accuracy_figure(board: Board, seeds: dict, chance: dict):
         ax.set_xlim(left, right)
         ax.xaxis.set_major_locator(MultipleLocator(step))
         ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
-        ax.set_xlabel("test accuracy (%)")
+        ax.set_xlabel("test accuracy (%)" if score == "accuracy" else f"test {sc.label}"
+                      + ("" if sc.higher_is_better else " (lower is better)"))
         ax.set_title(ds)
         ax.grid(axis="x", color="#e5e7eb", lw=0.8)
         ax.set_axisbelow(True)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-    views = sorted({r.get("view") for r in board.accuracy} & set(VIEW_COLOURS))
+    views = sorted({r.get("view") for r in shown} & set(VIEW_COLOURS))
     handles = [Line2D([], [], color=VIEW_COLOURS[v], marker="o", lw=2.5, label=VIEW_NAMES[v]) for v in views]
     handles.append(Line2D([], [], color="#6b7280", marker="|", lw=0, ms=8, label="one seed"))
-    handles.append(Line2D([], [], color="#6b7280", ls="--", lw=1, label="chance"))
+    if sc.percent:
+        handles.append(Line2D([], [], color="#6b7280", ls="--", lw=1, label="chance"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8)
-    fig.suptitle("Test accuracy: mean over seeds with 95 % interval (rank; = where intervals overlap)",
+    name = "Test accuracy" if score == "accuracy" else f"Test {sc.label}"
+    fig.suptitle(f"{name}: mean over seeds with 95 % interval (rank; = where intervals overlap)",
                  fontsize=10, wrap=True)
     return fig
 
@@ -234,8 +283,11 @@ def write_figures(board: Board, seeds: dict, chance: dict, out: Path, formats=FO
     if unknown:
         raise WsbenchError(f"unknown figure format(s) {', '.join(unknown)}; known: {', '.join(FORMATS)}")
     figures = []
-    if board.accuracy:
-        figures.append(("accuracy", accuracy_figure(board, seeds, chance)))
+    primaries = sorted({r.get("score") or "accuracy" for r in board.accuracy})
+    others = [p for p in primaries if p != "accuracy"]
+    for score in primaries:
+        stem = "accuracy" if score == "accuracy" else "scores" if len(others) == 1 else f"scores-{score}"
+        figures.append((stem, accuracy_figure(board, seeds, chance, score)))
     if board.stability:
         figures.append(("stability", stability_figure(board)))
     for ds in sorted({r["dataset"] for r in board.cross}):
@@ -259,13 +311,17 @@ def write_figures(board: Board, seeds: dict, chance: dict, out: Path, formats=FO
     return written
 
 
-def seed_accuracies(runs: list[dict], board: Board) -> dict:
-    """``{(dataset, arch label): [test accuracy of each finished seed]}`` (labels as on the board)."""
+def seed_scores(runs: list[dict], board: Board) -> dict:
+    """``{(dataset, arch label): [primary test score of each finished seed]}`` (labels as on the board;
+    accuracy for a class target, e.g. Kendall's tau for a scalar one; seeds without one left out)."""
     from wsbench.reporting.board import variant_labels
 
     labels = variant_labels(runs)
     out: dict = {}
     for r in sorted(runs, key=lambda r: (r.get("seed") or 0)):
-        if r.get("status") == "finished" and r.get("test_acc") is not None:
-            out.setdefault((r["dataset"], labels.get(r["run_id"], r["arch"])), []).append(r["test_acc"])
+        if r.get("status") == "finished" and not math.isnan(run_score(r)):
+            out.setdefault((r["dataset"], labels.get(r["run_id"], r["arch"])), []).append(run_score(r))
     return out
+
+
+seed_accuracies = seed_scores  # the name from before scalar targets

@@ -18,13 +18,28 @@ from datetime import datetime, timezone
 import numpy as np
 
 from wsbench import __version__
-from wsbench.reporting.board import MAX_IMAGES, Board, has_extras, layer_matrices, sample_groups
+from wsbench.reporting.board import (
+    FUNCTION,
+    IMAGES,
+    MAX_IMAGES,
+    WEIGHTS,
+    Board,
+    has_extras,
+    layer_matrices,
+    sample_groups,
+    score_groups,
+    score_of,
+)
 from wsbench.reporting.stats import is_missing
 from wsbench.reporting.text import (
-    accuracy_table,
+    SCALAR_SAMPLES_NOTE,
+    SCORES_NOTE,
+    TAU_AGREEMENT_NOTE,
     agreement_table,
     calibration_note,
+    class_agreement,
     class_name,
+    class_only,
     failures_table,
     fmt_interval,
     fmt_num,
@@ -33,13 +48,20 @@ from wsbench.reporting.text import (
     metric_label,
     provenance_table,
     samples_table,
+    scalar_examples_table,
+    scalar_samples_table,
+    score_table,
+    score_title,
     stability_table,
+    tau_agreement_rows,
+    tau_agreement_table,
 )
 
 # Perceptually ordered colour ramp (dark blue -> teal -> yellow), interpolated linearly.
 _RAMP = [(0.0, (48, 18, 59)), (0.25, (50, 104, 174)), (0.5, (33, 165, 133)), (0.75, (170, 210, 60)),
          (1.0, (250, 230, 35))]
-VIEW_COLOURS = {"weights": "#c2410c", "images": "#1d4ed8"}
+VIEW_COLOURS = {WEIGHTS: "#c2410c", IMAGES: "#1d4ed8", FUNCTION: "#7c3aed"}
+VIEW_NAMES = {WEIGHTS: "weight-space model", IMAGES: "image model", FUNCTION: "function-view model"}
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -154,32 +176,38 @@ def heatmap_svg(matrix: dict, cell: int = 44, label_w: int = 90, vmin: float = 0
     return "".join(parts)
 
 
-def accuracy_svg(rows: list[dict], width: int = 560, chance: float | None = None) -> str:
-    """Mean test accuracy with its 95 % interval per architecture (one dataset), as SVG: round ticks,
-    an axis title, and the ``chance`` level as a dashed line (named at the left edge when it lies far
-    below the accuracies, so it does not squeeze them)."""
-    from wsbench.reporting.figures import accuracy_range, chance_on_axis
+def accuracy_svg(rows: list[dict], width: int = 560, chance: float | None = None, score: str = "accuracy") -> str:
+    """Mean test score with its 95 % interval per architecture (one dataset), as SVG: round ticks,
+    an axis title (the score's label; accuracy in %), and the ``chance`` level as a dashed line
+    (named at the left edge when it lies far below the accuracies, so it does not squeeze them).
+    Scores other than accuracy have no chance line and an axis in their own units, within the values
+    they can take (:func:`wsbench.reporting.figures.score_range`)."""
+    from wsbench.reporting.figures import accuracy_range, chance_on_axis, score_range
 
+    sc = score_of(score)
+    k = 100 if sc.percent else 1  # axis units per score unit
     label_w, row_h, top = 120, 26, 12
-    lows = [100 * (r["ci_low"] if not math.isnan(r["ci_low"]) else r["worst"]) for r in rows]
-    highs = [100 * (r["ci_high"] if not math.isnan(r["ci_high"]) else r["best"]) for r in rows]
-    level = None if chance is None else 100 * chance
-    left, right, step = accuracy_range(lows, highs, level)
-    lo, hi = left / 100, right / 100
+    lows = [k * (r["ci_low"] if not math.isnan(r["ci_low"]) else min(r["worst"], r["best"])) for r in rows]
+    highs = [k * (r["ci_high"] if not math.isnan(r["ci_high"]) else max(r["worst"], r["best"])) for r in rows]
+    level = None if chance is None or not sc.percent else 100 * chance
+    left, right, step = accuracy_range(lows, highs, level) if sc.percent else score_range(lows, highs, score)
+    lo, hi = left / k, right / k
     plot_w = width - label_w - 20
     h = top + row_h * len(rows) + 44
+    name = "test accuracy" if score == "accuracy" else f"test {sc.label}"
 
     def x(v):
         return label_w + (v - lo) / (hi - lo) * plot_w
     parts = [(f'<svg class="forest" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" '
-              f'viewBox="0 0 {width} {h}" role="img" aria-label="test accuracy with 95 % intervals">')]
-    for k in range(round((right - left) / step) + 1):
-        v = (left + k * step) / 100
+              f'viewBox="0 0 {width} {h}" role="img" aria-label="{_e(name)} with 95 % intervals">')]
+    for i in range(round((right - left) / step) + 1):
+        v = (left + i * step) / k
         parts.append(f'<line x1="{x(v)}" x2="{x(v)}" y1="{top - 4}" y2="{h - 38}" stroke="#e5e7eb"/>'
-                     f'<text x="{x(v)}" y="{h - 22}" text-anchor="middle" class="tick">{100 * v:g}</text>')
+                     f'<text x="{x(v)}" y="{h - 22}" text-anchor="middle" class="tick">'
+                     f'{k * v if sc.percent else round(v, 12):g}</text>')
     parts.append(f'<text x="{label_w + plot_w / 2}" y="{h - 4}" text-anchor="middle" class="axis">'
-                 "test accuracy (%)</text>")
-    if level is not None and chance_on_axis(lows, highs, level):
+                 + (f"{name} (%)" if sc.percent else _e(name)) + "</text>")
+    if level is not None and chance is not None and chance_on_axis(lows, highs, level):
         parts.append(f'<line x1="{x(chance)}" x2="{x(chance)}" y1="{top - 4}" y2="{h - 38}" stroke="#6b7280" '
                      f'stroke-dasharray="4 3"/><text x="{x(chance) + 3}" y="{top + 4}" class="tick">'
                      f"chance {level:.3g} %</text>")
@@ -188,15 +216,20 @@ def accuracy_svg(rows: list[dict], width: int = 560, chance: float | None = None
     for i, r in enumerate(rows):
         y = top + i * row_h + row_h / 2
         c = VIEW_COLOURS.get(r.get("view") or "", "#374151")
-        tip = (f"{r['arch']}: {fmt_pct(r['mean'])} % (95 % CI {fmt_interval(r['ci_low'], r['ci_high'], fmt_pct)}, "
-               f"{r['seeds']} seeds)")
+        if sc.percent:
+            value = f"{fmt_pct(r['mean'])} % (95 % CI {fmt_interval(r['ci_low'], r['ci_high'], fmt_pct)}"
+        else:
+            value = f"{sc.label} {fmt_num(r['mean'])} (95 % CI {fmt_interval(r['ci_low'], r['ci_high'])}"
+        tip = f"{r['arch']}: {value}, {r['seeds']} seeds)"
         parts.append(f'<g><title>{_e(tip)}</title>'
                      f'<text x="{label_w - 8}" y="{y + 4}" text-anchor="end" class="tick">'
                      f'{r["rank"]}{"=" if r["tie"] else ""} {_e(r["arch"])}</text>')
         if not math.isnan(r["ci_low"]):
             parts.append(f'<line x1="{x(r["ci_low"])}" x2="{x(r["ci_high"])}" y1="{y}" y2="{y}" stroke="{c}" '
                          f'stroke-width="3"/>')
-        parts.append(f'<circle cx="{x(r["mean"])}" cy="{y}" r="5" fill="{c}"/></g>')
+        if not math.isnan(r["mean"]):
+            parts.append(f'<circle cx="{x(r["mean"])}" cy="{y}" r="5" fill="{c}"/>')
+        parts.append("</g>")
     parts.append("</svg>")
     return "".join(parts)
 
@@ -344,21 +377,33 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
             + (f" · from <code>{_e(_source_name(source))}</code>" if source else "")
             + f" · similarity metric <b>{_e(metric_label(board))}</b></p>"]
 
-    # Accuracy.
-    body.append('<section id="accuracy"><h2>Test accuracy</h2><p class="note">Architectures ranked by mean test '
-                'accuracy over seeds, with the standard deviation and a 95 % t-interval of the mean. '
-                '<b>=</b> marks ranks that the intervals cannot separate. Colour: '
-                '<span class="legend"><span style="background:#c2410c"></span>weight-space model'
-                '<span style="background:#1d4ed8"></span>image model</span></p>')
+    # Scores (test accuracy when every dataset has a class target: the page then reads as it always has).
+    if class_only(board):
+        body.append('<section id="accuracy"><h2>Test accuracy</h2><p class="note">Architectures ranked by mean test '
+                    'accuracy over seeds, with the standard deviation and a 95 % t-interval of the mean. '
+                    '<b>=</b> marks ranks that the intervals cannot separate. Colour: '
+                    '<span class="legend"><span style="background:#c2410c"></span>weight-space model'
+                    '<span style="background:#1d4ed8"></span>image model</span></p>')
+    else:
+        views = [v for v in VIEW_COLOURS if v in {r.get("view") for r in board.accuracy}]
+        legend = "".join(f'<span style="background:{VIEW_COLOURS[v]}"></span>{VIEW_NAMES[v]}' for v in views)
+        note = _e(SCORES_NOTE.replace("`", ""))  # the Markdown page's code marks
+        body.append(f'<section id="accuracy"><h2>Test scores</h2><p class="note">{note} Colour: '
+                    f'<span class="legend">{legend}</span></p>')
     if board.accuracy:
-        head, rows = accuracy_table(board)
-        body.append(_table(head, rows, "accuracy", num_cols={4, 5, 7},
-                           row_cls=lambda k: "tie" if board.accuracy[k]["tie"] else ""))
-        body.append('<div class="figs">')
-        for ds in sorted({r["dataset"] for r in board.accuracy}):
-            ds_rows = [r for r in board.accuracy if r["dataset"] == ds]
-            body.append(f'<div><h3>{_e(ds)}</h3>{accuracy_svg(ds_rows, chance=board.chance.get(ds))}</div>')
-        body.append("</div>")
+        for names, group in score_groups(board.accuracy):
+            if not class_only(board):
+                body.append(f"<h3>{_e(score_title(names))}</h3>")
+            head, rows = score_table(names, group)
+            body.append(_table(head, rows, "accuracy",
+                               num_cols={4, 5, 7} if names == ("accuracy",) else {4, 5, *range(7, len(head), 2)},
+                               row_cls=lambda k, group=group: "tie" if group[k]["tie"] else ""))
+            body.append('<div class="figs">')
+            for ds in sorted({r["dataset"] for r in group}):
+                ds_rows = [r for r in group if r["dataset"] == ds]
+                body.append(f'<div><h3>{_e(ds)}</h3>'
+                            f'{accuracy_svg(ds_rows, chance=board.chance.get(ds), score=names[0])}</div>')
+            body.append("</div>")
     else:
         body.append("<p><i>no finished runs</i></p>")
     body.append("</section>")
@@ -403,17 +448,39 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
     if board.samples:
         head, rows = samples_table(board)
         body.append(_table(head, rows, "samples", num_cols={1, 4, 5, 6, 7}))
-        for ds in sorted({r["dataset"] for r in board.agreement}):
-            m = _agreement_matrix(board.agreement, ds)
+        class_rows = class_agreement(board)
+        for ds in sorted({r["dataset"] for r in class_rows}):
+            m = _agreement_matrix(class_rows, ds)
             t = f"{ds}: same prediction, run pairs"
             body.append(f"<h3>{_e(t)}</h3>" + heatmap_svg(m, cell=56, label_w=110, title=t, xlabel="architecture",
                                                           ylabel="architecture",
                                                           bar_label="fraction of test samples"))
-        if board.agreement:
+        if class_rows:
             head, rows = agreement_table(board)
             body.append(_table(head, rows, "agreement", num_cols={3, 5}))
         body.append(_gallery(board, images, classes, max_images))
-    else:
+    if board.scalar_samples:
+        body.append(f'<h3>Networks that split weight-view from data-view models</h3><p class="note">'
+                    f"{_e(SCALAR_SAMPLES_NOTE)}</p>")
+        head, rows = scalar_samples_table(board)
+        body.append(_table(head, rows, "scalar-samples", num_cols={1, 4, 5, 6, 7, 8}))
+        tau_rows = tau_agreement_rows(board)
+        if tau_rows:
+            body.append(f'<p class="note">{_e(TAU_AGREEMENT_NOTE)}</p>')
+        for ds in sorted({r["dataset"] for r in tau_rows}):
+            m = _agreement_matrix(tau_rows, ds)
+            vmin, vmax = heatmap_range(m["values"])
+            t = f"{ds}: Kendall's tau between predictions, run pairs"
+            body.append(f"<h3>{_e(t)}</h3>" + heatmap_svg(m, cell=56, label_w=110, vmin=vmin, vmax=vmax, title=t,
+                                                          xlabel="architecture", ylabel="architecture",
+                                                          bar_label="Kendall's tau"))
+        if tau_rows:
+            head, rows = tau_agreement_table(board)
+            body.append(_table(head, rows, "agreement", num_cols={3, 5}))
+        if board.scalar_examples:
+            head, rows = scalar_examples_table(board)
+            body.append("<h3>Example networks</h3>" + _table(head, rows, "scalar-examples", num_cols={3, 4, 5, 7}))
+    if not board.samples and not board.scalar_samples:
         body.append("<p><i>no predictions stored</i></p>")
     body.append("</section>")
 

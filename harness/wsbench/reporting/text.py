@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from wsbench.reporting.board import MAX_IMAGES, Board, Comparison, has_extras, layer_matrices, sample_groups
+from wsbench.reporting.board import (
+    MAX_IMAGES,
+    Board,
+    Comparison,
+    has_extras,
+    layer_matrices,
+    sample_groups,
+    score_groups,
+    score_of,
+)
 from wsbench.reporting.stats import is_missing
 from wsbench.specs import CI_KINDS
 
@@ -46,12 +55,130 @@ def calibration_note(board: Board) -> str:
 
 # Tables ---------------------------------------------------------------------------------
 
-def accuracy_table(board: Board) -> tuple[list[str], list[list[str]]]:
+def fmt_score(name: str | None, x: float | None) -> str:
+    """A value of score ``name``: a percentage (no % sign) for accuracy, else 4 decimals."""
+    return fmt_pct(x) if score_of(name).percent else fmt_num(x)
+
+
+def score_label(name: str | None, direction: bool = True) -> str:
+    """A score's name as the tables show it, ``MSE (lower is better)`` for a lower-is-better one."""
+    sc = score_of(name)
+    return sc.label + ("" if sc.higher_is_better or not direction else " (lower is better)")
+
+
+def accuracy_table(board: Board, rows: list[dict] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The ranked test accuracy of class targets (``rows``: a group of :func:`score_groups`; default
+    every score row of the board)."""
     head = ["dataset", "rank", "arch", "view", "test acc % (mean)", "std", "95 % CI", "seeds"]
     body = [[r["dataset"], f"{r['rank']}{'=' if r['tie'] else ''}", r["arch"], r["view"] or "",
              fmt_pct(r["mean"]), fmt_pct(r["std"]), fmt_interval(r["ci_low"], r["ci_high"], fmt_pct), str(r["seeds"])]
-            for r in board.accuracy]
+            for r in (board.accuracy if rows is None else rows)]
     return head, body
+
+
+def _score_fmt(name: str) -> Callable[[float], str]:
+    return lambda x: fmt_score(name, x)
+
+
+def score_table(names: tuple[str, ...], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Rows ranked by the primary score ``names[0]`` with the other scores' means and 95 % intervals
+    over seeds beside it (a group of :func:`wsbench.reporting.board.score_groups`)."""
+    if names == ("accuracy",):
+        return accuracy_table(Board(), rows)
+    primary, others = names[0], names[1:]
+    def mean_head(name):
+        sc = score_of(name)
+        return f"{sc.label} (mean" + ("" if sc.higher_is_better else "; lower is better") + ")"
+    head = ["dataset", "rank", "arch", "view", f"test {mean_head(primary)}", "std", "95 % CI"]
+    for o in others:
+        head += [mean_head(o), f"{score_label(o, direction=False)} 95 % CI"]
+    head.append("seeds")
+    body = []
+    for r in rows:
+        row = [r["dataset"], f"{r['rank']}{'=' if r['tie'] else ''}", r["arch"], r["view"] or "",
+               fmt_score(primary, r["mean"]), fmt_score(primary, r["std"]),
+               fmt_interval(r["ci_low"], r["ci_high"], _score_fmt(primary))]
+        for o in others:
+            row += [fmt_score(o, r.get(f"{o}_mean")),
+                    fmt_interval(r.get(f"{o}_ci_low"), r.get(f"{o}_ci_high"), _score_fmt(o))]
+        body.append([*row, str(r["seeds"]) + (f" ({r['missing']} undefined)" if r.get("missing") else "")])
+    return head, body
+
+
+def score_title(names: tuple[str, ...]) -> str:
+    """The title of a group of score rows: ``Test accuracy``, ``Kendall's tau, with R² and MSE``."""
+    if names == ("accuracy",):
+        return "Test accuracy"
+    others = [score_label(o, direction=False) for o in names[1:]]
+    tail = (" and ".join(others) if len(others) < 3 else ", ".join(others[:-1]) + " and " + others[-1])
+    return f"Test {score_label(names[0])}" + (f", with {tail}" if others else "")
+
+
+def class_only(board: Board) -> bool:
+    """Whether every ranked dataset has a class target (the page then reads as it always has)."""
+    return all(names == ("accuracy",) for names, _ in score_groups(board.accuracy))
+
+
+SCORES_NOTE = ("Per dataset, architectures ranked by the dataset's primary score, mean over seeds, in the score's "
+               "direction (a lower-is-better score ranks ascending); `=` marks ranks that the 95 % intervals cannot "
+               "separate. Intervals are 95 % t-intervals over seeds, clipped to the values a score can take. A "
+               "scalar target is scored by Kendall's tau-b between predictions and targets (rank agreement), R² "
+               "(1 − SSE / SST, can be negative) and MSE (in the target's units).")
+
+
+def class_agreement(board: Board) -> list[dict]:
+    """Agreement rows of class targets: how often two runs predict the same class."""
+    return [r for r in board.agreement if not r.get("measure")]
+
+
+def tau_agreement_rows(board: Board) -> list[dict]:
+    """Agreement rows of scalar targets: Kendall's tau between two runs' predictions."""
+    return [r for r in board.agreement if r.get("measure") == "kendall_tau"]
+
+
+VIEW_SIDE = {"images": "image", "function": "function-view"}
+
+
+def scalar_samples_table(board: Board) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "test networks", "weight-view model (runs)", "data-view models (runs)", "weights better",
+            "expected if independent", "data view better", "expected if independent", "weight-view mean abs error"]
+    body = [[r["dataset"], str(r["networks"]), f"{r['weight_arch'] or '–'} ({r['weight_runs']})",
+             f"{r['data_archs'] or '–'} ({r['data_runs']}, {r['data_view']})", str(r["weights_better"]),
+             fmt_num(r["expected_weights_better"], 1), str(r["data_better"]), fmt_num(r["expected_data_better"], 1),
+             fmt_num(r["weight_mean_abs_error"])] for r in board.scalar_samples]
+    return head, body
+
+
+def tau_agreement_table(board: Board) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "arch a", "arch b", "Kendall's tau between predictions (mean)", "95 % CI", "run pairs"]
+    body = [[r["dataset"], r["arch_a"], r["arch_b"], fmt_num(r["agreement"]), fmt_interval(r["ci_low"], r["ci_high"]),
+             str(r["pairs"]) + (f" ({r['missing']} undefined)" if r.get("missing") else "")]
+            for r in tau_agreement_rows(board)]
+    return head, body
+
+
+def scalar_examples_table(board: Board) -> tuple[list[str], list[list[str]]]:
+    head = ["dataset", "weight-view model", "group", "network id", "target", "weight-view mean prediction",
+            "data-view mean predictions", "weight-view abs error"]
+    body = []
+    for s in board.scalar_examples:
+        wa = s["weight_arch"]
+        others = "; ".join(f"{a} {fmt_num(v)}" for a, v in s["mean_prediction"].items() if a != wa)
+        body.append([s["dataset"], wa, s["group"], str(s["sample_id"]), fmt_num(s["target"]),
+                     fmt_num(s["mean_prediction"][wa]), others, fmt_num(s["weight_error"])])
+    return head, body
+
+
+SCALAR_SAMPLES_NOTE = (
+    "Scalar targets: an architecture's error on a test network is its absolute prediction error averaged over "
+    "its seeds. A network is *weights better* for a weight-view model W when W's error is below W's median "
+    "error and every data-view model's error (function view for a zoo of networks) is above that model's own "
+    "90th percentile; *data view better* is the reverse (every data-view model below its median, W above its "
+    "90th percentile). The expected count is what the rule gives if the conditions were independent (the "
+    "networks times the product of the conditions' rates); up to 20 example networks are listed per group.")
+TAU_AGREEMENT_NOTE = ("Scalar targets: Kendall's tau-b between two runs' predictions over the test networks, "
+                      "averaged over run pairs (distinct seeds within an architecture), with its 95 % interval "
+                      "over seeds (delete-one-seed jackknife).")
 
 
 def metric_label(board: Board) -> str:
@@ -115,7 +242,7 @@ def samples_table(board: Board) -> tuple[list[str], list[list[str]]]:
 def agreement_table(board: Board) -> tuple[list[str], list[list[str]]]:
     head = ["dataset", "arch a", "arch b", "same prediction % (mean)", "95 % CI", "run pairs"]
     body = [[r["dataset"], r["arch_a"], r["arch_b"], fmt_pct(r["agreement"]),
-             fmt_interval(r["ci_low"], r["ci_high"], fmt_pct), str(r["pairs"])] for r in board.agreement]
+             fmt_interval(r["ci_low"], r["ci_high"], fmt_pct), str(r["pairs"])] for r in class_agreement(board)]
     return head, body
 
 
@@ -139,14 +266,20 @@ def failures_table(board: Board, width: int = 120) -> tuple[list[str], list[list
 def comparison_tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
     def mark(r):
         return " *" if r["separated"] else ""
-    acc = (f"Test accuracy %: {c.name_b} − {c.name_a}",
-           ["dataset", "arch", f"{c.name_a} mean", f"{c.name_a} 95 % CI", "seeds", f"{c.name_b} mean",
-            f"{c.name_b} 95 % CI", "seeds", "difference", "95 % CI of difference"],
-           [[r["dataset"], r["arch"], fmt_pct(r["a_mean"]), fmt_interval(r["a_low"], r["a_high"], fmt_pct),
-             str(r["a_n"]),
-             fmt_pct(r["b_mean"]), fmt_interval(r["b_low"], r["b_high"], fmt_pct), str(r["b_n"]),
-             (fmt_pct(r["diff"]) + mark(r)) if not is_missing(r["diff"]) else "–",
-             fmt_interval(r["diff_low"], r["diff_high"], fmt_pct)] for r in c.accuracy])
+    def score_rows(name):
+        f = fmt_pct if name == "accuracy" else fmt_num
+        return [[r["dataset"], r["arch"], f(r["a_mean"]), fmt_interval(r["a_low"], r["a_high"], f),
+                 str(r["a_n"]),
+                 f(r["b_mean"]), fmt_interval(r["b_low"], r["b_high"], f), str(r["b_n"]),
+                 (f(r["diff"]) + mark(r)) if not is_missing(r["diff"]) else "–",
+                 fmt_interval(r["diff_low"], r["diff_high"], f)]
+                for r in c.accuracy if (r.get("score") or "accuracy") == name]
+
+    head = ["dataset", "arch", f"{c.name_a} mean", f"{c.name_a} 95 % CI", "seeds", f"{c.name_b} mean",
+            f"{c.name_b} 95 % CI", "seeds", "difference", "95 % CI of difference"]
+    acc = (f"Test accuracy %: {c.name_b} − {c.name_a}", head, score_rows("accuracy"))
+    others = [(f"Test {score_label(name)}: {c.name_b} − {c.name_a}", head, score_rows(name))
+              for name in sorted({r.get("score") or "accuracy" for r in c.accuracy} - {"accuracy"})]
     stab = ("Cross-seed stability: " + f"{c.name_b} − {c.name_a}",
             ["dataset", "arch", "layer", f"{c.name_a} mean", "pairs", f"{c.name_b} mean", "pairs", "difference",
              "95 % CI of difference"],
@@ -154,7 +287,7 @@ def comparison_tables(c: Comparison) -> list[tuple[str, list[str], list[list[str
               str(r["b_n"]),
               (fmt_num(r["diff"]) + mark(r)) if not is_missing(r["diff"]) else "–",
               fmt_interval(r["diff_low"], r["diff_high"])] for r in c.stability])
-    return [t for t in (acc, stab) if t[2]]
+    return [t for t in (acc, *others, stab) if t[2]]
 
 
 # Markdown -------------------------------------------------------------------------------
@@ -182,9 +315,14 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
     parts = [f"# {title}", ""]
     if html_name:
         parts += [f"The same leaderboard with heatmaps and the sample images: [{html_name}]({html_name}).", ""]
-    parts += ["## Test accuracy", "",
-              "Ranked by mean over seeds; `=` marks ranks that the 95 % intervals cannot separate.", ""]
-    parts.append(_md_table(*accuracy_table(board)) if board.accuracy else "_no finished runs_")
+    if class_only(board):
+        parts += ["## Test accuracy", "",
+                  "Ranked by mean over seeds; `=` marks ranks that the 95 % intervals cannot separate.", ""]
+        parts.append(_md_table(*accuracy_table(board)) if board.accuracy else "_no finished runs_")
+    else:
+        parts += ["## Test scores", "", SCORES_NOTE, ""]
+        for names, group in score_groups(board.accuracy):
+            parts += [f"### {score_title(names)}", "", _md_table(*score_table(names, group)), ""]
     parts += ["", "## Cross-seed stability", "",
               f"{metric_label(board)} between seeds of one architecture, layer by layer: the mean over seed pairs, "
               "and its 95 % interval over seeds (delete-one-seed jackknife: pairs that share a seed are not "
@@ -198,13 +336,13 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
     for title_, head, rows in mats:
         parts += [f"### {title_}", "", _md_table(head, rows), ""]
     parts += ["", "## Sample analysis", ""]
-    if not board.samples:
+    if not board.samples and not board.scalar_samples:
         parts.append("_no predictions stored_")
-    else:
+    if board.samples:
         parts += [("Test samples that every seed of a weight-space model gets right and every seed of every "
                    "image model gets wrong, and the reverse; each weight-space model is judged on its own."), "",
                   _md_table(*samples_table(board)), ""]
-        if board.agreement:
+        if class_agreement(board):
             parts += ["### Prediction agreement between architectures", "",
                       "How often two runs predict the same class (distinct seeds within an architecture).", "",
                       _md_table(*agreement_table(board)), ""]
@@ -214,6 +352,14 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
                 parts += markdown_gallery(board, image_dir, image_ids or set(), classes or {})
             else:
                 parts += [_md_table(*sample_list_table(board)), ""]
+    if board.scalar_samples:
+        parts += ["### Networks that split weight-view from data-view models", "", SCALAR_SAMPLES_NOTE, "",
+                  _md_table(*scalar_samples_table(board)), ""]
+        if tau_agreement_rows(board):
+            parts += ["### Prediction agreement between architectures (scalar targets)", "", TAU_AGREEMENT_NOTE, "",
+                      _md_table(*tau_agreement_table(board)), ""]
+        if board.scalar_examples:
+            parts += ["### Example networks", "", _md_table(*scalar_examples_table(board)), ""]
     if board.failures:
         parts += ["", "## Failed runs", "", _md_table(*failures_table(board))]
     if board.provenance:
@@ -276,18 +422,32 @@ def _rich_table(title, head, rows):
 
 def render_rich(board: Board) -> list:
     """A list of rich renderables."""
-    out = [_rich_table("Test accuracy (ranked; = marks ties the intervals cannot separate)", *accuracy_table(board))
-           if board.accuracy else "no finished runs"]
+    if not board.accuracy:
+        out: list = ["no finished runs"]
+    elif class_only(board):
+        out = [_rich_table("Test accuracy (ranked; = marks ties the intervals cannot separate)",
+                           *accuracy_table(board))]
+    else:
+        out = [_rich_table(f"{score_title(names)} (ranked in the score's direction; = marks ties the intervals "
+                           "cannot separate)", *score_table(names, rows))
+               for names, rows in score_groups(board.accuracy)]
     if board.stability:
         out.append(_rich_table("Cross-seed stability", *stability_table(board)))
     for title_, head, rows in cross_matrices(board):
         out.append(_rich_table(title_, head, rows))
     if board.samples:
         out.append(_rich_table("Sample analysis", *samples_table(board)))
-    if board.agreement:
+    if class_agreement(board):
         out.append(_rich_table("Prediction agreement", *agreement_table(board)))
     if board.sample_list:
         out.append(_rich_table("Split samples", *sample_list_table(board, limit=10)))
+    if board.scalar_samples:
+        out.append(_rich_table("Sample analysis (scalar targets)", *scalar_samples_table(board)))
+    if tau_agreement_rows(board):
+        out.append(_rich_table("Prediction agreement (Kendall's tau between runs' predictions)",
+                               *tau_agreement_table(board)))
+    if board.scalar_examples:
+        out.append(_rich_table("Example networks", *scalar_examples_table(board)))
     if board.failures:
         out.append(_rich_table("Failed runs", *failures_table(board, 80)))
     return out
