@@ -68,6 +68,7 @@ _API = {
     # zoos of trained CNNs as datasets
     "cnn_networks": "wsbench.netzoo",
     "cnn_zoo_recipes": "wsbench.netzoo",
+    "imported_cnn_networks": "wsbench.netzoo",
     # dataset files
     "ensure": "wsbench.download",
     "md5_file": "wsbench.download",
@@ -104,6 +105,7 @@ __all__ = [
     "flatten",
     "hookimpl",
     "hsic_gram_unbiased",
+    "imported_cnn_networks",
     "kernel_batched",
     "layer_statistics",
     "md5_file",
@@ -131,7 +133,7 @@ if TYPE_CHECKING:  # what type checkers and editors follow; the same names as _A
         prepare_linear,
         row_chunk,
     )
-    from wsbench.netzoo import cnn_networks, cnn_zoo_recipes
+    from wsbench.netzoo import cnn_networks, cnn_zoo_recipes, imported_cnn_networks
     from wsbench.paramgraph import ParamGraph, canonical_phases, canonical_signs, layer_statistics
     from wsbench.specs import (
         TARGETS,

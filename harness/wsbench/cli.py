@@ -642,6 +642,35 @@ def inrs_import(root: Path = typer.Argument(..., help="Folder holding the zoo's 
                       f"{m['splits']}) to {zoo.path}")
 
 
+@zoo_app.command("import")
+def zoo_import(root: Path = typer.Argument(..., help="One dataset folder of the release (weights.npy, metrics.csv)."),
+               layout: str = typer.Option("small-cnn-zoo", "--layout", help="small-cnn-zoo (Unterthiner et al. "
+                                          "2020's public release)."),
+               name: str = typer.Option(..., "--name", help="Name of the imported zoo, e.g. cifar10gs."),
+               image_size: int = typer.Option(32, "--image-size", help="Input height and width of its CNNs (28 for "
+                                              "MNIST and Fashion-MNIST, 32 for CIFAR-10 and SVHN)."),
+               all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="Keep every checkpoint row, "
+                                                    "not only each CNN's last."),
+               cache_dir: Optional[Path] = CacheOpt):
+    """Import a CNN zoo in the Small CNN Zoo's release layout into the cache (weights.npy read without
+    pickles, metrics CSV with the csv module); train models on it with `--dataset cnn-imported --recipe
+    zoo=imported-NAME`."""
+    import numpy as np
+
+    from wsbench.importers import import_small_cnn_zoo
+    from wsbench.task import default_cache_dir
+    if layout != "small-cnn-zoo":
+        raise WsbenchError(f"unknown CNN zoo layout {layout!r}; known layouts: small-cnn-zoo")
+    if not Path(root).is_dir():
+        raise WsbenchError(f"{root} is not a folder; pass one dataset folder of the release")
+    zoo = import_small_cnn_zoo(root, cache_dir or default_cache_dir(), name, final_only=not all_checkpoints,
+                               image_size=image_size)
+    t = zoo.targets["test_acc"]
+    out_console.print(f"imported {len(zoo.ids)} CNNs ({zoo.spec.num_params} parameters each) as {zoo.path.name}; "
+                      f"test accuracy median {float(np.nanmedian(t)):.4f}; use --dataset cnn-imported --recipe "
+                      f"zoo={zoo.path.name}", highlight=False)
+
+
 @app.command()
 def plot(out: Path = typer.Option(Path("results"), "--results", "--out", help="Results root, or an exported "
                                   "leaderboard folder (--out: older alias)."),

@@ -11,6 +11,8 @@ Network ids are the zoo's row ids.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from wsbench.errors import WsbenchError
@@ -63,9 +65,35 @@ def cnn_networks(request: ZooRequest, dataset: str, data: ImageData, target: str
     zoo = build_cnn_zoo(request.cache_dir, dataset, data.train_images, data.train_labels, data.test_images,
                         data.test_labels, n=n, seed=seed, recipe=recipe, device=request.device, progress=progress,
                         repair=request.repair, extra_manifest={"source_checksums": dict(data.checksums)})
-    splits = split_rows(len(zoo.ids), seed, request.limit)
+    return as_network_zoo(zoo, seed, request.limit, target)
+
+
+def as_network_zoo(zoo, seed: int, limit: int | None, target: str = "test_acc") -> NetworkZoo:
+    """A :class:`wsbench.cnnzoo.CnnZoo` as a task's :class:`NetworkZoo`: split by ``seed``, ``limit``
+    networks per split, its test accuracies the target (networks whose target is unknown are left out)."""
+    y = np.asarray(zoo.targets[target], np.float64)
+    known = np.flatnonzero(np.isfinite(y))
+    splits = {k: known[v] for k, v in split_rows(len(known), seed, limit).items()}
     views = {"weights": zoo.weights}
     if zoo.function is not None:
         views["function"] = zoo.function
-    return NetworkZoo(ids=np.asarray(zoo.ids, dtype=np.int64), targets=np.asarray(zoo.targets[target], np.float64),
-                      splits=splits, views=views, network=zoo.spec, key=zoo.path.name, manifest=zoo.manifest)
+    return NetworkZoo(ids=np.asarray(zoo.ids, dtype=np.int64), targets=y, splits=splits, views=views,
+                      network=zoo.spec, key=zoo.path.name, manifest=zoo.manifest)
+
+
+def imported_cnn_networks(request: ZooRequest) -> NetworkZoo:
+    """The zoo named by ``--recipe zoo=FOLDER`` (``wsbench zoo import``'s output under the cache's
+    ``zoos/``; a unique prefix is enough), split by ``zoo_seed``."""
+    from wsbench.cnnzoo import open_cnn_zoo
+
+    name = str(request.recipe.get("zoo") or "")
+    root = Path(request.cache_dir) / "zoos"
+    found = sorted(p for p in root.glob("imported-*") if p.is_dir()) if root.is_dir() else []
+    if not name:
+        raise WsbenchError("dataset cnn-imported: name the imported zoo with --recipe zoo=FOLDER; imported zoos: "
+                           f"{', '.join(p.name for p in found) or '(none; run wsbench zoo import ROOT first)'}")
+    match = [p for p in found if p.name == name] or [p for p in found if p.name.startswith(name)]
+    if len(match) != 1:
+        raise WsbenchError(f"--recipe zoo={name}: {'no' if not match else 'more than one'} imported zoo matches; "
+                           f"imported zoos: {', '.join(p.name for p in found) or '(none)'}")
+    return as_network_zoo(open_cnn_zoo(match[0]), int(request.recipe.get("zoo_seed", 0)), request.limit)

@@ -27,7 +27,17 @@ from typing import ClassVar
 
 import numpy as np
 
-from wsbench import DatasetSpec, ImageData, WsbenchError, cnn_networks, cnn_zoo_recipes, ensure, hookimpl, md5_file
+from wsbench import (
+    DatasetSpec,
+    ImageData,
+    WsbenchError,
+    cnn_networks,
+    cnn_zoo_recipes,
+    ensure,
+    hookimpl,
+    imported_cnn_networks,
+    md5_file,
+)
 
 # Canonical mirrors (the ones torchvision uses), tried in order; tests point these at a local server.
 MIRRORS = {
@@ -253,3 +263,10 @@ def register_datasets(register):
             description=f"zoo of small CNNs trained on {what} (Small CNN Zoo network, 4,970 weights); "
                         "target: each CNN's test accuracy",
         ))
+    # A CNN zoo imported from the public Small CNN Zoo release (wsbench zoo import ROOT --layout small-cnn-zoo),
+    # named with --recipe zoo=FOLDER: weights only (the release stores no network outputs).
+    register(DatasetSpec(
+        name="cnn-imported", target="scalar", views=("weights",), networks=imported_cnn_networks,
+        zoo_recipes={"cpu": {"zoo": "", "zoo_seed": 0}},
+        description="an imported CNN zoo (--recipe zoo=FOLDER from `wsbench zoo import`); target: test accuracy",
+    ))
