@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-import wsbench_plugins.images as im
 from test_cnnzoo import write_release
 from test_datasets import _fake_idx, _write
 
+import wsbench_plugins.images as im
 from wsbench.cli import main
 
 TINY = ["--recipe", "zoo_size=40", "--recipe", "epochs=1", "--recipe", "train_subset=60", "--recipe",
@@ -31,7 +31,7 @@ def cli(capsys, *args) -> tuple[int, str, str]:
 
 def test_cnn_zoo_study_runs_end_to_end_on_a_tiny_zoo(tmp_path, fake_mnist, capsys):
     res, lb = tmp_path / "results", tmp_path / "lb"
-    code, out, err = cli(capsys, "study", "run", "cnn-zoo", "--dataset", "cnn-mnist", "--seeds", "2", "--epochs", "2",
+    code, _out, err = cli(capsys, "study", "run", "cnn-zoo", "--dataset", "cnn-mnist", "--seeds", "2", "--epochs", "2",
                          "--resamples", "20", "--data-dir", fake_mnist, "--results", res, "--export", f"{lb}/",
                          "--device", "cpu", *TINY)
     assert code == 0, err

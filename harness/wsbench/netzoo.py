@@ -21,7 +21,7 @@ from wsbench.specs import ImageData, NetworkZoo, ZooRequest
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.2}  # of the zoo's networks; the rest trains
 
 
-def cnn_zoo_recipes(cpu_size: int = 1500, gpu_size: int = 30000) -> dict[str, dict]:
+def cnn_zoo_recipes(cpu_size: int = 1000, gpu_size: int = 30000) -> dict[str, dict]:
     """The default recipes of a CNN-zoo dataset (``DatasetSpec.zoo_recipes``): on a CPU a small zoo
     (``cpu_size`` CNNs trained briefly on an image subset, :data:`wsbench.cnnzoo.CPU_RECIPE`), on a
     GPU one of Small-CNN-Zoo size (:data:`wsbench.cnnzoo.GPU_RECIPE`); ``zoo_size`` and ``zoo_seed``
