@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsbench import ImageData
+from wsbench import ImageData, WsbenchError
 from wsbench.config import resolve
 from wsbench.plugins import load_registry
 from wsbench.similarity import evaluate, invariance_checks
@@ -20,7 +20,7 @@ from wsbench.train import train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 EXAMPLE = re.compile(r"<!-- plugin-example: (\w+) -->\s*```python\n(.*?)```", re.DOTALL)
-KINDS = ("architecture", "dataset", "metric")
+KINDS = ("architecture", "dataset", "metric", "networks")
 
 
 def examples() -> dict[str, str]:
@@ -70,6 +70,7 @@ def test_readme_examples_register_one_spec_each(registry):
     assert registry.architecture("tinynet").distribution == "wsbench-readme"
     assert registry.dataset("stripes").distribution == "wsbench-readme"
     assert registry.metric("linear-r2").distribution == "wsbench-readme"
+    assert registry.dataset("sine-nets").distribution == "wsbench-readme"
 
 
 def test_readme_architecture_learns_the_tiny_shapes_task(registry, shapes_task):
@@ -129,3 +130,15 @@ def test_readme_metric_runs_through_the_similarity_harness(registry):
     checks = invariance_checks(metric, reps, pairs[:3])
     assert set(checks) == {"orthogonal", "isotropic-scaling", "translation"}
     assert all(v < 1e-6 for v in checks.values()), checks
+
+
+def test_readme_zoo_of_networks_trains_weight_and_function_models(registry, tmp_path):
+    from wsbench.grid import Cell
+    from wsbench.runner import Runner, Settings
+    runner = Runner(registry, Settings(out=tmp_path, device="cpu", overrides={"epochs": 15}))
+    rows = {arch: runner.run(Cell("sine-nets", arch, 0)) for arch in ("fn-mlp", "flat-mlp")}
+    assert all(r["score"] == "kendall_tau" for r in rows.values())
+    assert rows["fn-mlp"]["test_score"] > 0.8  # the target is a function of the function view
+    assert rows["flat-mlp"]["test_score"] > 0.3, rows["flat-mlp"]["test_score"]
+    with pytest.raises(WsbenchError, match="does not offer"):
+        runner.validate([Cell("sine-nets", "mlp", 0)])

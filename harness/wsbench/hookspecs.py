@@ -45,6 +45,12 @@ def register_architectures(register):
         (``wsbench.layer_statistics``); unnormalised SIREN weights leave a model at chance.
       * ``"images"``: ``(B, C, H, W)`` pixels in ``[0, 1]`` standardised per channel with the
         training split's ``info.image_mean``/``info.image_std``.
+      * ``"function"`` (zoos of networks): ``(B, *info.function_shape)``, each network's outputs
+        on the zoo's probe inputs; ``info.function_mean``/``info.function_std`` standardise them.
+
+      On a zoo of networks ``info.inr`` is None and ``info.network`` is the weight layout
+      (``wsbench.tensor_shapes``/``wsbench.unflatten`` read it); with ``info.target == "scalar"``
+      ``logits`` is ``(B, 1)``: the predicted value, trained with MSE on the standardised target.
 
     - Deterministic: the same seed, config and device give the same numbers. Draw randomness from
       torch's global generator (the harness seeds it) or from generators seeded from it, never
@@ -88,6 +94,12 @@ def register_datasets(register):
     ``wsbench.inr.DEFAULT_RECIPE`` updated by ``spec.inr_recipe`` (keys ``steps``, ``lr``, ``w0``,
     ``decay_frac``, ``lr_final``, ``init``, ``psnr_target``, ``chunk_size``, ``optimizer``) and
     caches the zoo, so every architecture sees the same samples through both views.
+
+    A dataset whose samples are trained networks sets ``spec.networks`` instead:
+    ``networks(request: ZooRequest) -> NetworkZoo`` builds or opens its zoo (with
+    ``request.recipe``, the spec's ``zoo_recipes`` for the device type overridden by ``--recipe``)
+    and returns its ids, targets, splits and views; ``spec.target`` (``"class"`` or ``"scalar"``)
+    and ``spec.views`` say what the zoo holds. See :class:`~wsbench.specs.NetworkZoo`.
     """
 
 
