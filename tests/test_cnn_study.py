@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from test_cnnzoo import write_release
-from test_datasets import _fake_idx, _write
+from test_datasets import fake_idx, write_files
 
 import wsbench_plugins.images as im
 from wsbench.cli import main
@@ -18,7 +18,7 @@ TINY = ["--recipe", "zoo_size=40", "--recipe", "epochs=1", "--recipe", "train_su
 def fake_mnist(tmp_path, monkeypatch):
     monkeypatch.setattr(im, "N_TRAIN_IDX", 60)
     monkeypatch.setattr(im, "N_TEST_IDX", 20)
-    _write(tmp_path / "data" / "MNIST" / "raw", _fake_idx())
+    write_files(tmp_path / "data" / "MNIST" / "raw", fake_idx())
     return tmp_path / "data"
 
 

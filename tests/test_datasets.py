@@ -31,7 +31,7 @@ def _idx_bytes(arr: np.ndarray, magic: int) -> bytes:
     return gzip.compress(header + arr.astype(np.uint8).tobytes(), mtime=0)
 
 
-def _fake_idx(seed=0) -> dict:
+def fake_idx(seed=0) -> dict:
     """File name -> gz bytes of a tiny MNIST-layout dataset (N_TR train, N_TE test)."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -49,7 +49,7 @@ def small(monkeypatch):
     monkeypatch.setattr(im, "N_TEST_CIFAR", 10)
 
 
-def _write(folder: Path, files: dict) -> None:
+def write_files(folder: Path, files: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (folder / name).write_bytes(data)
@@ -65,8 +65,8 @@ def test_plugins_registered_with_issue_specs():
 
 
 def test_idx_folder_loads_with_checksums(tmp_path, small):
-    files = _fake_idx()
-    _write(tmp_path / "MNIST" / "raw", files)
+    files = fake_idx()
+    write_files(tmp_path / "MNIST" / "raw", files)
     data = im.load_idx(tmp_path, "MNIST", im.MNIST_CLASSES)
     assert data.train_images.shape == (N_TR, 1, 28, 28) and data.train_images.dtype == np.uint8
     assert data.test_labels.dtype == np.int64 and list(data.test_labels[:3]) == [0, 1, 2]
@@ -75,10 +75,10 @@ def test_idx_folder_loads_with_checksums(tmp_path, small):
 
 
 def test_truncated_gzip_is_one_line_error_naming_the_file(tmp_path, small):
-    files = _fake_idx()
+    files = fake_idx()
     name = "train-images-idx3-ubyte.gz"
     files[name] = files[name][: len(files[name]) // 2]
-    _write(tmp_path / "MNIST" / "raw", files)
+    write_files(tmp_path / "MNIST" / "raw", files)
     with pytest.raises(WsbenchError) as err:
         im.load_idx(tmp_path, "MNIST", im.MNIST_CLASSES)
     msg = str(err.value)
@@ -87,14 +87,14 @@ def test_truncated_gzip_is_one_line_error_naming_the_file(tmp_path, small):
 
 @pytest.mark.parametrize("what", ["magic", "count", "label"])
 def test_wrong_idx_content_is_rejected(tmp_path, small, what):
-    files = _fake_idx()
+    files = fake_idx()
     if what == "magic":
         files["t10k-labels-idx1-ubyte.gz"] = _idx_bytes(np.zeros(N_TE), im.IMAGE_MAGIC)
     elif what == "count":
         files["t10k-labels-idx1-ubyte.gz"] = _idx_bytes(np.zeros(N_TE + 1), im.LABEL_MAGIC)
     else:
         files["t10k-labels-idx1-ubyte.gz"] = _idx_bytes(np.full(N_TE, 10), im.LABEL_MAGIC)
-    _write(tmp_path / "MNIST" / "raw", files)
+    write_files(tmp_path / "MNIST" / "raw", files)
     with pytest.raises(WsbenchError, match="t10k-labels-idx1-ubyte.gz"):
         im.load_idx(tmp_path, "MNIST", im.MNIST_CLASSES)
 
@@ -120,8 +120,8 @@ def server(tmp_path):
 
 def test_missing_idx_files_are_downloaded_and_md5_checked(tmp_path, small, server, monkeypatch):
     base, root = server
-    files = _fake_idx()
-    _write(root / "mnist", files)
+    files = fake_idx()
+    write_files(root / "mnist", files)
     monkeypatch.setitem(im.MIRRORS, "MNIST", [base + "gone/", base + "mnist/"])
     monkeypatch.setitem(im.IDX_MD5, "MNIST", {k: hashlib.md5(v).hexdigest() for k, v in files.items()})
     data_dir = tmp_path / "data"
@@ -132,8 +132,8 @@ def test_missing_idx_files_are_downloaded_and_md5_checked(tmp_path, small, serve
 
 def test_download_with_wrong_checksum_leaves_no_file(tmp_path, small, server, monkeypatch):
     base, root = server
-    files = _fake_idx()
-    _write(root / "mnist", files)
+    files = fake_idx()
+    write_files(root / "mnist", files)
     monkeypatch.setitem(im.MIRRORS, "MNIST", [base + "mnist/"])
     md5 = {k: hashlib.md5(v).hexdigest() for k, v in files.items()}
     md5["train-images-idx3-ubyte.gz"] = "f" * 32
@@ -164,7 +164,7 @@ def _fake_cifar(**override) -> dict:
 
 def test_cifar_folder_validated_by_content(tmp_path, small):
     files = _fake_cifar()
-    _write(tmp_path / im.CIFAR_FOLDER, files)
+    write_files(tmp_path / im.CIFAR_FOLDER, files)
     data = im.load_cifar10(tmp_path)
     assert data.train_images.shape == (50, 3, 32, 32) and data.test_images.shape == (10, 3, 32, 32)
     raw = pickle.loads(files["data_batch_2"])
@@ -183,7 +183,7 @@ def test_cifar_folder_with_wrong_content_is_rejected(tmp_path, small, bad):
         d = pickle.loads(_cifar_batch(10, 1))
         d[b"data"] = d[b"data"].astype(np.float32)
         override = {"data_batch_1": pickle.dumps(d, protocol=2)}
-    _write(tmp_path / im.CIFAR_FOLDER, _fake_cifar(**override))
+    write_files(tmp_path / im.CIFAR_FOLDER, _fake_cifar(**override))
     with pytest.raises(WsbenchError) as err:
         im.load_cifar10(tmp_path)
     assert "\n" not in str(err.value) and im.CIFAR_FOLDER in str(err.value)
@@ -197,7 +197,7 @@ class _Boom:
 
 def test_cifar_pickle_cannot_run_code(tmp_path, small, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _write(tmp_path / im.CIFAR_FOLDER, _fake_cifar(data_batch_1=pickle.dumps({b"data": _Boom()})))
+    write_files(tmp_path / im.CIFAR_FOLDER, _fake_cifar(data_batch_1=pickle.dumps({b"data": _Boom()})))
     with pytest.raises(WsbenchError, match="refusing to load"):
         im.load_cifar10(tmp_path)
     assert not (tmp_path / "pwned.txt").exists()
@@ -242,7 +242,7 @@ def test_splits_are_seeded_and_disjoint():
 
 
 def test_cifar_task_has_three_channel_inrs(tmp_path, small):
-    _write(tmp_path / "data" / im.CIFAR_FOLDER, _fake_cifar())
+    write_files(tmp_path / "data" / im.CIFAR_FOLDER, _fake_cifar())
     spec = replace(load_registry().dataset("cifar10"), num_val=10, inr_recipe={"steps": 3, "chunk_size": 16})
     task = make_task(spec, tmp_path / "data", tmp_path / "cache", limit=8)
     assert task.info.inr.dims == [2, 32, 32, 3] and task.weights.shape == (24, task.info.inr.num_params)

@@ -178,8 +178,8 @@ class Runner:
             return dict(sorted({**base, **(self.settings.recipe or {})}.items()))
         unknown = sorted(set(self.settings.recipe or {}) - set(DEFAULT_RECIPE))
         if unknown:
-            raise WsbenchError(f"unknown INR recipe key {unknown[0]!r} for dataset {dataset!r}; known keys: "
-                               f"{', '.join(sorted(DEFAULT_RECIPE))}")
+            known = ", ".join(sorted(DEFAULT_RECIPE))
+            raise WsbenchError(f"unknown INR recipe key {unknown[0]!r}; known keys: {known} (dataset {dataset!r})")
         recipe = dict(sorted({**DEFAULT_RECIPE, **spec.inr_recipe, **(self.settings.recipe or {})}.items()))
         cfg.check_recipe_values(recipe, f"INR recipe of dataset {dataset!r}")
         return recipe
