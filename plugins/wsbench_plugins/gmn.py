@@ -438,8 +438,8 @@ PARAMS = {
 def register_architectures(register):
     register(ArchitectureSpec(
         name="gmn", view="weights", build=build,
-        description="Graph metanetwork: message passing over each INR's parameter graph (node per neuron, "
-                    "edge per weight)",
+        description="Graph metanetwork: message passing over each network's parameter graph (node per neuron "
+                    "or channel, edge per weight or kernel)",
         defaults=DEFAULTS, params=PARAMS,
         dataset_defaults={
             # On the shared-init zoos the GMN fits the training set (loss 0.01 by epoch 30) and overfits:
