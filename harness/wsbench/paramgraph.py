@@ -1,4 +1,4 @@
-"""The parameter graph of an MLP-shaped network, and the SIREN symmetries it is read under.
+"""Parameter graphs of MLPs and CNNs, and the SIREN symmetries an INR is read under.
 
 The parameter graph of an MLP with widths ``d_0 .. d_L`` has a node per neuron and an edge per
 weight (``W_l[o, i]`` joins neuron ``i`` of layer ``l`` to neuron ``o`` of layer ``l + 1``); biases
@@ -6,6 +6,33 @@ belong to their neurons. Every INR of one :class:`~wsbench.specs.SirenSpec` shar
 metanetwork builds it once (:class:`ParamGraph`) and batches the values. The readout groups are the
 orbits of the neuron-permutation symmetry: one per input neuron, one per hidden layer, one per
 output neuron; edges group by layer.
+
+Conv networks (:meth:`ParamGraph.for_network` on any layout of ``(W shape, b shape)`` layers, e.g.
+:class:`wsbench.cnnzoo.CnnSpec`) get the graph of Lim et al. 2024 ("Graph Metanetworks for Processing
+Diverse Neural Architectures"), with biases as node features. For conv layers
+``W_l (c_{l+1}, c_l, kh_l, kw_l)`` followed by global average pooling and dense layers
+``W_l (d_{l+1}, d_l)``:
+
+- nodes: one per input channel, one per output channel of every conv layer, one per output neuron
+  of every dense layer: ``N = c_0 + sum_l c_{l+1}``, numbered layer by layer, so the graph has the
+  node and edge structure of an MLP of widths ``(c_0, c_1, .., c_L)`` (``dims``);
+- edges: one per ``(input channel i, output channel o)`` pair of every layer, ``i -> o``, in the
+  order of the flattened weights (``W_l`` row-major over ``(o, i)``): ``E = sum_l c_{l+1} c_l``;
+- edge features ``(E, F + 1)`` with ``F = max_l kh_l kw_l``: ``[vec(W_l[o, i]), 0 .., 0, kind]``,
+  the whole kernel row-major, zero-padded to ``F``; a dense edge carries its one weight, padded
+  alike; ``kind`` is 1 on conv edges and 0 on dense ones. A graph without conv layers keeps the
+  MLP's one feature (the weight), with no padding and no flag;
+- node features ``(N, 1)``: the channel's or neuron's bias, 0 on input channels;
+- global average pooling has no parameters, so it adds no nodes: the last conv layer's channel
+  nodes are the dense layer's input nodes, each joined to every output neuron by the dense weight
+  ``W[o, c]`` (pooling averages channel ``c`` into the dense layer's input ``c``). The dense
+  layer's input width must therefore equal the last conv layer's channels (a flatten layer, whose
+  inputs are channel x position, is not this graph).
+
+Permuting the hidden channels of a conv layer (its kernels' output axis and bias, and the next
+layer's input axis) leaves the network's function unchanged; on the graph it is a relabelling of
+that layer's nodes, so the readout groups are the MLP's: each input channel and each output neuron
+is its own group (they are not symmetric), the hidden channels of a layer one group.
 
 Tools on the flat weight layout of :mod:`wsbench.weights`, for any weight-space model:
 
@@ -31,14 +58,64 @@ from wsbench.weights import tensor_shapes
 
 @dataclass(frozen=True)
 class ParamGraph:
-    """The parameter graph shared by every MLP of widths ``dims`` (``d_0 .. d_L``).
+    """The parameter graph shared by every network of widths ``dims`` (``d_0 .. d_L``).
 
     Nodes are numbered layer by layer; edges of layer ``l`` follow ``W_l (out, in)`` row-major,
     the order of the flattened weights. Node groups (the orbits of the readout): one per input
     neuron, one per hidden layer, one per output neuron; edge groups: one per layer.
+
+    ``kernels``: per layer the spatial shape of its kernel, ``(kh, kw)`` for a conv layer and ``()``
+    for a dense one; empty (the default) for an MLP. Build it from a layout with :meth:`for_network`.
     """
 
     dims: tuple
+    kernels: tuple = ()
+
+    @classmethod
+    def for_network(cls, spec: Any) -> ParamGraph:
+        """The graph of a layout: any spec with ``layer_shapes`` (see :func:`wsbench.tensor_shapes`).
+
+        Conv layers ``(out, in, *kernel)`` come first, dense layers ``(out, in)`` after them; every
+        layer's ``in`` is the previous layer's ``out`` (global average pooling between the last conv
+        layer and the first dense one keeps the channel count). Raises ``ValueError`` otherwise.
+        """
+        shapes = tensor_shapes(spec)
+        if not shapes:
+            raise ValueError("a parameter graph needs at least one layer")
+        dims, kernels, dense_seen = [shapes[0][0][1]], [], False
+        for k, (w, b) in enumerate(shapes):
+            if len(w) < 2 or b != (w[0],):
+                raise ValueError(f"layer {k}: weight {w} and bias {b} are not (out, in, ...) and (out,)")
+            if w[1] != dims[-1]:
+                hint = (" (a flatten layer between conv and dense layers has no channel graph; global "
+                        "average pooling keeps the channels)" if len(shapes[k - 1][0]) > 2 and len(w) == 2 else "")
+                raise ValueError(f"layer {k} takes {w[1]} inputs but layer {k - 1} gives {dims[-1]}{hint}")
+            if len(w) > 2 and dense_seen:
+                raise ValueError(f"layer {k}: a conv layer after a dense layer is not supported")
+            dense_seen = dense_seen or len(w) == 2
+            dims.append(w[0])
+            kernels.append(tuple(w[2:]))
+        return cls(tuple(dims), tuple(kernels) if any(kernels) else ())
+
+    @property
+    def kernel_shapes(self) -> list[tuple[int, ...]]:
+        """Per layer its kernel's spatial shape, ``()`` for dense layers."""
+        return list(self.kernels) if self.kernels else [()] * (len(self.dims) - 1)
+
+    @property
+    def is_conv(self) -> bool:
+        """Whether any layer is a conv layer (then edges carry kernels and a kind flag)."""
+        return any(self.kernel_shapes)
+
+    @property
+    def kernel_width(self) -> int:
+        """``F``: the longest flattened kernel (1 when every layer is dense)."""
+        return max(math.prod(k) for k in self.kernel_shapes)
+
+    @property
+    def edge_dim(self) -> int:
+        """Features per edge: ``F + 1`` (kernel values and the kind flag) with conv layers, else 1."""
+        return self.kernel_width + 1 if self.is_conv else 1
 
     @property
     def layer_shapes(self) -> list[tuple[int, int]]:
@@ -97,6 +174,27 @@ class ParamGraph:
     def edge_group(self) -> torch.Tensor:
         """``(E,)`` layer of every edge."""
         return torch.cat([torch.full((o * i,), k) for k, (o, i) in enumerate(self.layer_shapes)])
+
+    def edge_features(self, params: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """``[(W (B, out, in, *kernel), b (B, out)), ...]`` -> ``(B, E, edge_dim)`` in edge order.
+
+        Each edge's kernel row-major, zero-padded to ``kernel_width``, then (conv graphs only) its
+        kind: 1.0 for a conv edge, 0.0 for a dense one (see the module docstring).
+        """
+        f, parts = self.kernel_width, []
+        for (w, _), kernel, (o, i) in zip(params, self.kernel_shapes, self.layer_shapes):
+            n = math.prod(kernel)
+            v = w.reshape(w.shape[0], o * i, n)
+            if self.is_conv:
+                kind = torch.full_like(v[..., :1], 1.0 if kernel else 0.0)
+                v = torch.cat([v, v.new_zeros(w.shape[0], o * i, f - n), kind], 2)
+            parts.append(v)
+        return torch.cat(parts, 1)
+
+    def node_features(self, params: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """``[(W, b (B, out)), ...]`` -> ``(B, N, 1)``: 0 on input nodes, then every layer's biases."""
+        b0 = params[0][1]
+        return torch.cat([b0.new_zeros(b0.shape[0], self.dims[0]), *(b for _, b in params)], 1).unsqueeze(2)
 
 
 def layer_statistics(spec: Any, mean: np.ndarray, std: np.ndarray) -> list[tuple[float, float, float, float]]:

@@ -38,13 +38,22 @@ canonicalisation does), ``canon=sign`` only makes hidden biases non-negative, ``
 the weights as fitted. Either way the map is per neuron, so it commutes with permutations. The graph,
 the statistics and the canonical forms are the harness's (``wsbench.ParamGraph``, ``layer_statistics``,
 ``canonical_phases``, ``canonical_signs``); this module is the model.
+
+Zoos of other networks (``TaskInfo.inr`` None, e.g. the CNN zoos): the model reads the parameter graph
+of the zoo's layout (``ParamGraph.for_network``): a node per input channel, per conv output channel
+and per dense neuron, an edge per (input channel, output channel) pair whose features are the whole
+kernel (zero-padded, with a conv/dense flag; ``edge_in`` is then ``Linear(F + 1, d)``), biases as node
+features, and global average pooling wired as direct edges from the last conv layer's channels to the
+dense neurons. Everything else (the encodings, message passing, readout, normalisation) is the same
+model; the SIREN-only options (``canon``, ``probes``, affine augmentation) must be off there
+(``canon=none``, ``probes=0``, the defaults of the ``cnn-*`` datasets).
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -135,7 +144,10 @@ class GMNLayer(MessagePassing):
 
 
 class GMN(nn.Module):
-    """``x (B, P)`` flattened INR weights -> ``(logits (B, classes), {"mp1": ..., "logits": ...})``.
+    """``x (B, P)`` flattened weights -> ``(logits (B, classes), {"mp1": ..., "logits": ...})``.
+
+    ``spec``: the zoo's :class:`SirenSpec` (an INR zoo), or any other layout with ``layer_shapes``
+    (a CNN zoo's ``CnnSpec``), read as its conv parameter graph with ``canon="none"`` and no probes.
 
     Representations: ``mp{k}`` the pooled graph after message-passing layer ``k``
     (``(B, groups * d)``), ``head{k}`` the head's hidden layers, ``logits``.
@@ -147,11 +159,15 @@ class GMN(nn.Module):
     node_group: torch.Tensor
     edge_group: torch.Tensor
 
-    def __init__(self, spec: SirenSpec, num_classes: int, d: int = 64, depth: int = 4, head_hidden=(256,),
+    def __init__(self, spec: Any, num_classes: int, d: int = 64, depth: int = 4, head_hidden=(256,),
                  dropout: float = 0.0, stats=None, canon: str = "phase", impl: str = "dense", aggr: str = "mean",
                  precision: str = "fp32", compile: str = "none", probes: int = 0):
         super().__init__()
         self.spec, self.impl, self.canon, self.precision = spec, impl, canon, precision
+        self.is_inr = isinstance(spec, SirenSpec)
+        if not self.is_inr and (canon != "none" or probes):
+            raise ValueError(f"canon={canon!r} and probes={probes} are SIREN options; a "
+                             f"{type(spec).__name__} network takes canon='none' and probes=0")
         # On CUDA the dense message passing is memory-bound elementwise work between small matmuls:
         # torch.compile fuses it, for training steps only (dynamic batch size, so the last batch reuses
         # it; evaluation is cheap and stays eager). compile=cuda compiles the message-passing stack;
@@ -164,7 +180,7 @@ class GMN(nn.Module):
                 self._stack_compiled = compile_fn(self._dense_stack, dynamic=True)
             elif compile == "cuda-full":
                 self._forward_compiled = compile_fn(self._forward, dynamic=True)
-        self.graph = ParamGraph(tuple(spec.dims))
+        self.graph = ParamGraph(tuple(spec.dims)) if self.is_inr else ParamGraph.for_network(spec)
         g = self.graph
         stats = stats or [(0.0, 1.0, 0.0, 1.0)] * len(g.layer_shapes)
         self.register_buffer("stats", torch.tensor(stats, dtype=torch.float32))  # (L, 4)
@@ -174,7 +190,7 @@ class GMN(nn.Module):
         if self.probes:
             self.probe_coords = nn.Parameter(torch.rand(self.probes, g.dims[0]) * 2 - 1)
         self.node_in = nn.Linear(1 + self.probes, d)
-        self.edge_in = nn.Linear(1, d)
+        self.edge_in = nn.Linear(g.edge_dim, d)  # 1 for an INR: the weight
         # Encodings: one per input neuron, one per hidden layer, one per output neuron; one per edge layer.
         self.emb_in = nn.Parameter(torch.randn(g.dims[0], d) * 0.5)
         self.emb_hidden = nn.Parameter(torch.randn(g.num_hidden_layers, d) * 0.5)
@@ -200,6 +216,8 @@ class GMN(nn.Module):
         is fixed by the symmetry, not the data). Then come its probe values (:meth:`probe_values`).
         """
         params = unflatten(x, self.spec)
+        if not self.is_inr:
+            return self.conv_graph_values(params)
         if self.canon == "sign":
             params = canonical_signs(params)
         elif self.canon == "phase":
@@ -218,6 +236,15 @@ class GMN(nn.Module):
         if self.probes:
             nodes = torch.cat([nodes, self.probe_values(params).to(nodes.dtype)], 2)
         return nodes, torch.cat(edges, 1)
+
+    def conv_graph_values(self, params: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Another network's layers -> (node values ``(B, N, 1)``, edge features ``(B, E, F + 1)``).
+
+        Kernels and biases are normalised per layer (``stats``) before they become features, so the
+        zero padding and the kind flag stay as they are.
+        """
+        normed = [((w - st[0]) / st[1], (b - st[2]) / st[3]) for (w, b), st in zip(params, self.stats)]
+        return self.graph.node_features(normed), self.graph.edge_features(normed)
 
     def probe_values(self, params: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Every neuron's value at the probe points: ``(B, N, probes)``, layer by layer.
@@ -251,9 +278,10 @@ class GMN(nn.Module):
 
     # --- dense path -----------------------------------------------------------------------------------
     def embed_dense(self, nodes: torch.Tensor, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Values ``(B, N, F)``, ``(B, E)`` -> features ``(N, B, d)``, ``(E, B, d)``."""
+        """Values ``(B, N, F)``, ``(B, E)`` (or ``(B, E, F_e)``) -> features ``(N, B, d)``, ``(E, B, d)``."""
         h = self.node_in(nodes.transpose(0, 1)) + self.node_encoding().unsqueeze(1)
-        e = self.edge_in(edges.t().unsqueeze(-1)) + self.edge_encoding().unsqueeze(1)
+        e_values = edges.t().unsqueeze(-1) if edges.dim() == 2 else edges.transpose(0, 1)
+        e = self.edge_in(e_values) + self.edge_encoding().unsqueeze(1)
         return h, e
 
     def pool_dense(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -282,16 +310,16 @@ class GMN(nn.Module):
         m = edges.shape[1]
         offsets = (torch.arange(b, device=nodes.device) * n).repeat_interleave(m)
         ei = self.edge_index.repeat(1, b) + offsets
-        batch = Batch(x=nodes.reshape(-1, f), edge_index=ei, edge_attr=edges.reshape(-1, 1),
+        batch = Batch(x=nodes.reshape(-1, f), edge_index=ei, edge_attr=edges.reshape(b * m, -1),
                       node_group=self.node_group.repeat(b), edge_group=self.edge_group.repeat(b),
                       batch=torch.arange(b, device=nodes.device).repeat_interleave(n))
         batch._num_graphs = b
         return batch
 
     def graphs(self, x: torch.Tensor) -> list[Data]:
-        """One ``Data`` per INR (for users who want the graphs themselves)."""
+        """One ``Data`` per network (for users who want the graphs themselves)."""
         nodes, edges = self.graph_values(x)
-        return [Data(x=nodes[k], edge_index=self.edge_index, edge_attr=edges[k].unsqueeze(1),
+        return [Data(x=nodes[k], edge_index=self.edge_index, edge_attr=edges[k].reshape(edges.shape[1], -1),
                      node_group=self.node_group, edge_group=self.edge_group) for k in range(x.shape[0])]
 
     def pool_pyg(self, h: torch.Tensor, e: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -340,10 +368,23 @@ CHOICES = {"impl": ("dense", "pyg"), "weight_norm": ("per-layer", "none"), "cano
            "aggr": ("mean", "sum"), "precision": ("fp32", "bf16"), "compile": ("none", "cuda", "cuda-full")}
 
 
+def _check_network(info, config) -> None:
+    """A zoo of other networks (``info.inr`` None): its layout must make a parameter graph, and the
+    SIREN-only options must be off; one-line errors naming the fix."""
+    net = info.network
+    name = net.__name__ if isinstance(net, type) else type(net).__name__
+    try:
+        ParamGraph.for_network(net)
+    except (AttributeError, TypeError, ValueError) as err:
+        raise WsbenchError(f"gmn cannot build a parameter graph of the {name} networks of dataset "
+                           f"{info.dataset!r}: {err}") from None
+    for key, off in (("canon", "none"), ("probes", 0), ("augment", "none")):
+        if key in config and config[key] != off:
+            raise WsbenchError(f"gmn: {key}={config[key]!r} applies to SIREN INRs only; dataset {info.dataset!r} "
+                               f"holds {name} networks: use --set {key}={off}")
+
+
 def build(info, config) -> GMN:
-    if info.inr is None:  # a zoo of other networks (a CNN zoo): its parameter graph is not built yet
-        raise WsbenchError(f"gmn reads SIREN MLP zoos; dataset {info.dataset!r} holds "
-                           f"{type(info.network).__name__} networks, which it cannot read yet")
     for key, known in CHOICES.items():
         if config[key] not in known:
             raise WsbenchError(f"gmn: unknown {key} {config[key]!r}; known: {', '.join(known)}")
@@ -351,13 +392,16 @@ def build(info, config) -> GMN:
         raise WsbenchError(f"gmn: depth must be at least 1, got {config['depth']}; use --set depth=4")
     if int(config["probes"]) < 0:
         raise WsbenchError(f"gmn: probes must be 0 (off) or more, got {config['probes']}; use --set probes=64")
+    if info.inr is None:  # a zoo of other networks (a CNN zoo): read through its conv parameter graph
+        _check_network(info, config)
+    network = info.inr if info.inr is not None else info.network
     stats = None
     if config["weight_norm"] == "per-layer":
         if info.weight_mean is None or info.weight_std is None:
             raise WsbenchError("gmn: weight_norm=per-layer needs training-split weight statistics in TaskInfo; "
                                "pass them or --set weight_norm=none")
-        stats = layer_statistics(info.inr, info.weight_mean, info.weight_std)
-    return GMN(info.inr, info.num_classes, d=int(config["hidden_dim"]), depth=int(config["depth"]),
+        stats = layer_statistics(network, info.weight_mean, info.weight_std)
+    return GMN(network, info.num_classes, d=int(config["hidden_dim"]), depth=int(config["depth"]),
                head_hidden=tuple(config["head_hidden"]), dropout=float(config["dropout"]), stats=stats,
                canon=config["canon"], impl=config["impl"], aggr=config["aggr"], precision=config["precision"],
                compile=config["compile"], probes=int(config["probes"]))
@@ -376,6 +420,10 @@ DEFAULTS = {
     "epochs": 30, "batch_size": 512, "lr": 3e-3, "weight_decay": 1e-2, "warmup_epochs": 1, "grad_clip": 1.0,
 }
 
+# On zoos of conv networks: no canonical form, probes or affine augmentation (they are SIREN symmetries).
+CNN_ZOO_DEFAULTS = {"canon": "none", "probes": 0, "hidden_dim": 32, "depth": 2, "head_hidden": [64],
+                    "epochs": 20, "batch_size": 64, "bn_recalibrate": 512}
+
 # Types and ranges of the GMN's own keys, checked before any work (the training keys are the harness's).
 PARAMS = {
     "hidden_dim": Param(int, ge=1, help="node and edge feature width"),
@@ -390,8 +438,8 @@ PARAMS = {
 def register_architectures(register):
     register(ArchitectureSpec(
         name="gmn", view="weights", build=build,
-        description="Graph metanetwork: message passing over each INR's parameter graph (node per neuron, "
-                    "edge per weight)",
+        description="Graph metanetwork: message passing over each network's parameter graph (node per neuron "
+                    "or channel, edge per weight or kernel)",
         defaults=DEFAULTS, params=PARAMS,
         dataset_defaults={
             # On the shared-init zoos the GMN fits the training set (loss 0.01 by epoch 30) and overfits:
@@ -411,5 +459,8 @@ def register_architectures(register):
             # 15 epochs: 48.8 % over seeds 0-2 on 6 classes (20 epochs with all 1,000: 47.6 %).
             "shapes": {"hidden_dim": 32, "layers": 2, "head_hidden": [64], "probes": 16, "augment": "affine",
                        "label_smoothing": 0.1, "epochs": 15, "batch_size": 64, "bn_recalibrate": 512},
+            # CNN zoos: the conv parameter graph (59 nodes, 688 edges of 9 kernel values for the Small CNN
+            # Zoo network); the SIREN options off; a narrow, shallow GMN, small enough for 2 CPU cores.
+            **{name: CNN_ZOO_DEFAULTS for name in ("cnn-mnist", "cnn-fmnist", "cnn-cifar10gs", "cnn-imported")},
         },
     ))
