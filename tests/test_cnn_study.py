@@ -38,11 +38,11 @@ def test_cnn_zoo_study_runs_end_to_end_on_a_tiny_zoo(tmp_path, fake_mnist, capsy
     page = (lb / "leaderboard.md").read_text()
     # Ranked by Kendall's tau with R2 and MSE; weight-view and function-view models; their similarity.
     assert "Kendall's tau" in page and "R²" in page and "MSE" in page
-    for arch in ("weight-stats", "flat-mlp", "nfn-np", "fn-mlp"):
+    for arch in ("gmn", "weight-stats", "flat-mlp", "nfn-np", "fn-mlp"):
         assert f"| {arch} |" in page
     assert "weights better" in page and "Cross-seed stability" in page
     sim = json.loads((lb / "manifest.json").read_text())
-    assert sim["runs"] == 8 and sim["finished_runs"] == 8
+    assert sim["runs"] == 10 and sim["finished_runs"] == 10
     cross = (lb / "tables" / "cross.csv").read_text()
     assert "fn-mlp" in cross and "weight-stats" in cross  # weights vs function similarity, sample ids aligned
     # Re-rendering the export from its own tables gives the same page.

@@ -278,3 +278,13 @@ def test_nfn_np_loads_without_torch_geometric():
     """The parameter-graph toolkit is the harness's: only the gmn model itself needs torch-geometric."""
     res = subprocess.run([sys.executable, "-c", BLOCK_TORCH_GEOMETRIC], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_a_dataset_default_that_is_not_a_config_key_is_an_error_naming_it():
+    from wsbench import ArchitectureSpec, WsbenchError
+    from wsbench.config import resolve
+    spec = ArchitectureSpec(name="typo", view="weights", build=lambda info, config: None,
+                            defaults={"depth": 4}, dataset_defaults={"shapes": {"layers": 2}})
+    with pytest.raises(WsbenchError, match=r"dataset_defaults\['shapes'\] sets layers, which is not one of its"):
+        resolve(spec, "shapes", {})
+    assert resolve(spec, "mnist", {})["depth"] == 4  # other datasets are unaffected

@@ -281,7 +281,12 @@ def resolve(arch: ArchitectureSpec, dataset: str, overrides: Mapping[str, Any]) 
     """Training defaults <- architecture defaults <- per-dataset defaults <- overrides, where
     ``ARCH.key`` overrides apply to architecture ARCH only and win over plain ``key`` ones."""
     defaults = {**TRAIN_DEFAULTS, **dict(arch.defaults)}
-    config = {**defaults, **dict(arch.dataset_defaults.get(dataset, {}))}
+    per_dataset = dict(arch.dataset_defaults.get(dataset, {}))
+    stray = sorted(set(per_dataset) - set(defaults))
+    if stray:  # a plugin's typo would otherwise be stored in every run's config and do nothing
+        raise WsbenchError(f"architecture {arch.name!r}: dataset_defaults[{dataset!r}] sets {', '.join(stray)}, "
+                           f"which is not one of its config keys ({', '.join(sorted(defaults))}); fix the plugin")
+    config = {**defaults, **per_dataset}
     mine = {k: v for k, v in overrides.items() if "." not in k}
     mine.update({k.split(".", 1)[1]: v for k, v in overrides.items() if k.split(".", 1)[0] == arch.name and "." in k})
     unknown = sorted(set(mine) - set(config))

@@ -457,7 +457,7 @@ def register_architectures(register):
             # training INRs need (small shapes at random places and angles). BatchNorm statistics from 512
             # training INRs instead of all 1,000 (their forward pass was a quarter of an epoch's time).
             # 15 epochs: 48.8 % over seeds 0-2 on 6 classes (20 epochs with all 1,000: 47.6 %).
-            "shapes": {"hidden_dim": 32, "layers": 2, "head_hidden": [64], "probes": 16, "augment": "affine",
+            "shapes": {"hidden_dim": 32, "depth": 2, "head_hidden": [64], "probes": 16, "augment": "affine",
                        "label_smoothing": 0.1, "epochs": 15, "batch_size": 64, "bn_recalibrate": 512},
             # CNN zoos: the conv parameter graph (59 nodes, 688 edges of 9 kernel values for the Small CNN
             # Zoo network); the SIREN options off; a narrow, shallow GMN, small enough for 2 CPU cores.
