@@ -174,3 +174,16 @@ def test_weight_stats_features_are_the_per_tensor_statistics():
     w1 = x[1, :27].numpy()  # conv1's kernel of row 1
     want = [w1.mean(), w1.var(), *np.quantile(w1, [0, 0.25, 0.5, 0.75, 1.0])]
     assert np.allclose(feats[1, :7].numpy(), want, atol=1e-6)
+
+
+def test_plugins_json_lists_each_datasets_target_views_and_recipes(capsys):
+    from wsbench.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["plugins", "--json"])
+    assert exit_.value.code in (0, None)
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    cnn = rows["cnn-cifar10gs"]
+    assert cnn["target"] == "scalar" and cnn["views"] == ["weights", "function"]
+    assert cnn["zoo_recipes"]["cpu"]["zoo_size"] == 1000 and cnn["zoo_recipes"]["cuda"]["zoo_size"] == 30000
+    assert rows["mnist"]["target"] == "class" and rows["mnist"]["views"] == ["weights", "images"]
+    assert "inr_recipe" in rows["mnist"] and rows["fn-mlp"]["view"] == "function"

@@ -475,6 +475,12 @@ def plugins(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
                "description": s.description}
         if s.kind == "architecture":
             row["view"] = s.view
+        if s.kind == "dataset":
+            row.update(target=s.target, views=list(s.offered_views))
+            if s.networks is not None:
+                row["zoo_recipes"] = {dev: dict(r) for dev, r in s.zoo_recipes.items()}
+            else:
+                row["inr_recipe"] = dict(s.inr_recipe)
         if s.kind == "metric":
             row.update(estimator=s.estimator, higher_is_better=s.higher_is_better, symmetric=s.symmetric,
                        invariances=list(s.invariances))
@@ -486,7 +492,8 @@ def plugins(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
     for col in ("kind", "name", "distribution", "version", "details", "description"):
         t.add_column(col)
     for r in rows:
-        details = r.get("view") or r.get("estimator") or ""
+        details = r.get("view") or r.get("estimator") or (f"{r['target']}: {', '.join(r['views'])}"
+                                                           if r["kind"] == "dataset" else "")
         t.add_row(r["kind"], r["name"], r["distribution"], r["version"], details, r["description"])
     out_console.print(t)
 
