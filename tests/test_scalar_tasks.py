@@ -187,3 +187,11 @@ def test_plugins_json_lists_each_datasets_target_views_and_recipes(capsys):
     assert cnn["zoo_recipes"]["cpu"]["zoo_size"] == 1000 and cnn["zoo_recipes"]["cuda"]["zoo_size"] == 30000
     assert rows["mnist"]["target"] == "class" and rows["mnist"]["views"] == ["weights", "images"]
     assert "inr_recipe" in rows["mnist"] and rows["fn-mlp"]["view"] == "function"
+
+
+def test_a_runs_score_reads_as_one_phrase():
+    from wsbench.scores import row_text
+    assert row_text({"score": "accuracy", "test_score": 0.5}) == "test accuracy 50.00%"
+    assert row_text({"test_acc": 0.25}) == "test accuracy 25.00%"  # rows stored before score columns
+    assert row_text({"score": "kendall_tau", "test_score": 0.71}) == "test Kendall's tau 0.710"
+    assert row_text({"score": "mse", "test_score": None}) == ""

@@ -114,4 +114,6 @@ def row_text(row: dict) -> str:
     value = row.get("test_score")
     if value is None:
         value = row.get("test_acc")
-    return f"test {SCORES[name].label if name in SCORES else name} {fmt(name, value)}" if value is not None else ""
+    label = SCORES[name].label if name in SCORES else name
+    label = label if label.startswith("test ") else f"test {label}"
+    return f"{label} {fmt(name, value)}" if value is not None else ""
