@@ -195,3 +195,21 @@ def test_a_runs_score_reads_as_one_phrase():
     assert row_text({"test_acc": 0.25}) == "test accuracy 25.00%"  # rows stored before score columns
     assert row_text({"score": "kendall_tau", "test_score": 0.71}) == "test Kendall's tau 0.710"
     assert row_text({"score": "mse", "test_score": None}) == ""
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--recipe", "zoo_size=abc"], "'zoo_size' = 'abc' is not valid; expected an integer >= 3"),
+    (["--recipe", "epochs=0"], "'epochs' = 0 is not valid; expected an integer >= 1"),
+    (["--recipe", "train_subset=0"], "'train_subset' = 0 is not valid"),
+    (["--recipe", "dtype=float16"], "expected one of 'float32', 'float64'"),
+    (["--recipe", "zoo_sise=5"], "zoo_sise: not a recipe key of dataset 'cnn-mnist'"),
+    (["--limit", "0"], "--limit 0: give a positive number"),
+])
+def test_a_bad_cnn_zoo_recipe_fails_in_one_line_before_any_work(tmp_path, capsys, args, needle):
+    from wsbench.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["zoo", "build", "--dataset", "cnn-mnist", "--data-dir", str(tmp_path / "nodata"),
+              "--cache-dir", str(tmp_path / "cache"), *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "cache" / "zoos").exists() and not (tmp_path / "nodata").exists()

@@ -66,6 +66,7 @@ _API = {
     "prepare_linear": "wsbench.kernels",
     "row_chunk": "wsbench.kernels",
     # zoos of trained CNNs as datasets
+    "CNN_ZOO_PARAMS": "wsbench.netzoo",
     "cnn_networks": "wsbench.netzoo",
     "cnn_zoo_recipes": "wsbench.netzoo",
     "imported_cnn_networks": "wsbench.netzoo",
@@ -76,6 +77,7 @@ _API = {
 
 # The plugin API (the names of _API, and the version).
 __all__ = [
+    "CNN_ZOO_PARAMS",
     "F64",
     "TARGETS",
     "VIEWS",
@@ -133,7 +135,7 @@ if TYPE_CHECKING:  # what type checkers and editors follow; the same names as _A
         prepare_linear,
         row_chunk,
     )
-    from wsbench.netzoo import cnn_networks, cnn_zoo_recipes, imported_cnn_networks
+    from wsbench.netzoo import CNN_ZOO_PARAMS, cnn_networks, cnn_zoo_recipes, imported_cnn_networks
     from wsbench.paramgraph import ParamGraph, canonical_phases, canonical_signs, layer_statistics
     from wsbench.specs import (
         TARGETS,

@@ -16,9 +16,26 @@ from pathlib import Path
 import numpy as np
 
 from wsbench.errors import WsbenchError
-from wsbench.specs import ImageData, NetworkZoo, ZooRequest
+from wsbench.specs import ImageData, NetworkZoo, Param, ZooRequest
 
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.2}  # of the zoo's networks; the rest trains
+
+# The type and range of every CNN zoo recipe key (``DatasetSpec.zoo_params``): a bad ``--recipe`` value
+# fails before any work, naming the key and what it takes.
+CNN_ZOO_PARAMS: dict[str, Param] = {
+    "zoo_size": Param(int, ge=3, help="CNNs in the zoo"),
+    "zoo_seed": Param(int, ge=0, help="seeds the configurations and the split"),
+    "epochs": Param(int, ge=1, help="training epochs of every CNN"),
+    "batch_size": Param(int, ge=1),
+    "chunk_size": Param(int, ge=1, help="CNNs trained at once"),
+    "train_subset": Param(int, ge=32, none=True, help="training images in the pool (null: all)"),
+    "test_subset": Param(int, ge=1, none=True, help="test images the accuracy is measured on (null: all)"),
+    "train_eval": Param(int, ge=1, none=True, help="images of its own subset a CNN's train accuracy uses"),
+    "n_probe": Param(int, ge=1, help="probe images of the function view"),
+    "dtype": Param(str, choices=("float32", "float64")),
+    "method": Param(str, choices=("grouped", "bmm")),
+    "image_size": Param(int, ge=7, none=True, help="resize images to this size (null: native)"),
+}
 
 
 def cnn_zoo_recipes(cpu_size: int = 1000, gpu_size: int = 30000) -> dict[str, dict]:

@@ -175,7 +175,10 @@ class Runner:
             if unknown:
                 raise WsbenchError(f"--recipe {unknown[0]}: not a recipe key of dataset {dataset!r}; its keys: "
                                    f"{', '.join(sorted(base)) or '(none)'}")
-            return dict(sorted({**base, **(self.settings.recipe or {})}.items()))
+            merged = {**base, **(self.settings.recipe or {})}
+            where = f"zoo recipe of dataset {dataset!r}"
+            return dict(sorted((k, cfg.check_value(k, v, spec.zoo_params.get(k) or cfg.infer_param(base[k]), where,
+                                                   flag="--recipe")) for k, v in merged.items()))
         unknown = sorted(set(self.settings.recipe or {}) - set(DEFAULT_RECIPE))
         if unknown:
             known = ", ".join(sorted(DEFAULT_RECIPE))

@@ -284,6 +284,9 @@ class DatasetSpec:
     # The resolved recipe is stored in every run's config (``zoo_recipe``), so runs on zoos built with
     # another recipe are another variant, and reaches ``networks`` as ``ZooRequest.recipe``.
     zoo_recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Optional: key -> Param, the type and range of a zoo recipe key (keys without one are typed by
+    # their default, as config keys are); checked before any work.
+    zoo_params: Mapping[str, Param] = field(default_factory=dict)
     kind: str = "dataset"  # fixed: the kind this spec registers as
     distribution: str = ""  # set by the host
     version: str = ""  # set by the host

@@ -153,6 +153,8 @@ def network_task(spec: DatasetSpec, data_dir: Path, cache_dir: Path, limit: int 
                  progress=None, repair: bool = False, recipe: dict | None = None) -> Task:
     """The Task of a dataset whose samples are trained networks (``DatasetSpec.networks``)."""
     assert spec.networks is not None
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise WsbenchError(f"--limit {limit!r}: give a positive number of networks per split, or leave it out")
     request = ZooRequest(data_dir=data_dir, cache_dir=cache_dir, limit=limit, device=device, progress=progress,
                          repair=repair, recipe=dict(recipe or {}))
     try:

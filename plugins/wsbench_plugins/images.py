@@ -28,6 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from wsbench import (
+    CNN_ZOO_PARAMS,
     DatasetSpec,
     ImageData,
     WsbenchError,
@@ -259,7 +260,7 @@ def register_datasets(register):
         register(DatasetSpec(
             name=name, load=load, target="scalar", views=("weights", "function"),
             networks=lambda request, name=name, load=load: cnn_networks(request, name, load(request.data_dir)),
-            zoo_recipes=cnn_zoo_recipes(),
+            zoo_recipes=cnn_zoo_recipes(), zoo_params=CNN_ZOO_PARAMS,
             description=f"zoo of small CNNs trained on {what} (Small CNN Zoo network, 4,970 weights); "
                         "target: each CNN's test accuracy",
         ))
@@ -267,6 +268,6 @@ def register_datasets(register):
     # named with --recipe zoo=FOLDER: weights only (the release stores no network outputs).
     register(DatasetSpec(
         name="cnn-imported", target="scalar", views=("weights",), networks=imported_cnn_networks,
-        zoo_recipes={"cpu": {"zoo": "", "zoo_seed": 0}},
+        zoo_recipes={"cpu": {"zoo": "", "zoo_seed": 0}}, zoo_params={"zoo_seed": CNN_ZOO_PARAMS["zoo_seed"]},
         description="an imported CNN zoo (--recipe zoo=FOLDER from `wsbench zoo import`); target: test accuracy",
     ))
