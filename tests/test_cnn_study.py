@@ -59,6 +59,11 @@ def test_an_imported_small_cnn_zoo_trains_like_a_built_one(tmp_path, capsys):
     assert code == 0, err
     assert "imported 30 CNNs" in out
     folder = out.split(" as ")[1].split(";")[0]
+    code, out, err = cli(capsys, "zoo", "info", "--cache-dir", cache)  # the listing knows CNN zoos
+    assert code == 0 and "BROKEN" not in out, err
+    code, out, err = cli(capsys, "zoo", "info", "--cache-dir", cache, "--json")
+    (listed,) = json.loads(out)
+    assert listed["kind"] == "cnn" and listed["imported"] == "small-cnn-zoo" and listed["count"] == 30
     code, out, err = cli(capsys, "run", "--arch", "weight-stats", "--dataset", "cnn-imported", "--recipe",
                          f"zoo={folder[:20]}", "--epochs", "1", "--cache-dir", cache, "--results", tmp_path / "r")
     assert code == 0, err

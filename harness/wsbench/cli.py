@@ -579,10 +579,11 @@ def _build_zoo(dataset: str, data_dir: Optional[Path], cache_dir: Optional[Path]
                       f"min {p['min']:.2f}, max {p['max']:.2f}")
 
 
+@zoo_app.command("info")
 @inrs_app.command("info")
 def inrs_info(zoo: Optional[str] = typer.Argument(None, help="A zoo's key prefix or folder name: print its manifest."),
               cache_dir: Optional[Path] = CacheOpt, as_json: bool = typer.Option(False, "--json")):
-    """List the cached INR zoos (fitted and imported), or print one zoo's manifest."""
+    """List the cached zoos (INR and CNN zoos, built and imported), or print one zoo's manifest."""
     from wsbench.task import default_cache_dir
     from wsbench.zoo import list_zoos
     root = cache_dir or default_cache_dir()
@@ -606,7 +607,7 @@ def inrs_info(zoo: Optional[str] = typer.Argument(None, help="A zoo's key prefix
     if not zoos:
         out_console.print(f"no INR zoos cached under {root}; build one with `wsbench inrs build --dataset NAME`")
         return
-    t = Table(title=f"INR zoos in {root}")
+    t = Table(title=f"zoos in {root}")
     for col in ("dataset", "count", "spec", "recipe", "PSNR mean", "PSNR p5", "PSNR min", "device", "fit s", "key"):
         t.add_column(col)
     for z in zoos:
@@ -614,8 +615,15 @@ def inrs_info(zoo: Optional[str] = typer.Argument(None, help="A zoo's key prefix
             t.add_row(str(z.get("dataset", "?")), "[red]BROKEN[/red]", "-", "(see below)", "-", "-", "-", "-", "-",
                       str(z["key"])[:16])
             continue
-        spec = "-".join(str(d) for d in [z["spec"]["in_dim"], *z["spec"]["hidden"], z["spec"]["out_dim"]])
         r, p = z.get("recipe") or {}, z.get("psnr") or {}
+        if z.get("kind") == "cnn":  # a CNN zoo (wsbench.cnnzoo): no PSNR; its recipe is epochs and a pool
+            spec = "cnn " + "-".join(str(c) for c in z["spec"]["channels"])
+            recipe = (f"imported ({z['imported']})" if z.get("imported")
+                      else f"{r.get('epochs')} epochs, pool {r.get('train_subset') or 'all'}")
+            t.add_row(z["dataset"], str(z["count"]), spec, recipe, "-", "-", "-", str(z.get("device", "-")),
+                      str(z.get("train_seconds", "-")), z["key"][:16])
+            continue
+        spec = "-".join(str(d) for d in [z["spec"]["in_dim"], *z["spec"]["hidden"], z["spec"]["out_dim"]])
         recipe = f"imported ({r['imported']})" if r.get("imported") else f"{r.get('steps')} steps, lr {r.get('lr')}"
         db = [f"{p[k]:.2f}" if k in p else "-" for k in ("mean", "p5", "min")]
         t.add_row(z["dataset"], str(z["count"]), spec, recipe, *db, str(z.get("device", "-")),
