@@ -76,3 +76,39 @@ def test_an_imported_small_cnn_zoo_trains_like_a_built_one(tmp_path, capsys):
     code, _, err = cli(capsys, "run", "--arch", "flat-mlp", "--dataset", "cnn-imported", "--cache-dir", cache,
                        "--results", tmp_path / "r2")
     assert code == 2 and "--recipe zoo=FOLDER" in err and folder in err
+
+
+def test_a_cnn_zoo_build_killed_with_sigkill_resumes_to_the_same_zoo(tmp_path, fake_mnist):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # The fake MNIST files are 60 + 20 images: the subprocess needs the same small counts.
+    code = ("import sys, wsbench_plugins.images as im; im.N_TRAIN_IDX, im.N_TEST_IDX = 60, 20; "
+            "from wsbench.cli import main; main(sys.argv[1:])")
+    recipe = [*TINY, "--recipe", "epochs=40", "--recipe", "chunk_size=10"]  # 4 chunks of ~1 s each
+
+    def build(cache, kill=False):
+        cmd = [sys.executable, "-c", code, "zoo", "build", "--dataset", "cnn-mnist", "--data-dir", str(fake_mnist),
+               "--cache-dir", str(cache), "--device", "cpu", *recipe]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+        if kill:
+            deadline = time.time() + 120
+            while time.time() < deadline and not list(cache.glob("zoos/*/done.json")):
+                time.sleep(0.02)
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=300)
+        return proc.returncode
+
+    assert build(tmp_path / "whole") == 0
+    assert build(tmp_path / "killed", kill=True) == -signal.SIGKILL
+    (folder,) = (tmp_path / "killed" / "zoos").iterdir()
+    done = json.loads((folder / "done.json").read_text())
+    assert not (folder / "manifest.json").exists() and 1 <= len(done) < 4  # killed mid-build
+    assert build(tmp_path / "killed") == 0
+    (whole,) = (tmp_path / "whole" / "zoos").iterdir()
+    assert folder.name == whole.name
+    for name in ("weights.npy", "function.npy", "test_acc.npy", "train_acc.npy"):
+        assert np.array_equal(np.load(folder / name), np.load(whole / name), equal_nan=True), name

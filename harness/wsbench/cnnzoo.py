@@ -726,13 +726,16 @@ def build_cnn_zoo(root: Path | str, dataset: str, train_images: np.ndarray, trai
         return _build_locked(path, manifest, configs, data, spec, recipe, dev, progress)
 
 
-def _open_partial(path: Path, shape: tuple, fresh: bool) -> np.ndarray | None:
-    if not fresh:
-        try:
-            a = np.lib.format.open_memmap(path, mode="r+")
-        except (ValueError, OSError, EOFError):
-            return None
-        return a if a.shape == shape and a.dtype == np.float32 else None
+def _open_partial(path: Path, shape: tuple) -> np.memmap | None:
+    """A finished chunk's array of a killed build, or None when it is missing or does not fit."""
+    try:
+        a = np.lib.format.open_memmap(path, mode="r+")
+    except (ValueError, OSError, EOFError):
+        return None
+    return a if a.shape == shape and a.dtype == np.float32 else None
+
+
+def _new_partial(path: Path, shape: tuple) -> np.memmap:
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
 
 
@@ -746,16 +749,16 @@ def _build_locked(path: Path, manifest: dict, configs: dict, data: Data, spec: C
         done = set(json.loads(done_file.read_text())) if done_file.exists() else set()
     except (OSError, ValueError, TypeError):
         done = set()
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.memmap] = {}
     if done:
         for name, shape in files.items():
-            a = _open_partial(path / name, shape, fresh=False)
+            a = _open_partial(path / name, shape)
             if a is None:
                 done, arrays = set(), {}
                 break
             arrays[name] = a
     if not done:
-        arrays = {name: _open_partial(path / name, shape, fresh=True) for name, shape in files.items()}  # type: ignore[misc]
+        arrays = {name: _new_partial(path / name, shape) for name, shape in files.items()}
     started = time.perf_counter()
     for c, rows in enumerate(chunks):
         if c in done:
@@ -765,7 +768,7 @@ def _build_locked(path: Path, manifest: dict, configs: dict, data: Data, spec: C
         arrays["function.npy"][rows] = out["function"]
         arrays["metrics.partial.npy"][rows] = np.stack([out[t] for t in TARGETS], axis=1)
         for a in arrays.values():
-            a.flush()  # type: ignore[attr-defined]
+            a.flush()
         done.add(c)
         write_text(done_file, json.dumps(sorted(done)))
         if progress is not None:
