@@ -213,3 +213,17 @@ def test_a_bad_cnn_zoo_recipe_fails_in_one_line_before_any_work(tmp_path, capsys
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "cache" / "zoos").exists() and not (tmp_path / "nodata").exists()
+
+
+def test_a_grid_over_zoos_of_different_kinds_runs_what_applies_and_names_the_rest(tmp_path, capsys):
+    from wsbench.cli import main
+    from wsbench.grid import applicable, grid_cells
+    reg = toy_registry()
+    cells, left_out = applicable(grid_cells(["toy-zoo", "shapes"], ["fn-mlp", "mlp"], [0]), reg)
+    assert cells == [Cell("toy-zoo", "fn-mlp", 0), Cell("shapes", "mlp", 0)]
+    assert left_out == ["mlp reads the 'images' view, which toy-zoo does not offer (weights, function)",
+                        "fn-mlp reads the 'function' view, which shapes does not offer (weights, images)"]
+    with pytest.raises(SystemExit) as exit_:  # nothing applies: a one-line error before any work
+        main(["grid", "--arch", "mlp", "--dataset", "cnn-mnist", "--results", str(tmp_path), "--seeds", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "no architecture of this grid applies" in err and len(err.splitlines()) == 1

@@ -222,9 +222,14 @@ def grid(arch: List[str] = typer.Option(..., "--arch", help="Architecture; repea
     sharing a results root split the cells between them. A run killed while
     training resumes after its last finished epoch.
     """
-    from wsbench.grid import grid_cells, summarize
+    from wsbench.grid import applicable, grid_cells, summarize
     settings = _settings(out, data_dir, cache_dir, device, limit, epochs, set_, config, recipe, save_models, track)
     cells = grid_cells(_unique("--dataset", dataset), _unique("--arch", arch), parse_seeds(seeds))
+    cells, left_out = applicable(cells, _registry())
+    if not cells:
+        raise WsbenchError(f"no architecture of this grid applies to its datasets: {'; '.join(left_out)}")
+    for line in left_out:
+        err_console.print(f"not applicable, left out: {line}", highlight=False, soft_wrap=True)
     outcomes = _run_cells(cells, settings, keep_going=True, executor=executor, ray_address=ray_address,
                           workers=workers)
     if as_json:

@@ -25,6 +25,21 @@ def grid_cells(datasets: Iterable[str], architectures: Iterable[str], seeds: Ite
     return [Cell(d, a, s) for d in names for a in archs for s in unique_seeds]
 
 
+def applicable(cells: list[Cell], registry: Registry) -> tuple[list[Cell], list[str]]:
+    """The cells whose architecture reads a view their dataset offers, and one line per (dataset,
+    architecture) left out, saying why. A grid or study over zoos of different kinds (INR and CNN
+    zoos, say) runs every combination that applies; an empty result is the caller's error."""
+    keep, skipped = [], {}
+    for c in cells:
+        arch, ds = registry.architecture(c.arch), registry.dataset(c.dataset)
+        if arch.view in ds.offered_views:
+            keep.append(c)
+        else:
+            skipped[(c.dataset, c.arch)] = (f"{c.arch} reads the {arch.view!r} view, which {c.dataset} does not "
+                                            f"offer ({', '.join(ds.offered_views)})")
+    return keep, list(skipped.values())
+
+
 @dataclass
 class CellOutcome:
     """What became of one cell in one grid invocation.

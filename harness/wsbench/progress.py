@@ -314,6 +314,8 @@ class StudyDisplay:
                     self.update = lambda e: self.current.update(bar, total=e["total"], completed=e["done"])
         elif kind == "warning":
             self.console.print(f"[yellow]warning:[/yellow] {event['message']}", highlight=False)
+        elif kind == "note":
+            self.console.print(f"{event['dataset']}: {escape(event['text'])}", highlight=False, soft_wrap=True)
         elif isinstance(self.current, GridDisplay):
             self.current(event)
         elif kind in ("zoo", "similarity") and self.update is not None:

@@ -23,7 +23,7 @@ from wsbench.claims import utc_now
 from wsbench.config import MAX_SEED_COUNT
 from wsbench.errors import WsbenchError
 from wsbench.executors import make_executor
-from wsbench.grid import grid_cells, run_grid
+from wsbench.grid import applicable, grid_cells, run_grid
 from wsbench.plugins import Registry
 from wsbench.reporting import export
 from wsbench.runner import Runner, Settings
@@ -178,7 +178,10 @@ def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = 
     settings = study_settings(study, settings)
     out = Path(settings.out)
     runner = Runner(reg, settings)
-    runner.validate(grid_cells(datasets, study.architectures, seeds or [0]))
+    planned, left_out = applicable(grid_cells(datasets, study.architectures, seeds or [0]), reg)
+    if not planned:
+        raise WsbenchError(f"study {study.name!r}: no architecture applies to its datasets: {'; '.join(left_out)}")
+    runner.validate(planned)
     runner.store.check_writable()
     runner.store.sweep()
     dev = str(resolve_device(settings.device))
@@ -205,7 +208,9 @@ def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = 
         done({"dataset": ds, "stage": "zoo", "inrs": len(task.ids),
               "psnr": task.zoo.manifest["psnr"] if task.zoo else None, "device": dev, "host": platform.node()}, t0)
         t0 = stage("grid", ds)
-        cells = grid_cells([ds], study.architectures, seeds)
+        cells, left_out = applicable(grid_cells([ds], study.architectures, seeds), reg)
+        if left_out:
+            emit({"type": "note", "dataset": ds, "text": "not applicable, left out: " + "; ".join(left_out)})
         outcomes = run_grid(cells, runner, executor, on_event=emit)
         report.failed_cells += sum(o.failed for o in outcomes)
         report.outcomes += outcomes
