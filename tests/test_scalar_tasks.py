@@ -227,3 +227,16 @@ def test_a_grid_over_zoos_of_different_kinds_runs_what_applies_and_names_the_res
         main(["grid", "--arch", "mlp", "--dataset", "cnn-mnist", "--results", str(tmp_path), "--seeds", "1"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "no architecture of this grid applies" in err and len(err.splitlines()) == 1
+
+
+def test_a_saved_scalar_model_reloads_to_its_stored_scores(tmp_path):
+    from wsbench.models import evaluate
+    runner = Runner(toy_registry(), Settings(out=tmp_path / "r", device="cpu", save_models=True,
+                                             overrides={"epochs": 3}))
+    row = runner.run(Cell("toy-zoo", "weight-stats", 0))
+    ev = evaluate(tmp_path / "r", row["run_id"], "test", registry=toy_registry(), device="cpu")
+    assert ev.scalar and math.isnan(ev.accuracy)
+    assert ev.scores["kendall_tau"] == pytest.approx(row["test_score"], abs=1e-12)
+    assert ev.scores == pytest.approx(json.loads(row["test_scores"]), rel=1e-6)
+    val = evaluate(tmp_path / "r", row["run_id"], "val", registry=toy_registry(), device="cpu")
+    assert val.scores["kendall_tau"] == pytest.approx(row["val_score"], abs=1e-9)
