@@ -28,8 +28,10 @@ def _weights(spec, n=5, seed=0):
     return torch.randn(n, spec.num_params, generator=torch.Generator().manual_seed(seed))
 
 
-def _permute_hidden(x, spec, seed=0):
-    """Permute the hidden neurons of every INR (each its own permutation), weights and biases alike."""
+def permute_hidden(x, spec, seed=0):
+    """Permute the hidden neurons of every network (each its own permutation), weights and biases alike, and
+    the next layer's input axis with them: for a CNN its hidden channels (the next conv's kernels, or the
+    dense layer's columns after pooling)."""
     gen = torch.Generator().manual_seed(seed)
     layers = [(w.clone(), b.clone()) for w, b in unflatten(x, spec)]
     for n in range(x.shape[0]):
@@ -47,7 +49,7 @@ def test_hidden_permutation_leaves_logits_unchanged(spec, impl, probes):
     # float64: probe values are sines of w0-scaled sums, where float32 rounding of a reordered sum shows.
     m = _model(spec, impl=impl, probes=probes).double()
     x = _weights(spec).double()
-    xp = _permute_hidden(x, spec)
+    xp = permute_hidden(x, spec)
     assert not torch.allclose(x, xp)
     with torch.no_grad():
         a, ra = m(x)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_gmn import permute_hidden
 from test_scalar_tasks import TinyConvSpec
 
 from wsbench import ParamGraph, SirenSpec, TaskInfo, WsbenchError, flatten, unflatten
@@ -115,23 +116,9 @@ def _weights(spec=SPEC, n=4, seed=0):
     return torch.randn(n, spec.num_params, generator=torch.Generator().manual_seed(seed))
 
 
-def _permute_hidden_channels(x, spec, seed=0):
-    """Each network its own permutation of every conv layer's output channels, applied to its kernels and
-    biases and to the next layer's input axis (the next conv's kernels, or the dense layer's columns)."""
-    gen = torch.Generator().manual_seed(seed)
-    layers = [(w.clone(), b.clone()) for w, b in unflatten(x, spec)]
-    for n in range(x.shape[0]):
-        for k in range(len(layers) - 1):
-            perm = torch.randperm(layers[k][1].shape[1], generator=gen)
-            w, b = layers[k]
-            w[n], b[n] = w[n][perm], b[n][perm]
-            layers[k + 1][0][n] = layers[k + 1][0][n][:, perm]
-    return flatten(layers)
-
-
 def test_hidden_channel_permutations_are_a_symmetry_of_the_cnn():
     x = _weights(n=2).double()
-    xp = _permute_hidden_channels(x, SPEC)
+    xp = permute_hidden(x, SPEC)
     images = torch.rand(5, 2, 15, 15, dtype=torch.float64) * 2 - 1
     for k in range(2):  # the reference CNN (two input channels: conv2d reads them as given)
         a, b = (cnn_forward(v[k], images, "tanh", spec=SPEC) for v in (x, xp))
@@ -142,7 +129,7 @@ def test_hidden_channel_permutations_are_a_symmetry_of_the_cnn():
 def test_hidden_channel_permutation_leaves_the_output_unchanged(impl):
     m = _model(impl=impl).double()
     x = _weights().double()
-    xp = _permute_hidden_channels(x, SPEC)
+    xp = permute_hidden(x, SPEC)
     assert not torch.allclose(x, xp)
     with torch.no_grad():
         a, ra = m(x)

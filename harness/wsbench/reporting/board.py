@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -374,6 +375,17 @@ def scalar_datasets(runs: list[dict]) -> set[str]:
     return {r["dataset"] for r in runs if (r.get("target") or "class") == "scalar"}
 
 
+def _datasets_with_common_samples(finished: dict, by_run: Mapping) -> Iterator[tuple[str, list, list]]:
+    """Per dataset (sorted): its finished runs with predictions, by architecture, seed and id, and the
+    sample ids every one of them predicted; datasets with neither are left out."""
+    for ds in sorted({r["dataset"] for r in finished.values()}):
+        rs = sorted((r for r in finished.values() if r["dataset"] == ds and r["run_id"] in by_run),
+                    key=lambda r: (r["arch"], r["seed"], r["run_id"]))
+        common = sorted(set.intersection(*(set(by_run[r["run_id"]]) for r in rs))) if rs else []
+        if common:
+            yield ds, rs, common
+
+
 def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, list, list]:
     """Which test samples split weight-space models from image models (class targets; datasets with a
     scalar target are :func:`scalar_sample_analysis`'s).
@@ -399,14 +411,7 @@ def sample_analysis(runs: list[dict], predictions: list[dict]) -> tuple[list, li
         if p["run_id"] in finished and p.get("label") is not None and p.get("pred") is not None:
             by_run[p["run_id"]][int(p["sample_id"])] = (int(p["label"]), int(p["pred"]))
     summary, samples, agreement = [], [], []
-    for ds in sorted({r["dataset"] for r in finished.values()}):
-        rs = sorted((r for r in finished.values() if r["dataset"] == ds and r["run_id"] in by_run),
-                    key=lambda r: (r["arch"], r["seed"], r["run_id"]))
-        if not rs:
-            continue
-        common = sorted(set.intersection(*(set(by_run[r["run_id"]]) for r in rs)))
-        if not common:
-            continue
+    for ds, rs, common in _datasets_with_common_samples(finished, by_run):
         ids = np.array(common, dtype=np.int64)
         labels = np.array([by_run[rs[0]["run_id"]][i][0] for i in common])
         preds = np.array([[by_run[r["run_id"]][i][1] for i in common] for r in rs])  # (runs, n)
@@ -529,14 +534,7 @@ def scalar_sample_analysis(runs: list[dict], predictions: list[dict],
     finished = {r["run_id"]: r for r in runs if r.get("status") == "finished" and r["dataset"] in scalar}
     by_run = _by_run_scalar(finished, predictions)
     summary, chosen, agreement = [], [], []
-    for ds in sorted({r["dataset"] for r in finished.values()}):
-        rs = sorted((r for r in finished.values() if r["dataset"] == ds and r["run_id"] in by_run),
-                    key=lambda r: (r["arch"], r["seed"], r["run_id"]))
-        if not rs:
-            continue
-        common = sorted(set.intersection(*(set(by_run[r["run_id"]]) for r in rs)))
-        if not common:
-            continue
+    for ds, rs, common in _datasets_with_common_samples(finished, by_run):
         ids = np.array(common, dtype=np.int64)
         targets = np.array([by_run[rs[0]["run_id"]][i][0] for i in common])
         preds = np.array([[by_run[r["run_id"]][i][1] for i in common] for r in rs])  # (runs, n)
