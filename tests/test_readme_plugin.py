@@ -136,9 +136,10 @@ def test_readme_zoo_of_networks_trains_weight_and_function_models(registry, tmp_
     from wsbench.grid import Cell
     from wsbench.runner import Runner, Settings
     runner = Runner(registry, Settings(out=tmp_path, device="cpu", overrides={"epochs": 15}))
-    rows = {arch: runner.run(Cell("sine-nets", arch, 0)) for arch in ("fn-mlp", "flat-mlp")}
+    rows = {arch: runner.run(Cell("sine-nets", arch, 0)) for arch in ("fn-mlp", "flat-mlp", "gmn")}
     assert all(r["score"] == "kendall_tau" for r in rows.values())
     assert rows["fn-mlp"]["test_score"] > 0.8  # the target is a function of the function view
     assert rows["flat-mlp"]["test_score"] > 0.3, rows["flat-mlp"]["test_score"]
+    assert rows["gmn"]["test_score"] > 0.3, rows["gmn"]["test_score"]  # a zoo of SIRENs: read as INRs
     with pytest.raises(WsbenchError, match="does not offer"):
         runner.validate([Cell("sine-nets", "mlp", 0)])

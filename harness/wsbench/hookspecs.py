@@ -48,7 +48,8 @@ def register_architectures(register):
       * ``"function"`` (zoos of networks): ``(B, *info.function_shape)``, each network's outputs
         on the zoo's probe inputs; ``info.function_mean``/``info.function_std`` standardise them.
 
-      On a zoo of networks ``info.inr`` is None and ``info.network`` is the weight layout
+      On a zoo of networks ``info.network`` is the weight layout (``info.inr`` only when it is a
+      ``SirenSpec``)
       (``wsbench.tensor_shapes``/``wsbench.unflatten`` read it); with ``info.target == "scalar"``
       ``logits`` is ``(B, 1)``: the predicted value, trained with MSE on the standardised target.
 

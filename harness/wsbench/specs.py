@@ -119,7 +119,7 @@ class TaskInfo:
     ``target_mean``/``target_std`` and scores it in the target's units). ``network`` is the layout of
     the ``weights`` view: the :class:`SirenSpec` of an INR zoo (also ``inr``), or another spec with
     ``layer_shapes`` and ``num_params`` (e.g. :class:`wsbench.cnnzoo.CnnSpec` for a CNN zoo, where
-    ``inr`` is None).
+    ``inr`` is None; a zoo of SIRENs keeps ``inr``).
     """
 
     dataset: str  # name of the dataset, as registered (``"shapes"``, ``"mnist"``, ...)

@@ -182,7 +182,9 @@ def network_task(spec: DatasetSpec, data_dir: Path, cache_dir: Path, limit: int 
         t_mean, t_std = 0.0, 1.0
         num_outputs = len(zoo.classes) or int(labels.max()) + 1
     info = TaskInfo(
-        dataset=spec.name, num_classes=num_outputs, image_shape=(), inr=None, target=spec.target,
+        # A zoo of SIRENs is read like an INR zoo (info.inr), whatever its target.
+        dataset=spec.name, num_classes=num_outputs, image_shape=(),
+        inr=zoo.network if isinstance(zoo.network, SirenSpec) else None, target=spec.target,
         network=zoo.network, views=tuple(views),
         function_shape=tuple(function.shape[1:]) if function is not None else (),
         weight_mean=weights[tr].mean(0).astype(np.float32),
