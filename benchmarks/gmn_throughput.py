@@ -1,11 +1,14 @@
 """Training throughput of the GMN: the dense batched path against the plain PyG reference path.
 
     python benchmarks/gmn_throughput.py [--devices cpu,cuda] [--batch-size 256] [--epoch] [--profile]
+                                        [--network siren|cnn]
 
-A training step is what the training loop does per batch: forward, cross-entropy, backward,
-AdamW step. Random weights of the MNIST SIREN spec (2-32-32-1) stand in for a zoo: the cost does
-not depend on the values. ``--epoch`` also times one full epoch of the training loop
-(``wsbench.train.train``) over 55,000 training INRs with its 5,000-INR validation pass;
+A training step is what the training loop does per batch: forward, the loss, backward, AdamW step.
+Random weights stand in for a zoo (the cost does not depend on the values): of the MNIST SIREN spec
+(2-32-32-1; cross-entropy over 10 classes), or with ``--network cnn`` of the Small CNN Zoo network
+(its conv parameter graph, 59 nodes and 688 edges; MSE on one scalar, as on the CNN zoos, with the
+gmn's ``cnn-cifar10gs`` defaults; written to gmn_throughput_cnn.json). ``--epoch`` also times one
+full epoch of the training loop (``wsbench.train.train``) over 55,000 training INRs with its 5,000-INR validation pass;
 ``--profile`` records the dense path's most expensive operators per step (where to optimise next).
 Prints and writes JSON to benchmarks/results/gmn_throughput.json.
 """
@@ -24,6 +27,7 @@ import torch.nn.functional as F
 
 from wsbench import SirenSpec, TaskInfo
 from wsbench import config as cfg
+from wsbench.cnnzoo import CnnSpec
 from wsbench.plugins import load_registry
 from wsbench.task import Task
 from wsbench.train import train
@@ -32,10 +36,13 @@ OUT = Path(__file__).parent / "results" / "gmn_throughput.json"
 warmup_s: dict = {}
 
 
-def _info(spec: SirenSpec, num_classes: int = 10) -> TaskInfo:
+def _info(spec: Any) -> TaskInfo:
     p = spec.num_params
-    return TaskInfo("bench", num_classes, (1, 28, 28), spec, weight_mean=np.zeros(p, np.float32),
-                    weight_std=np.full(p, 0.1, np.float32))
+    if isinstance(spec, SirenSpec):
+        return TaskInfo("bench", 10, (1, 28, 28), spec, weight_mean=np.zeros(p, np.float32),
+                        weight_std=np.full(p, 0.1, np.float32))
+    return TaskInfo("bench", 1, (), None, network=spec, target="scalar", views=("weights",),
+                    weight_mean=np.zeros(p, np.float32), weight_std=np.full(p, 0.1, np.float32))
 
 
 def _sync(device: torch.device) -> None:
@@ -43,17 +50,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def training_step(impl: str, device: torch.device, batch_size: int, config: dict, spec: SirenSpec):
-    """One GMN training step (forward, cross-entropy, backward, AdamW) on a fixed random batch."""
+def training_step(impl: str, device: torch.device, batch_size: int, config: dict, spec: Any):
+    """One GMN training step (forward, loss, backward, AdamW) on a fixed random batch."""
     arch = load_registry().architecture("gmn")
     torch.manual_seed(0)
     model = arch.build(_info(spec), {**config, "impl": impl}).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch_size, spec.num_params, device=device) * 0.1
-    y = torch.randint(0, 10, (batch_size,), device=device)
+    scalar = not isinstance(spec, SirenSpec)
+    y = torch.randn(batch_size, device=device) if scalar else torch.randint(0, 10, (batch_size,), device=device)
 
     def step():
-        loss = F.cross_entropy(model(x)[0], y)
+        out = model(x)[0]
+        loss = F.mse_loss(out[:, 0], y) if scalar else F.cross_entropy(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -61,7 +70,7 @@ def training_step(impl: str, device: torch.device, batch_size: int, config: dict
 
 
 def samples_per_second(impl: str, device: torch.device, batch_size: int, steps: int, config: dict,
-                       spec: SirenSpec) -> float:
+                       spec: Any) -> float:
     """Training samples/s of ``steps`` timed steps after 3 warm-up steps."""
     step = training_step(impl, device, batch_size, config, spec)
     t = time.perf_counter()
@@ -76,7 +85,7 @@ def samples_per_second(impl: str, device: torch.device, batch_size: int, steps: 
     return batch_size * steps / (time.perf_counter() - t)
 
 
-def profile_steps(device: torch.device, batch_size: int, config: dict, spec: SirenSpec, steps: int = 5,
+def profile_steps(device: torch.device, batch_size: int, config: dict, spec: Any, steps: int = 5,
                   top: int = 25) -> list[dict]:
     """The dense path's most expensive operators over ``steps`` training steps (torch.profiler), to
     show where a step's time goes: ``[{"op", "calls_per_step", "self_ms_per_step"}]``, device time on CUDA."""
@@ -128,13 +137,19 @@ def main() -> None:
     ap.add_argument("--epoch", action="store_true", help="also time full training-loop epochs (GPU only)")
     ap.add_argument("--profile", action="store_true", help="also record the dense path's top operators per step")
     ap.add_argument("--set", action="append", default=[], help="gmn config override key=value")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--network", choices=("siren", "cnn"), default="siren", help="the zoo's networks (see above)")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/gmn_throughput[_cnn].json")
     args = ap.parse_args()
-    spec = SirenSpec(2, (32, 32), 1)
+    cnn = args.network == "cnn"
+    spec: Any = CnnSpec(image_size=32) if cnn else SirenSpec(2, (32, 32), 1)
+    args.out = args.out or (OUT.with_name("gmn_throughput_cnn.json") if cnn else OUT)
+    if cnn and args.epoch:
+        ap.error("--epoch times the INR training loop; leave it out with --network cnn")
     arch = load_registry().architecture("gmn")
-    config = cfg.resolve(arch, "mnist", cfg.parse_overrides(args.set))
+    config = cfg.resolve(arch, "cnn-cifar10gs" if cnn else "mnist", cfg.parse_overrides(args.set))
     bs = args.batch_size or int(config["batch_size"])
-    result: dict[str, Any] = {"spec": "2-32-32-1", "config": config, "torch": torch.__version__,
+    spec_name = "cnn 16-16-16 (4,970 weights)" if cnn else "2-32-32-1"
+    result: dict[str, Any] = {"spec": spec_name, "config": config, "torch": torch.__version__,
                               "host": platform.node(), "cpu_threads": torch.get_num_threads(), "results": {}}
     for name in args.devices.split(","):
         device = torch.device(name)
