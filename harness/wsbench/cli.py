@@ -570,7 +570,7 @@ def _build_zoo(dataset: str, data_dir: Optional[Path], cache_dir: Optional[Path]
         t = task.labels
         splits = ", ".join(f"{k} {len(v)}" for k, v in task.splits.items())
         out_console.print(f"{dataset}: {len(task.ids)} networks ({task.info.weight_dim} parameters each; "
-                          f"views {', '.join(task.info.views)}) in {task.zoo_key} under the cache root, "
+                          f"views {', '.join(task.info.views)}), zoo key {task.zoo_key[:16]}, "
                           f"ready in {time.perf_counter() - t0:.1f} s\nsplits: {splits}\n"
                           f"target: mean {t.mean():.4f}, std {t.std():.4f}, min {t.min():.4f}, "
                           f"median {np.median(t):.4f}, max {t.max():.4f}", highlight=False)

@@ -71,6 +71,13 @@ MAX_SEED = 2**63 - 1  # seeds are stored as int64
 MAX_SEED_COUNT = 10_000  # ``--seeds N`` beyond this is a typo, not a grid
 
 
+def check_limit(limit: Any) -> int | None:
+    """``--limit``: None (every sample), or a positive whole number of samples per split; else a one-line error."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise WsbenchError(f"--limit {limit!r}: give a positive number of samples per split, or leave it out")
+    return limit
+
+
 def check_seed(seed: Any, what: str = "seed") -> int:
     """``seed`` as an int in ``0 .. 2**63 - 1`` (stored as int64), else a one-line error."""
     if isinstance(seed, bool) or not isinstance(seed, int):

@@ -103,7 +103,7 @@ def evaluate(results: Path, run_id: str, split: str = "test", registry=None, dat
              cache_dir: Path | None = None, device: str = "auto", want_layers: bool = False) -> Evaluation:
     """Rebuild a saved model and its task, and score it on ``split``."""
     from wsbench.runner import Runner, Settings
-    from wsbench.train import predict
+    from wsbench.train import predict, predicted_values
 
     if split not in SPLITS:
         raise WsbenchError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)}")
@@ -133,7 +133,7 @@ def evaluate(results: Path, run_id: str, split: str = "test", registry=None, dat
                   sample_ids=task.ids[task.splits[split]], labels=labels, layers=layers,
                   stored_test_acc=meta.get("test_acc"), stored_test_score=meta.get("test_score"))
     if task.info.target == "scalar":
-        values = logits.reshape(len(rows), -1)[:, 0].double().numpy() * task.info.target_std + task.info.target_mean
+        values = predicted_values(logits, task.info)
         return Evaluation(accuracy=math.nan, preds=values, confidence=np.full(len(values), np.nan, np.float32),
                           scores=score_all("scalar", values, labels), scalar=True, **common)
     conf, preds = logits.softmax(1).max(1)

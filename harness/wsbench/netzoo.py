@@ -95,7 +95,7 @@ def as_network_zoo(zoo, seed: int, limit: int | None, target: str = "test_acc") 
     if zoo.function is not None:
         views["function"] = zoo.function
     return NetworkZoo(ids=np.asarray(zoo.ids, dtype=np.int64), targets=y, splits=splits, views=views,
-                      network=zoo.spec, key=zoo.path.name, manifest=zoo.manifest)
+                      network=zoo.spec, key=zoo.manifest["key"], manifest=zoo.manifest)
 
 
 def imported_cnn_networks(request: ZooRequest) -> NetworkZoo:

@@ -41,7 +41,7 @@ from wsbench.provenance import run_provenance
 from wsbench.siren import DEFAULT_RECIPE
 from wsbench.store import Store
 from wsbench.tables import prediction_table, representation_table, run_rows
-from wsbench.task import Task, default_cache_dir, default_data_dir, make_task, network_task
+from wsbench.task import Task, make_task
 from wsbench.train import NonFiniteLoss, RunResult, resolve_device, train
 
 # The statuses of a cell stored as failed (see failure_status).
@@ -141,9 +141,7 @@ class Runner:
     def validate(self, cells: list[Cell]) -> None:
         """Fail before any work on an unknown name, a seed out of range, or a config key or value
         that is not valid (:func:`wsbench.config.resolve` types every value)."""
-        limit = self.settings.limit
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise WsbenchError(f"--limit {limit!r}: give a positive number of samples per split, or leave it out")
+        cfg.check_limit(self.settings.limit)
         for cell in cells:
             cfg.check_seed(cell.seed)
             self.registry.dataset(cell.dataset)
@@ -189,16 +187,13 @@ class Runner:
 
     def task(self, dataset: str, progress=None, repair: bool = False) -> Task:
         """The dataset's Task, built once; ``repair`` fits a damaged cached zoo again instead of failing."""
-        if dataset not in self._tasks and self.registry.dataset(dataset).networks is not None:
-            self._tasks[dataset] = network_task(
-                self.registry.dataset(dataset), Path(self.settings.data_dir or default_data_dir()),
-                Path(self.settings.cache_dir or default_cache_dir()), self.settings.limit, str(self.device),
-                progress=progress, repair=repair, recipe=self.recipe(dataset))
         if dataset not in self._tasks:
-            spec = replace(self.registry.dataset(dataset), inr_recipe=self.recipe(dataset))
+            spec, recipe = self.registry.dataset(dataset), self.recipe(dataset)
+            if spec.networks is None:
+                spec = replace(spec, inr_recipe=recipe)
             self._tasks[dataset] = make_task(spec, self.settings.data_dir, self.settings.cache_dir,
                                              self.settings.limit, str(self.device), progress=progress,
-                                             repair=repair)
+                                             repair=repair, recipe=recipe)
         return self._tasks[dataset]
 
     def run(self, cell: Cell, on_epoch: Callable | None = None, isolate: bool = False) -> dict:
@@ -285,7 +280,7 @@ class Runner:
             "view": arch.view, "limit": self.settings.limit,
             "config": json.dumps(config, sort_keys=True), "history": json.dumps(result.history),
             "layers": json.dumps(list(result.layers)),
-            "zoo_key": task.zoo.manifest["key"] if task.zoo else (task.zoo_key or None),
+            "zoo_key": task.zoo_key or None,
             "inr_psnr_mean": None if np.isnan(task.psnr).all() else float(np.nanmean(task.psnr)),
             "wsbench_version": __version__, "plugin_distribution": arch.distribution,
             "plugin_version": arch.version, "torch_version": torch.__version__,

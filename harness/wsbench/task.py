@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wsbench.config import check_limit
 from wsbench.errors import WsbenchError
 from wsbench.specs import DatasetSpec, NetworkZoo, SirenSpec, TaskInfo, ZooRequest
 from wsbench.tables import write_text
@@ -48,7 +49,7 @@ class Task:
     splits: dict  # split name -> row indices into the arrays above
     zoo: Zoo | None = None
     function: np.ndarray | None = None  # (N, *info.function_shape) float32: outputs on the zoo's probe inputs
-    zoo_key: str = ""  # the cache key of the zoo the task was built from
+    zoo_key: str = ""  # the cache key of the zoo the task was built from, stored on its run rows
 
     def inputs(self, view: str) -> torch.Tensor:
         """The float32 input tensor of a view for every row.
@@ -91,15 +92,17 @@ def split_ids(n_train_official: int, n_test_official: int, num_val: int, split_s
 
 
 def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path | None = None,
-              limit: int | None = None, device: str = "cpu", progress=None, repair: bool = False) -> Task:
-    """Load images, split them, fit (or reuse) the INR zoo, and assemble the Task.
+              limit: int | None = None, device: str = "cpu", progress=None, repair: bool = False,
+              recipe: dict | None = None) -> Task:
+    """Load images, split them, fit (or reuse) the INR zoo, and assemble the Task; for a dataset of
+    trained networks, build or open its zoo with ``recipe`` (:func:`network_task`).
 
     A cached zoo that fails its integrity check is an error naming the fix, or with ``repair``
     is fitted again (:func:`wsbench.zoo.build_zoo`)."""
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     if spec.networks is not None:
-        return network_task(spec, data_dir, cache_dir, limit, device, progress, repair)
+        return network_task(spec, data_dir, cache_dir, limit, device, progress, repair, recipe)
     if spec.load is None:
         raise WsbenchError(f"dataset {spec.name!r} has neither images (load) nor networks")
     try:
@@ -146,15 +149,14 @@ def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path |
         weight_std=(weights[tr].std(0) + 1e-6).astype(np.float32),
     )
     return Task(info=info, ids=order, labels=labels, images=images, weights=weights, psnr=zoo.psnr,
-                splits=splits, zoo=zoo, zoo_key=zoo.path.name)
+                splits=splits, zoo=zoo, zoo_key=zoo.manifest["key"])
 
 
 def network_task(spec: DatasetSpec, data_dir: Path, cache_dir: Path, limit: int | None, device: str,
                  progress=None, repair: bool = False, recipe: dict | None = None) -> Task:
     """The Task of a dataset whose samples are trained networks (``DatasetSpec.networks``)."""
     assert spec.networks is not None
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise WsbenchError(f"--limit {limit!r}: give a positive number of networks per split, or leave it out")
+    check_limit(limit)
     request = ZooRequest(data_dir=data_dir, cache_dir=cache_dir, limit=limit, device=device, progress=progress,
                          repair=repair, recipe=dict(recipe or {}))
     try:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from wsbench.augment import augmenter
 from wsbench.errors import WsbenchError
 from wsbench.scores import primary, score_all
-from wsbench.specs import ArchitectureSpec
+from wsbench.specs import ArchitectureSpec, TaskInfo
 from wsbench.tables import atomic_write
 from wsbench.task import Task
 
@@ -125,6 +125,11 @@ def predict(model: torch.nn.Module, x: torch.Tensor, rows: torch.Tensor, batch_s
     logits = torch.cat(logits_all) if logits_all else torch.zeros(0)
     layers = {k: torch.cat(v).numpy() for k, v in layers_all.items()}
     return logits, layers
+
+
+def predicted_values(logits: torch.Tensor, info: TaskInfo) -> np.ndarray:
+    """A scalar target's predictions in its own units: the model's first output, un-standardised."""
+    return logits.reshape(len(logits), -1)[:, 0].double().numpy() * info.target_std + info.target_mean
 
 
 def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
@@ -313,7 +318,7 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
     common = dict(best_epoch=best_epoch, history=history, test_ids=test_ids, layers=layers,
                   state_dict=_cpu_state(model.state_dict()), resumed_from=first)
     if scalar:
-        values = logits.reshape(len(te), -1)[:, 0].double().numpy() * task.info.target_std + task.info.target_mean
+        values = predicted_values(logits, task.info)
         targets = task.labels[task.splits["test"]].astype(np.float64)
         scores = score_all("scalar", values, targets)
         return RunResult(test_acc=math.nan, val_acc=math.nan, labels=targets, preds=values,
