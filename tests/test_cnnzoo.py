@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -204,3 +205,59 @@ def test_prepare_images_grays_rgb_as_the_channel_mean_in_minus_one_one():
     x = np.array([[[[0]], [[255]], [[51]]]], dtype=np.uint8)
     assert torch.allclose(cz.prepare_images(x), torch.tensor([[[[102 / 127.5 - 1]]]]))
     assert F.interpolate is not None
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_every_batching_method_equals_each_member_alone_with_its_dropout(size):
+    """grouped, bmm and taps (channels-first) give each member the logits of the plain forward pass
+    with that member's own dropout masks (dropout_keep), whatever the layout the masks are laid on."""
+    spec = cz.CnnSpec(image_size=size)
+    k, b = 5, 4
+    cfg = cz.sample_configs(k, 1)
+    cfg["dropout"] = np.array([0.0, 0.3, 0.5, 0.7, 0.1])
+    cfg["activation"] = np.array(["relu", "tanh", "relu", "tanh", "relu"])
+    theta = cz.init_members(cfg, spec, torch.float64)
+    x = torch.randn(k, b, 1, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    relu = torch.as_tensor(cfg["activation"] == "relu")
+    rate, seeds = torch.as_tensor(cfg["dropout"]), torch.as_tensor(cfg["seed"])
+    drop = cz.Dropout.at_step(seeds, torch.full((k,), 3), rate, 3, torch.float64)
+    shapes = [(b, c, s, s) for c, s in zip(spec.channels, spec.feature_sizes)]
+    ref = torch.stack([
+        cz.forward(theta[i], x[i], str(cfg["activation"][i]), spec,
+                   [cz.dropout_keep(seeds[i:i + 1], torch.tensor([3]), j, shp, rate[i:i + 1])[0]
+                    for j, shp in enumerate(shapes)], float(cfg["dropout"][i]))
+        for i in range(k)])
+    for method in cz.METHODS:
+        torch.testing.assert_close(cz.batched_logits(theta, x, spec, relu, drop, method), ref, rtol=0, atol=1e-12)
+    # dropout is really applied: without it the logits differ
+    assert not torch.allclose(cz.batched_logits(theta, x, spec, relu, None, "taps"), ref)
+
+
+def test_taps_training_equals_grouped_training():
+    data = tiny_data()
+    cfg = cz.sample_configs(3, 7)
+    recipe = {**RECIPE, "epochs": 2}
+    a = cz.train_members(cfg, data, SPEC, recipe, "grouped")
+    b = cz.train_members(cfg, data, SPEC, recipe, "taps")
+    for key in ("weights", "function", "test_acc"):
+        np.testing.assert_allclose(a[key], b[key], atol=1e-9)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile needs a C compiler")
+def test_compiled_activation_and_dropout_equal_eager():
+    z = torch.randn(3, 4, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    relu = torch.tensor([True, False, True]).view(3, 1, 1, 1, 1)
+    key = torch.tensor([11, 12, 13]).view(3, 1, 1, 1, 1)
+    thresh = (torch.tensor([0.2, 0.5, 0.0], dtype=torch.float64) * 2.0**32).to(torch.int64).view(3, 1, 1, 1, 1)
+    scale = (1 / (1 - torch.tensor([0.2, 0.5, 0.0], dtype=torch.float64))).view(3, 1, 1, 1, 1)
+    pos = torch.arange(4 * 2 * 25).view(1, 4, 2, 5, 5)
+    eager = cz.act_dropout(z, relu, key, thresh, scale, pos)
+    (g_eager,) = torch.autograd.grad(eager.square().sum(), z)
+    fused = cz.unit_fn(True)(z, relu, key, thresh, scale, pos)
+    (g_fused,) = torch.autograd.grad(fused.square().sum(), z)
+    torch.testing.assert_close(fused, eager)
+    torch.testing.assert_close(g_fused, g_eager)
+    assert torch.equal(eager[2], torch.relu(z[2]))  # rate 0 keeps every unit, unscaled
+    dropped = eager[1] == 0  # tanh is never exactly 0 here: zeros are dropped units, the rest scaled by 2
+    assert 0.3 < dropped.float().mean() < 0.7
+    torch.testing.assert_close(eager[1][~dropped], 2 * torch.tanh(z[1][~dropped]))

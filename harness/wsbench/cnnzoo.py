@@ -13,8 +13,11 @@ dense weight ``(out, in)`` and comes last. For the default spec: conv1 W 144 + b
 + b 16, conv3 W 2,304 + b 16, dense W 160 + b 10.
 
 Training (:func:`train_members`): the K members of a chunk are one model. Convolutions are
-grouped (``groups=K``, members side by side on the channel axis) or batched matrix products on
-unfolded patches (``method="bmm"``); the dense layer is an ``einsum``. Every member has its own
+grouped (``groups=K``, members side by side on the channel axis), batched matrix products on
+unfolded patches (``method="bmm"``) or on strided taps in a channels-first layout
+(``method="taps"``); the dense layer is an ``einsum``. Each conv layer's activation and dropout are
+one elementwise function (:func:`act_dropout`) that ``torch.compile`` fuses into one kernel when the
+recipe says ``compile = true``. Every member has its own
 training subset (its train fraction), data order, dropout masks, hyperparameters and optimizer
 state; SGD, Adam and RMSProp are vectorised over members (masks select the rule). All randomness
 of a member comes from a counter-based hash of its own seed (:func:`hash_uniform`), so a member
@@ -231,10 +234,13 @@ def stream_key(seeds: torch.Tensor, tag: int, a, b=0) -> torch.Tensor:
     return hash32(k + torch.as_tensor(b, dtype=torch.int64, device=seeds.device))
 
 
+_POS_MUL = 0x27D4EB2F
+
+
 def hash_bits(keys: torch.Tensor, n: int) -> torch.Tensor:
     """``(K, n)`` int64 hashes in ``[0, 2^32)`` of positions ``0..n-1`` of each stream key."""
     pos = torch.arange(n, device=keys.device, dtype=torch.int64)
-    return hash32(keys[:, None] * 0x27D4EB2F + pos)
+    return hash32(keys[:, None] * _POS_MUL + pos)
 
 
 def hash_uniform(keys: torch.Tensor, n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -312,16 +318,97 @@ def init_members(configs: dict[str, np.ndarray], spec: CnnSpec, dtype: torch.dty
 # ---------------------------------------------------------------------------------------------
 # The batched model and the vectorised optimizers
 
+@dataclass
+class Dropout:
+    """The dropout of one training step: per conv layer the members' stream keys ``(K,)``
+    (:func:`stream_key` of ``(TAG_DROPOUT, step, layer)``), the keep thresholds ``(K,)`` (a unit is
+    kept where its hash is at least ``rate * 2^32``: the masks of :func:`dropout_keep`) and the
+    inverted-dropout scales ``(K,)`` = ``1 / (1 - rate)``."""
+
+    keys: list[torch.Tensor]
+    thresh: torch.Tensor
+    scale: torch.Tensor
+
+    @classmethod
+    def at_step(cls, seeds: torch.Tensor, steps: torch.Tensor, rates: torch.Tensor, layers: int,
+                dtype: torch.dtype) -> Dropout:
+        r = rates.to(torch.float64)
+        return cls([stream_key(seeds, TAG_DROPOUT, steps, i) for i in range(layers)], (r * 2.0**32).to(torch.int64),
+                   (1.0 / (1.0 - r)).to(dtype))
+
+
+def act_dropout(z: torch.Tensor, relu: torch.Tensor, key: torch.Tensor | None, thresh: torch.Tensor | None,
+                scale: torch.Tensor | None, pos: torch.Tensor | None) -> torch.Tensor:
+    """A conv layer's activation and dropout, elementwise: ReLU where ``relu`` else tanh; with ``key``,
+    units whose hash ``hash32(key * _POS_MUL + pos)`` is below ``thresh`` are dropped and the rest scaled
+    by ``scale``. ``relu``, ``key``, ``thresh``, ``scale`` broadcast per member; ``pos`` is each unit's
+    position in the ``(B, C, h, w)`` order of :func:`dropout_keep`, so the masks are the same whatever
+    the layout of ``z``. One elementwise function, so ``torch.compile`` fuses it into one kernel (the
+    recipe's ``compile``): eager, the 64-bit hash alone moves a dozen copies of the activations."""
+    a = torch.where(relu, torch.relu(z), torch.tanh(z))
+    if key is None or thresh is None or scale is None or pos is None:
+        return a
+    bits = hash32(key * _POS_MUL + pos)
+    return torch.where(bits >= thresh, a * scale, torch.zeros((), dtype=a.dtype, device=a.device))
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def unit_fn(compiled: bool) -> Callable:
+    """:func:`act_dropout`, compiled once per process when ``compiled``."""
+    if not compiled:
+        return act_dropout
+    if "unit" not in _COMPILED:
+        from wsbench.compiling import compile_fn
+
+        _COMPILED["unit"] = compile_fn(act_dropout, dynamic=False)
+    return _COMPILED["unit"]
+
+
+def _positions(bsz: int, c: int, s: int, channels_first: bool, device: torch.device) -> torch.Tensor:
+    """Each unit's position in the ``(B, C, s, s)`` order, laid out as ``(1, B, C, s, s)`` or, with
+    ``channels_first``, ``(1, C, B, s, s)``."""
+    pos = torch.arange(bsz * c * s * s, device=device, dtype=torch.int64).view(bsz, c, s, s)
+    return (pos.transpose(0, 1) if channels_first else pos)[None]
+
+
+def _taps_conv(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, spec: CnnSpec) -> torch.Tensor:
+    """Per-member convolution in the ``(K, C, B, H, W)`` layout: the ``kernel^2`` strided views of the
+    input stacked into ``(K, C * k * k, B * s * s)`` columns, one batched matrix product with the
+    members' kernels ``(K, O, C * k * k)``; returns ``(K, O, B, s, s)``. No transposes: the layout
+    stays channels-first, so every product is a plain strided batch."""
+    k, c, bsz = h.shape[:3]
+    kk, st, p = spec.kernel, spec.stride, spec.padding
+    if p:
+        h = F.pad(h, (p, p, p, p))
+    s = (h.shape[-1] - kk) // st + 1
+    span = st * (s - 1) + 1
+    taps = [h[..., i:i + span:st, j:j + span:st] for i in range(kk) for j in range(kk)]
+    cols = torch.stack(taps, dim=2).reshape(k, c * kk * kk, bsz * s * s)
+    z = torch.baddbmm(b[:, :, None], w.reshape(k, w.shape[1], -1), cols)
+    return z.view(k, w.shape[1], bsz, s, s)
+
+
+METHODS = ("grouped", "bmm", "taps")
+
+
 def batched_logits(theta: torch.Tensor, x: torch.Tensor, spec: CnnSpec, relu: torch.Tensor,
-                   keep: Sequence[torch.Tensor] | None = None, scale: torch.Tensor | None = None,
-                   method: str = "grouped") -> torch.Tensor:
+                   drop: Dropout | None = None, method: str = "grouped", unit: Callable = act_dropout
+                   ) -> torch.Tensor:
     """Logits ``(K, B, classes)`` of K members ``theta (K, P)`` on their own images ``x (K, B, 1, H, W)``.
-    ``relu (K,)`` bool: ReLU where True, tanh elsewhere; ``keep``: per conv layer ``(K, B, C, h, w)``
-    masks, kept units scaled by ``scale (K,)`` = ``1 / (1 - dropout)``."""
+    ``relu (K,)`` bool: ReLU where True, tanh elsewhere; ``drop``: the step's dropout (None: none).
+    ``method``: ``grouped`` (one grouped convolution, members side by side on the channel axis),
+    ``bmm`` (unfolded patches, batched products) or ``taps`` (:func:`_taps_conv`, channels-first);
+    ``unit``: :func:`act_dropout` or its compiled form (:func:`unit_fn`)."""
+    if method not in METHODS:
+        raise WsbenchError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     k, bsz = x.shape[:2]
     layers = unflatten(theta, spec)
-    r = relu.to(x.dtype)
-    h = x
+    channels_first = method == "taps"
+    view = (k, 1, 1, 1, 1)
+    rv = relu.view(view)
+    h = x.transpose(1, 2) if channels_first else x
     for i, (w, b) in enumerate(layers[:-1]):
         c_out, c_in = w.shape[1], w.shape[2]
         if method == "grouped":
@@ -337,13 +424,16 @@ def batched_logits(theta: torch.Tensor, x: torch.Tensor, spec: CnnSpec, relu: to
             z = torch.baddbmm(b[:, None, :], cols, w.reshape(k, c_out, -1).transpose(1, 2))
             z = z.reshape(k, bsz, s, s, c_out).permute(0, 1, 4, 2, 3)
         else:
-            raise WsbenchError(f"unknown method {method!r}; choose grouped or bmm")
-        rr = r.view(k, 1, 1, 1, 1)
-        h = rr * torch.relu(z) + (1 - rr) * torch.tanh(z)
-        if keep is not None and scale is not None:
-            h = h * keep[i] * scale.view(k, 1, 1, 1, 1)
+            z = _taps_conv(h, w, b, spec)
+        if drop is None:
+            h = unit(z, rv, None, None, None, None)
+        else:
+            pos = _positions(bsz, c_out, z.shape[-1], channels_first, z.device)
+            h = unit(z, rv, drop.keys[i].view(view), drop.thresh.view(view), drop.scale.view(view), pos)
     w, b = layers[-1]
-    return torch.einsum("kbi,koi->kbo", h.mean(dim=(3, 4)), w) + b[:, None, :]
+    pooled = h.mean(dim=(3, 4))  # (K, B, C), channels-first (K, C, B)
+    eq = "kcb,koc->kbo" if channels_first else "kbc,koc->kbo"
+    return torch.einsum(eq, pooled, w) + b[:, None, :]
 
 
 @dataclass
@@ -471,6 +561,19 @@ def member_accuracy(theta: torch.Tensor, data: Data, ids: torch.Tensor, spec: Cn
     return correct / ids.shape[1]
 
 
+def train_step(theta: torch.Tensor, state: OptState, x: torch.Tensor, y: torch.Tensor, spec: CnnSpec,
+               relu: torch.Tensor, drop: Dropout | None, method: str, unit: Callable, l2: torch.Tensor,
+               opt_code: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:
+    """One step of all members in place: mean cross-entropy on their own batches ``x (K, B, 1, H, W)``,
+    ``y (K, B)``, plus Keras's L2 ``l2 * sum(kernel^2)`` (``l2 (K, P)``: the rate on kernel entries, 0
+    on biases), then :func:`optimizer_step`."""
+    th = theta.detach().requires_grad_(True)
+    logits = batched_logits(th, x, spec, relu, drop, method, unit)
+    loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
+    (grad,) = torch.autograd.grad(loss.sum(), th)
+    optimizer_step(theta, grad + 2 * l2 * theta, state, opt_code, lr, active)
+
+
 def train_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, recipe: dict,
                   method: str = "grouped") -> dict[str, np.ndarray]:
     """Train the K members of ``configs`` together; returns numpy ``weights (K, P)`` float32,
@@ -494,23 +597,18 @@ def train_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, rec
                           device=dev)
     lr = torch.as_tensor(configs["lr"], dtype=dtype, device=dev)
     rate = torch.as_tensor(configs["dropout"], dtype=torch.float64, device=dev)
-    scale = (1.0 / (1.0 - rate)).to(dtype)
     l2 = torch.as_tensor(configs["l2"], dtype=dtype, device=dev).view(-1, 1)
-    kmask = torch.as_tensor(spec.kernel_mask, device=dev).to(dtype).view(1, -1)
+    decay = l2 * torch.as_tensor(spec.kernel_mask, device=dev).to(dtype).view(1, -1)  # L2 on kernels only
     state = OptState(torch.zeros_like(theta), torch.zeros_like(theta), torch.zeros(k, dtype=torch.int64, device=dev))
-    shapes = [(bsz, c, s, s) for c, s in zip(spec.channels, spec.feature_sizes)]
+    unit = unit_fn(bool(recipe.get("compile", False)))
     order = None
     for step in range(int(total.max())):
         active = step < total
         ids, order = step_batches(seeds, sizes, subsets, step, bsz, order)
         steps = torch.full((k,), step, dtype=torch.int64, device=dev)
-        keep = [dropout_keep(seeds, steps, i, shp, rate) for i, shp in enumerate(shapes)]
-        th = theta.detach().requires_grad_(True)
-        logits = batched_logits(th, data.train_x[ids], spec, relu, keep, scale, method)
-        loss = F.cross_entropy(logits.transpose(1, 2), data.train_y[ids], reduction="none").mean(1)
-        (grad,) = torch.autograd.grad(loss.sum(), th)
-        grad = grad + 2 * l2 * kmask * theta  # Keras L2: l2 * sum(kernel^2) in the loss
-        optimizer_step(theta, grad, state, opt, lr, active)
+        drop = Dropout.at_step(seeds, steps, rate, len(spec.channels), dtype)
+        train_step(theta, state, data.train_x[ids], data.train_y[ids], spec, relu, drop, method, unit, decay, opt,
+                   lr, active)
     test_acc, test_loss, _ = evaluate(theta, data.test_x, data.test_y, spec, relu, method)
     _, _, probs = evaluate(theta, data.probe_x, None, spec, relu, method)
     m = recipe.get("train_eval")
@@ -568,9 +666,11 @@ def train_alone(config: dict, data: Data, spec: CnnSpec, recipe: dict) -> torch.
 # 13.4 minutes (benchmarks/results/cnn_zoo_gpu_h200.json), inside the 15-minute budget only at 1 epoch;
 # more epochs need a faster step (fused dropout hashing and activations), not yet done.
 CPU_RECIPE: dict = {"epochs": 4, "batch_size": 32, "chunk_size": 250, "train_subset": 512, "test_subset": 500,
-              "train_eval": 256, "n_probe": 128, "dtype": "float32", "method": "grouped", "image_size": 16}
+              "train_eval": 256, "n_probe": 128, "dtype": "float32", "method": "grouped", "image_size": 16,
+              "compile": False}
 GPU_RECIPE: dict = {"epochs": 1, "batch_size": 32, "chunk_size": 6000, "train_subset": 10000, "test_subset": None,
-              "train_eval": 2000, "n_probe": 128, "dtype": "float32", "method": "grouped", "image_size": None}
+              "train_eval": 2000, "n_probe": 128, "dtype": "float32", "method": "grouped", "image_size": None,
+              "compile": False}
 DEFAULT_RECIPE = CPU_RECIPE
 RECIPE_KEYS = set(CPU_RECIPE)
 CNN_ZOO_FORMAT = 1
@@ -585,8 +685,8 @@ def check_recipe(recipe: dict) -> dict:
     out = {**DEFAULT_RECIPE, **recipe}
     if out["dtype"] not in ("float32", "float64"):
         raise WsbenchError(f"recipe dtype {out['dtype']!r}: choose float32 or float64")
-    if out["method"] not in ("grouped", "bmm"):
-        raise WsbenchError(f"recipe method {out['method']!r}: choose grouped or bmm")
+    if out["method"] not in METHODS:
+        raise WsbenchError(f"recipe method {out['method']!r}: choose one of {', '.join(METHODS)}")
     return out
 
 

@@ -33,7 +33,8 @@ CNN_ZOO_PARAMS: dict[str, Param] = {
     "train_eval": Param(int, ge=1, none=True, help="images of its own subset a CNN's train accuracy uses"),
     "n_probe": Param(int, ge=1, help="probe images of the function view"),
     "dtype": Param(str, choices=("float32", "float64")),
-    "method": Param(str, choices=("grouped", "bmm")),
+    "method": Param(str, choices=("grouped", "bmm", "taps"), help="how the members' convolutions are batched"),
+    "compile": Param(bool, help="fuse each layer's activation and dropout with torch.compile"),
     "image_size": Param(int, ge=7, none=True, help="resize images to this size (null: native)"),
 }
 
