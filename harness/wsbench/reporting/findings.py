@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from wsbench.reporting.board import clip_interval
 from wsbench.reporting.stats import is_missing, t_quantile, unit_mean_ci
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
@@ -40,22 +41,28 @@ def cross_seed(sim: list[dict], ds: str, metric: str, arch: str) -> list[float]:
     return [float(np.mean(v)) for v in seed_pairs(sim, ds, metric, arch).values()]
 
 
-def cross_seed_stats(sim: list[dict], ds: str, metric: str, arch: str) -> dict:
+def cross_seed_stats(sim: list[dict], ds: str, metric: str, arch: str,
+                     value_range: tuple[float, float] | None = None) -> dict:
     """Mean over seed pairs of :func:`cross_seed`, with its seed-level interval (runs are the units):
-    the dict of :func:`wsbench.reporting.stats.unit_mean_ci`."""
+    the dict of :func:`wsbench.reporting.stats.unit_mean_ci`, the interval clipped to ``value_range``
+    (the metric's declared range) when given."""
     pairs = seed_pairs(sim, ds, metric, arch)
     values = [float(np.mean(v)) for v in pairs.values()]
-    return unit_mean_ci(values, [((arch, a), (arch, b)) for a, b in pairs])
+    out = unit_mean_ci(values, [((arch, a), (arch, b)) for a, b in pairs])
+    out["ci_low"], out["ci_high"] = clip_interval(out["ci_low"], out["ci_high"], value_range)
+    return out
 
 
-def best_pair(cells: list[dict], level: float = 0.95) -> tuple[dict, float, float]:
+def best_pair(cells: list[dict], level: float = 0.95,
+              value_range: tuple[float, float] | None = None) -> tuple[dict, float, float]:
     """The layer pair with the largest mean, and a selection-aware interval for the largest mean.
 
     ``cells``: layer-pair rows with ``mean``, ``se`` and ``df`` (seed-level, as
     :func:`wsbench.reporting.board.layer_pair_rows` gives them). Each of the K cells gets its interval
     at the Bonferroni level ``1 - (1 - level) / K``; with probability >= ``level`` all K cover their
     population means at once, and then the population maximum lies in
-    ``[max_k low_k, max_k high_k]``, whichever pair attains it. NaN bounds when a cell has no interval.
+    ``[max_k low_k, max_k high_k]``, whichever pair attains it, clipped to ``value_range`` when given.
+    NaN bounds when a cell has no interval.
     """
     best = max(cells, key=lambda r: r["mean"])
     k = len(cells)
@@ -66,7 +73,8 @@ def best_pair(cells: list[dict], level: float = 0.95) -> tuple[dict, float, floa
             return best, float("nan"), float("nan")
         lows.append(r["mean"] - h)
         highs.append(r["mean"] + h)
-    return best, max(lows), max(highs)
+    low, high = clip_interval(max(lows), max(highs), value_range)
+    return best, low, high
 
 
 def verdict(low: float, high: float) -> str:
