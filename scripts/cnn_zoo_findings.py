@@ -325,9 +325,34 @@ def _distinct(values) -> str:
     return ", ".join(got) or "not recorded"
 
 
-def zoo_rows(runs: list[dict]) -> list[str]:
-    """Per dataset: the zoo recipe the runs were trained on and their split sizes (from each run's config)."""
-    out = ["| dataset | zoo recipe (from the runs' config) | CNNs train / val / test |", "|---|---|---|"]
+def run_facts(tables: export.Tables) -> list[str]:
+    """What this export holds: datasets, architectures, seeds per cell, similarity metrics."""
+    fin = [r for r in tables.runs if r.get("status") == "finished"]
+    per_cell = Counter((r["dataset"], r["arch"]) for r in fin)
+    archs = sorted({r["arch"] for r in fin}, key=lambda a: (a not in ORDER, ORDER.index(a) if a in ORDER else 0, a))
+    datasets = ", ".join(sorted({r["dataset"] for r in fin})) or "none"
+    metrics = ", ".join(sorted({s["metric"] for s in tables.similarity})) or "none"
+    return [f"This export: datasets {datasets}; architectures {', '.join(archs) or 'none'}; "
+            f"{_distinct(set(per_cell.values()))} finished seeds per (dataset, architecture); similarity metrics "
+            f"{metrics}."]
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "—"
+    q = np.quantile(values, [0.05, 0.5, 0.95])
+    return f"{q[1]:.3f} [{q[0]:.3f}, {q[2]:.3f}]"
+
+
+def zoo_rows(runs: list[dict], predictions: list[dict] | None = None) -> list[str]:
+    """Per dataset: the zoo recipe the runs were trained on (from each run's config), their split sizes,
+    and the test CNNs' accuracies (median [5th, 95th percentile], from the predictions' targets)."""
+    targets: defaultdict[str, dict[int, float]] = defaultdict(dict)
+    for p in predictions or []:
+        if not is_missing(p.get("target")):
+            targets[p["dataset"]][int(p["sample_id"])] = float(p["target"])
+    out = ["| dataset | zoo recipe (from the runs' config) | CNNs train / val / test | test CNNs' accuracy: "
+           "median [5th, 95th percentile] |", "|---|---|---|---|"]
     for ds in sorted(scalar_datasets(runs)):
         rs = [r for r in runs if r["dataset"] == ds and r.get("status") == "finished"]
         recipes: Counter[str] = Counter()
@@ -338,7 +363,8 @@ def zoo_rows(runs: list[dict]) -> list[str]:
                 recipe = {}
             recipes[", ".join(f"{k}={v}" for k, v in sorted(recipe.items()))] += 1
         sizes = _distinct(f"{r.get('n_train')} / {r.get('n_val')} / {r.get('n_test')}" for r in rs)
-        out.append(f"| {ds} | {'; '.join(recipes) or 'not recorded'} | {sizes} |")
+        out.append(f"| {ds} | {'; '.join(recipes) or 'not recorded'} | {sizes} | "
+                   f"{_spread(list(targets[ds].values()))} |")
     return out
 
 
@@ -373,8 +399,8 @@ Weights"): predict a trained CNN's test accuracy from its weights. The `cnn-zoo`
 (`harness/wsbench/studies/cnn-zoo.toml`) builds one zoo per dataset (cnn-mnist, cnn-fmnist,
 cnn-cifar10gs), trains four weight-view models (`gmn` on each CNN's parameter graph, `weight-stats`,
 the statistics predictor, `flat-mlp`, `nfn-np`) and one function-view model (`fn-mlp`, an MLP on each
-CNN's softmax outputs on fixed probe images) at {seeds} seeds each, and compares their layers with CKA
-and mutual kNN. It asks the questions of the INR study (`leaderboards/yeom2025/README.md`) of this task:
+CNN's softmax outputs on fixed probe images) at 5 seeds each, and compares their layers with CKA and
+mutual kNN. It asks the questions of the INR study (`leaderboards/yeom2025/README.md`) of this task:
 (a) is the GMN less stable across seeds than the function-view model, (b) are GMN and function-view
 layers dissimilar, (c) are there CNNs only the weight view gets right.
 
@@ -389,6 +415,8 @@ layers dissimilar, (c) are there CNNs only the weight view gets right.
 wsbench study run cnn-zoo        # all three datasets x 5 architectures x 5 seeds, similarity, export
 ```
 
+{run_facts}
+
 ## How our zoo differs from the public Small CNN Zoo
 
 The taus here are **not comparable** with those published on the public Small CNN Zoo.
@@ -397,7 +425,8 @@ The taus here are **not comparable** with those published on the public Small CN
   16 filters, global average pooling, a dense layer; 4,970 parameters), but trained here by
   `wsbench.cnnzoo`, with **far fewer epochs on a subset pool** of the training images (`epochs` and
   `train_subset` in each dataset's recipe, in the table below; the public zoo's CNNs trained 86 epochs).
-  Our accuracies span a narrower range, which makes ranking them harder.
+  Their test accuracies (spread in the table below) come from this short training, so neither their
+  range nor how hard they are to rank matches the public zoo's.
 - **Configurations sampled per our reading of the paper.** Optimizer, learning rate, L2, dropout,
   initialiser and its scale, training fraction and activation are drawn from the ranges of
   `wsbench.cnnzoo.RANGES` as we read the paper's appendix and the release's metrics; the set of
@@ -410,11 +439,9 @@ The taus here are **not comparable** with those published on the public Small CN
 
 
 def render_readme(tables: export.Tables) -> str:
-    per_cell = Counter((r["dataset"], r["arch"]) for r in tables.runs if r.get("status") == "finished")
-    seeds = _distinct(set(per_cell.values())) if per_cell else "no"
     return "\n".join([
-        README_HEAD.format(seeds=seeds),
-        *zoo_rows(tables.runs), "",
+        README_HEAD.format(run_facts="\n".join(run_facts(tables))),
+        *zoo_rows(tables.runs, tables.predictions), "",
         "## Provenance\n",
         *provenance(tables), "",
         render_findings(tables),

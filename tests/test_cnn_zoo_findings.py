@@ -100,7 +100,7 @@ def test_findings_of_a_tiny_cnn_zoo_study(tmp_path, fake_mnist, capsys):
 
     readme = (lb / "README.md").read_text()
     for part in ("How our zoo differs", "fewer epochs on a subset pool", "mean of the RGB channels", "## Provenance",
-                 "## (a)", "## (c)", "zoo_size=40", "at 3 seeds each"):
+                 "## (a)", "## (c)", "zoo_size=40", "3 finished seeds per (dataset, architecture)"):
         assert part in readme, part
     assert str(tmp_path) not in readme and "/tmp" not in readme  # no machine-local path
 
