@@ -18,7 +18,6 @@ Prints Markdown tables, each for the raw similarity and for the null-calibrated 
 """
 from __future__ import annotations
 
-import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -27,36 +26,14 @@ import numpy as np
 
 from wsbench.reporting import export
 from wsbench.reporting.board import accuracy_rows, build, calibrated_rows
-from wsbench.reporting.stats import diff_ci_se, t_quantile, unit_mean_ci
+from wsbench.reporting.findings import best_pair, cross_seed, cross_seed_stats, seed_pairs
+from wsbench.reporting.findings import fmt_ci as _fmt
+from wsbench.reporting.stats import diff_ci_se
+
+__all__ = ["best_pair", "claim_a", "claim_b", "claim_c", "cross_seed", "cross_seed_stats", "seed_pairs"]
 
 METRICS = ("cka", "cka-biased", "mknn")
 GMN, IMAGE = "gmn", ("cnn", "mlp")
-
-
-def _fmt(m, lo, hi, digits=3):
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def _seed_pairs(sim: list[dict], ds: str, metric: str, arch: str) -> dict:
-    """Per seed pair (its two run ids): the same-layer values of ``arch`` on ``ds``."""
-    pairs = defaultdict(list)
-    for r in sim:
-        if (r["dataset"], r["metric"], r["arch_a"], r["arch_b"]) == (ds, metric, arch, arch) \
-                and r["seed_a"] != r["seed_b"] and r["layer_a"] == r["layer_b"]:
-            pairs[tuple(sorted((r["run_a"], r["run_b"])))].append(r["value"])
-    return pairs
-
-
-def cross_seed(sim: list[dict], ds: str, metric: str, arch: str) -> list[float]:
-    """Per seed pair: the mean over layers of the same-layer similarity."""
-    return [float(np.mean(v)) for v in _seed_pairs(sim, ds, metric, arch).values()]
-
-
-def cross_seed_stats(sim: list[dict], ds: str, metric: str, arch: str) -> dict:
-    """Mean over seed pairs of :func:`cross_seed`, with its seed-level interval (runs are the units)."""
-    pairs = _seed_pairs(sim, ds, metric, arch)
-    values = [float(np.mean(v)) for v in pairs.values()]
-    return unit_mean_ci(values, [((arch, a), (arch, b)) for a, b in pairs])
 
 
 def claim_a(sim, datasets) -> list[str]:
@@ -76,25 +53,6 @@ def claim_a(sim, datasets) -> list[str]:
             cells += [_fmt(*diffs[a]) for a in IMAGE]
             out.append(f"| {ds} | {metric} | " + " | ".join(cells) + f" | {verdict} |")
     return out
-
-
-def best_pair(cells: list[dict], level: float = 0.95) -> tuple[dict, float, float]:
-    """The layer pair with the largest mean, and a selection-aware interval for the largest mean.
-
-    Each of the K cells gets its seed-level interval at the Bonferroni level ``1 - (1 - level) / K``
-    (its ``se`` and ``df``); with probability >= ``level`` all K cover their population means at once,
-    and then the population maximum lies in ``[max_k low_k, max_k high_k]``.
-    """
-    best = max(cells, key=lambda r: r["mean"])
-    k = len(cells)
-    lows, highs = [], []
-    for r in cells:
-        h = t_quantile(1 - (1 - level) / (2 * k), r["df"]) * r["se"]
-        if not math.isfinite(h):
-            return best, float("nan"), float("nan")
-        lows.append(r["mean"] - h)
-        highs.append(r["mean"] + h)
-    return best, max(lows), max(highs)
 
 
 def claim_b(board_by_metric, runs, datasets) -> list[str]:

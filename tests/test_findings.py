@@ -61,7 +61,7 @@ def test_cross_seed_interval_is_over_seeds_not_seed_pairs():
     from wsbench.reporting.stats import unit_mean_ci
     sim = _within("gmn", 0.5, spread=0.05)
     st = findings.cross_seed_stats(sim, "d", "cka", "gmn")
-    pairs = findings._seed_pairs(sim, "d", "cka", "gmn")
+    pairs = findings.seed_pairs(sim, "d", "cka", "gmn")
     ref = unit_mean_ci([np.mean(v) for v in pairs.values()], [(("gmn", a), ("gmn", b)) for a, b in pairs])
     assert st["units"] == 5 and st["df"] == pytest.approx(4) and st["ci_low"] == pytest.approx(ref["ci_low"])
 

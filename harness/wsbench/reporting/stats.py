@@ -1,5 +1,6 @@
 """Statistics of the leaderboards: exact Student-t quantiles, means with 95 % t-intervals, intervals
-of differences, and means over pairs of seeds with the seed as the unit. Pure functions of numbers.
+of differences, means over pairs of seeds with the seed as the unit, and the hypergeometric tail of
+an overlap (how many networks two models split by chance). Pure functions of numbers.
 
 Seed-level intervals (:func:`unit_mean_ci`): a similarity is measured on a *pair* of runs, and the
 pairs of 5 seeds share seeds (10 pairs within an architecture, 25 across two), so a t-interval that
@@ -181,6 +182,26 @@ def unit_mean_ci(values: Sequence[float], units: Sequence[Iterable[tuple[Hashabl
     h = t_quantile(0.5 + level / 2, df) * se
     out.update(se=se, df=df, ci_low=out["mean"] - h, ci_high=out["mean"] + h)
     return out
+
+
+def hypergeom_sf(k: int, n: int, marked: int, drawn: int) -> float:
+    """``P(X >= k)`` for ``X`` the overlap of two sets of sizes ``marked`` and ``drawn`` among ``n``
+    items when one set is placed at random (hypergeometric; mean ``marked * drawn / n``): the chance
+    that at least ``k`` items fall in both, e.g. networks that one model predicts well and the other
+    badly, were the two independent of which network is which. Summed in log space (``lgamma``)."""
+    if not (0 <= marked <= n and 0 <= drawn <= n):
+        raise ValueError(f"hypergeom_sf: sets of {marked} and {drawn} among {n}")
+    lo, hi = max(0, marked + drawn - n), min(marked, drawn)
+    if k <= lo:
+        return 1.0
+    if k > hi:
+        return 0.0
+
+    def lcomb(a: int, b: int) -> float:
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+    total = lcomb(n, drawn)
+    return min(1.0, sum(math.exp(lcomb(marked, x) + lcomb(n - marked, drawn - x) - total) for x in range(k, hi + 1)))
 
 
 def nanmean(values: Iterable[float | None]) -> float:
