@@ -41,7 +41,7 @@ from wsbench import plugins
 from wsbench.reporting import export
 from wsbench.reporting.board import accuracy_rows, build, provenance_rows, scalar_datasets, scalar_sample_analysis
 from wsbench.reporting.findings import FAILS, HOLDS, UNSURE, best_pair, cross_seed_stats, fmt_ci, verdict
-from wsbench.reporting.stats import diff_ci_se, hypergeom_sf, is_missing
+from wsbench.reporting.stats import diff_ci_se, hypergeom_sf, is_missing, mean_ci
 
 GMN, FN, STATS = "gmn", "fn-mlp", "weight-stats"
 ORDER = (GMN, STATS, "flat-mlp", "nfn-np", FN)  # the study's architectures, weight view first
@@ -438,13 +438,46 @@ The taus here are **not comparable** with those published on the public Small CN
 """
 
 
-def render_readme(tables: export.Tables) -> str:
+def gpu_reference(path: Path) -> list[str]:
+    """The Small-CNN-Zoo-sized CIFAR-10-GS runs of ``path`` (``benchmarks/results/cnn_zoo_gpu_h200.json``,
+    written from a GPU grid by scripts/device-cnn-zoo.sh): per architecture the mean test tau and R² over
+    seeds with 95 % t-intervals, recomputed from its per-run rows, and the issue's target on them."""
+    ref = json.loads(path.read_text())
+    zoo, by = ref["zoo"], defaultdict(list)
+    for r in ref["runs"]:
+        if r.get("status", "finished") == "finished":
+            by[r["arch"]].append(r)
+    acc = zoo["test_acc"]
+    out = [f"## At Small CNN Zoo size, on one GPU (`{path.name}`; not in this folder's tables)", "",
+           f"One {zoo['count']:,}-CNN cnn-cifar10gs zoo built by the dataset's GPU recipe ({zoo['recipe']['epochs']} "
+           f"epochs of a {zoo['recipe']['train_subset']:,}-image pool, native 32x32, the full test set) on "
+           f"{ref['device']}: test accuracies median {acc['median']:.3f}, 5th to 95th percentile {acc['p5']:.3f} "
+           f"to {acc['p95']:.3f}, max {acc['max']:.3f}. {ref['what']}", "",
+           "| arch | seeds | tau (95 % CI) | R² (95 % CI) |", "|---|---|---|---|"]
+    cis = {}
+    for arch in sorted(by, key=lambda a: -float(np.mean([r["test_kendall_tau"] for r in by[a]]))):
+        tau = mean_ci([r["test_kendall_tau"] for r in by[arch]])
+        r2 = mean_ci([r["test_r2"] for r in by[arch]])
+        cis[arch] = tau
+        out.append(f"| {arch} | {len(by[arch])} | {fmt_ci(tau[0], tau[2], tau[3])} | {fmt_ci(r2[0], r2[2], r2[3])} |")
+    if GMN in cis and STATS in cis:
+        g, s = cis[GMN], cis[STATS]
+        apart, level = g[2] > s[3], g[0] >= TARGET_TAU
+        out += ["", f"The target on this zoo: gmn tau {g[0]:.3f} against weight-stats {s[0]:.3f}, intervals "
+                    f"{'apart' if apart else 'overlapping'}; tau >= {TARGET_TAU}: {'yes' if level else 'no'}: "
+                    f"**{'met' if apart and level else 'not met'}**. The published taus above were measured on "
+                    "the public zoo, whose CNNs trained 86 epochs on the full training set: not comparable."]
+    return out
+
+
+def render_readme(tables: export.Tables, reference: Path | None = None) -> str:
     return "\n".join([
         README_HEAD.format(run_facts="\n".join(run_facts(tables))),
         *zoo_rows(tables.runs, tables.predictions), "",
         "## Provenance\n",
         *provenance(tables), "",
         render_findings(tables),
+        *(["", *gpu_reference(reference)] if reference else []),
     ]).rstrip() + "\n"
 
 
@@ -452,15 +485,22 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", nargs="?", default="leaderboards/cnn-zoo", help="an exported cnn-zoo leaderboard")
     ap.add_argument("--write-readme", action="store_true", help="also write FOLDER/README.md around the tables")
+    ap.add_argument("--gpu-reference", type=Path, default=None,
+                    help="also report the GPU-sized runs of this JSON (benchmarks/results/cnn_zoo_gpu_h200.json)")
     args = ap.parse_args(argv)
     folder = Path(args.folder)
     tables = export.load(folder)
     if not scalar_datasets(tables.runs):
         raise SystemExit(f"{folder} holds no dataset with a scalar target (a CNN zoo's test accuracy); "
                          "export a cnn-zoo study there first: wsbench study run cnn-zoo")
+    if args.gpu_reference is not None and not args.gpu_reference.is_file():
+        raise SystemExit(f"--gpu-reference {args.gpu_reference}: no such file; give the JSON that "
+                         "scripts/device-cnn-zoo.sh's runs were summarised into, or leave the option out")
     print(render_findings(tables))
+    if args.gpu_reference is not None:
+        print("\n".join(gpu_reference(args.gpu_reference)))
     if args.write_readme:
-        (folder / "README.md").write_text(render_readme(tables))
+        (folder / "README.md").write_text(render_readme(tables, args.gpu_reference))
         print(f"wrote {folder / 'README.md'}")
 
 
