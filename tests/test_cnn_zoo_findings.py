@@ -193,3 +193,29 @@ def test_gmn_target_needs_separate_intervals_and_093_on_cifar10gs(gmn, met):
     assert lo <= d <= hi and d == pytest.approx(np.mean(gmn) - 0.9)
     assert findings.targets(runs, ["cnn-cifar10gs"])[2].endswith("| met |" if met else "| not met |")
     assert not math.isnan(findings.metric_range("cka")[0])
+
+
+def test_gpu_reference_recomputes_intervals_and_the_target_from_the_run_rows(tmp_path):
+    """--gpu-reference: mean and 95 % t-interval per architecture from the JSON's per-run rows (not
+    from any stored summary), and the target: met only when gmn's interval is above weight-stats'
+    and its tau reaches 0.93."""
+    taus = {"gmn": [0.94, 0.95, 0.96], "weight-stats": [0.80, 0.81, 0.82], "fn-mlp": [0.97, 0.97, 0.97]}
+    runs = [{"arch": a, "seed": s, "status": "finished", "test_kendall_tau": t, "test_r2": 0.5}
+            for a, ts in taus.items() for s, t in enumerate(ts)]
+    runs.append({"arch": "gmn", "seed": 3, "status": "failed", "test_kendall_tau": 0.0, "test_r2": 0.0})
+    ref = {"what": "a made-up run.", "device": "a GPU", "runs": runs,
+           "zoo": {"count": 30000, "recipe": {"epochs": 5, "train_subset": 10000},
+                   "test_acc": {"median": 0.2, "p5": 0.1, "p95": 0.3, "max": 0.4}}}
+    path = tmp_path / "ref.json"
+    path.write_text(json.dumps(ref))
+    text = "\n".join(findings.gpu_reference(path))
+    half = 4.302652729911275 * 0.01 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n), sd = 0.01
+    assert f"| gmn | 3 | 0.950 [{0.95 - half:.3f}, {0.95 + half:.3f}]" in text  # the failed run is left out
+    assert "intervals apart" in text and "**met**" in text
+    ref["runs"] = [r for r in runs if r["arch"] != "gmn"] + [
+        {"arch": "gmn", "seed": s, "status": "finished", "test_kendall_tau": t, "test_r2": 0.5}
+        for s, t in enumerate([0.90, 0.91, 0.92])]
+    path.write_text(json.dumps(ref))
+    text = "\n".join(findings.gpu_reference(path))
+    # 0.91 [0.885, 0.935] above 0.81 [0.785, 0.835], but below 0.93
+    assert "intervals apart" in text and "0.93: no" in text and "**not met**" in text
