@@ -98,3 +98,16 @@ def toy_registry():
     class _P:
         register_datasets = staticmethod(hookimpl(ToyZooPlugin.register_datasets))
     return load_registry(extra_plugins=[(_P, "toy-dist", "0.0")])
+
+
+@pytest.fixture
+def fake_mnist(tmp_path, monkeypatch):
+    """A tiny MNIST in the official IDX layout (60 training and 20 test images) under ``tmp_path/data``."""
+    from test_datasets import fake_idx, write_files
+
+    import wsbench_plugins.images as im
+
+    monkeypatch.setattr(im, "N_TRAIN_IDX", 60)
+    monkeypatch.setattr(im, "N_TEST_IDX", 20)
+    write_files(tmp_path / "data" / "MNIST" / "raw", fake_idx())
+    return tmp_path / "data"

@@ -5,21 +5,11 @@ import json
 import numpy as np
 import pytest
 from test_cnnzoo import write_release
-from test_datasets import fake_idx, write_files
 
-import wsbench_plugins.images as im
 from wsbench.cli import main
 
 TINY = ["--recipe", "zoo_size=40", "--recipe", "epochs=1", "--recipe", "train_subset=60", "--recipe",
         "test_subset=20", "--recipe", "chunk_size=20", "--recipe", "n_probe=8", "--recipe", "train_eval=20"]
-
-
-@pytest.fixture
-def fake_mnist(tmp_path, monkeypatch):
-    monkeypatch.setattr(im, "N_TRAIN_IDX", 60)
-    monkeypatch.setattr(im, "N_TEST_IDX", 20)
-    write_files(tmp_path / "data" / "MNIST" / "raw", fake_idx())
-    return tmp_path / "data"
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:

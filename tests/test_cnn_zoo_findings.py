@@ -11,9 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from test_cnn_study import TINY, cli
-from test_datasets import fake_idx, write_files
 
-import wsbench_plugins.images as im
 from wsbench.reporting.board import Board
 from wsbench.reporting.stats import hypergeom_sf
 
@@ -28,14 +26,6 @@ ALL_ARCHS = 'architectures = ["gmn", "weight-stats", "flat-mlp", "nfn-np", "fn-m
 TEST_ARCHS = 'architectures = ["gmn", "weight-stats", "fn-mlp"]'
 CI = re.compile(r"(-?\d+\.\d+|nan) \[(-?\d+\.\d+|nan), (-?\d+\.\d+|nan)\]")
 VERDICTS = {"holds", "does not hold", "inconclusive"}
-
-
-@pytest.fixture
-def fake_mnist(tmp_path, monkeypatch):
-    monkeypatch.setattr(im, "N_TRAIN_IDX", 60)
-    monkeypatch.setattr(im, "N_TEST_IDX", 20)
-    write_files(tmp_path / "data" / "MNIST" / "raw", fake_idx())
-    return tmp_path / "data"
 
 
 def _rows(page: str, heading: str) -> list[list[str]]:
