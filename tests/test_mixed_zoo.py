@@ -14,7 +14,7 @@ from test_gmn import permute_hidden
 
 from wsbench import MixedNetworks, ParamGraph, layer_statistics, role_statistics
 from wsbench import cnnzoo as cz
-from wsbench.grid import applicable, grid_cells
+from wsbench.grid import applicability_notes, applicable, grid_cells
 from wsbench.plugins import load_registry
 from wsbench_plugins.gmn import MixedGMN
 
@@ -105,6 +105,15 @@ def test_grid_leaves_out_architectures_that_need_one_shared_layout_with_a_note()
                         "architecture" for a in ("weight-stats", "flat-mlp", "nfn-np")]
 
 
+def test_applicability_notes_name_the_boards_architectures_that_do_not_apply():
+    runs = [{"arch": "flat-mlp", "dataset": "cnn-mnist"}, {"arch": "gmn", "dataset": "cnn-mnist-mixed"},
+            {"arch": "someone-elses", "dataset": "cnn-mnist"}]
+    assert applicability_notes(runs, load_registry()) == [
+        {"dataset": "cnn-mnist-mixed", "arch": "flat-mlp",
+         "reason": "flat-mlp reads weights of one shared layout, and the networks of cnn-mnist-mixed differ in "
+                   "architecture"}]
+
+
 def test_a_direct_run_of_a_shared_layout_architecture_fails_naming_those_that_apply(tmp_path, capsys):
     code, _, err = cli(capsys, "run", "--arch", "flat-mlp", "--dataset", "cnn-mnist-mixed", "--results", tmp_path)
     assert code == 2
@@ -191,5 +200,12 @@ def test_gmn_trains_end_to_end_on_a_mixed_zoo(tmp_path, fake_mnist, capsys):  # 
     assert "test Kendall's tau" in out
     (zoo,) = (tmp_path / "cache" / "zoos").iterdir()
     assert zoo.name.startswith("cnn-mnist-mixed-") and json.loads((zoo / "manifest.json").read_text())["mixed"]
+    # Beside a homogeneous zoo's flat-mlp, the leaderboard says why flat-mlp has no row on the mixed zoo.
+    code, out, err = cli(capsys, "run", "--arch", "flat-mlp", "--dataset", "cnn-mnist", "--epochs", "1", "--limit",
+                         "20", "--data-dir", fake_mnist, "--cache-dir", tmp_path / "cache", "--results", res,
+                         "--device", "cpu", *TINY)
+    assert code == 0, err
     code, out, err = cli(capsys, "leaderboard", "--results", res, "--format", "md")
-    assert code == 0 and "| gmn |" in out
+    assert code == 0 and "| gmn |" in out and "| flat-mlp |" in out
+    assert ("Not applicable, so not run (not failures):\n\n- flat-mlp reads weights of one shared layout, and the "
+            "networks of cnn-mnist-mixed differ in architecture\n") in out

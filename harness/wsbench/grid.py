@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from wsbench.errors import WsbenchError
 from wsbench.executors import make_executor
 from wsbench.plugins import Registry
 from wsbench.runner import FAILED_STATUSES, Cell, Runner, Settings, inapplicable
@@ -38,6 +39,24 @@ def applicable(cells: list[Cell], registry: Registry) -> tuple[list[Cell], list[
         else:
             skipped[(c.dataset, c.arch)] = why
     return keep, list(skipped.values())
+
+
+def applicability_notes(runs: Iterable[dict], registry: Registry) -> list[dict]:
+    """For a leaderboard: ``{dataset, arch, reason}`` for every architecture of ``runs`` that does not apply
+    to one of their datasets (:func:`wsbench.runner.inapplicable`), so the page says why a cell is empty.
+    Names this registry does not know (results from elsewhere) are passed over."""
+    rows = list(runs)
+    archs, datasets = sorted({r["arch"] for r in rows}), sorted({r["dataset"] for r in rows})
+    out = []
+    for d in datasets:
+        for a in archs:
+            try:
+                why = inapplicable(registry.architecture(a), registry.dataset(d))
+            except WsbenchError:
+                continue
+            if why is not None:
+                out.append({"dataset": d, "arch": a, "reason": why})
+    return out
 
 
 @dataclass
