@@ -560,6 +560,7 @@ def _build_zoo(dataset: str, data_dir: Optional[Path], cache_dir: Optional[Path]
     import numpy as np
 
     from wsbench.runner import Runner
+    from wsbench.specs import MixedNetworks
     settings = _settings(Path("results"), data_dir, cache_dir, device, limit, None, [], None, recipe)
     registry = _registry()
     spec = registry.dataset(dataset)
@@ -571,7 +572,10 @@ def _build_zoo(dataset: str, data_dir: Optional[Path], cache_dir: Optional[Path]
     if spec.networks is not None:
         t = task.labels
         splits = ", ".join(f"{k} {len(v)}" for k, v in task.splits.items())
-        out_console.print(f"{dataset}: {len(task.ids)} networks ({task.info.weight_dim} parameters each; "
+        net = task.info.network
+        size = (f"{len(net.layouts)} architectures of {min(s.num_params for s in net.layouts)} to {net.max_params} "
+                "parameters" if isinstance(net, MixedNetworks) else f"{task.info.weight_dim} parameters each")
+        out_console.print(f"{dataset}: {len(task.ids)} networks ({size}; "
                           f"views {', '.join(task.info.views)}), zoo key {task.zoo_key[:16]}, "
                           f"ready in {time.perf_counter() - t0:.1f} s\nsplits: {splits}\n"
                           f"target: mean {t.mean():.4f}, std {t.std():.4f}, min {t.min():.4f}, "
