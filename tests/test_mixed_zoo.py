@@ -35,7 +35,7 @@ def test_rows_unpad_to_each_members_own_network_and_reproduce_its_function(tmp_p
     n = len(zoo.ids)
     assert zoo.mixed and zoo.weights.shape == (n, zoo.spec.num_params) == (n, 28394)  # 4 conv layers of 32
     assert zoo.manifest["mixed"] == {"depths": [2, 3, 4], "widths": [8, 16, 24, 32], "padding": 1}
-    assert {"depth", "width", "num_params"} <= set(zoo.manifest["config_columns"])
+    assert set(cz.ARCH_COLUMNS) <= set(zoo.manifest["config_columns"])
     # The hyperparameters are the homogeneous zoo's (same seed): the architecture is drawn apart.
     plain = cz.sample_configs(n, SEED)
     assert all(np.array_equal(zoo.configs[k], plain[k]) for k in plain)

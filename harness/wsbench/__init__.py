@@ -53,6 +53,7 @@ _API = {
     # shared model pieces
     "Head": "wsbench.heads",
     "ParamGraph": "wsbench.paramgraph",
+    "LAYER_ROLES": "wsbench.paramgraph",
     "canonical_phases": "wsbench.paramgraph",
     "canonical_signs": "wsbench.paramgraph",
     "layer_roles": "wsbench.paramgraph",
@@ -82,6 +83,7 @@ _API = {
 __all__ = [
     "CNN_ZOO_PARAMS",
     "F64",
+    "LAYER_ROLES",
     "TARGETS",
     "VIEWS",
     "ArchitectureSpec",
@@ -143,6 +145,7 @@ if TYPE_CHECKING:  # what type checkers and editors follow; the same names as _A
     )
     from wsbench.netzoo import CNN_ZOO_PARAMS, cnn_networks, cnn_zoo_recipes, imported_cnn_networks
     from wsbench.paramgraph import (
+        LAYER_ROLES,
         ParamGraph,
         canonical_phases,
         canonical_signs,

@@ -613,12 +613,11 @@ def train_chunk(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, recip
     for d, w in sorted(set(zip(configs["depth"].tolist(), configs["width"].tolist()))):
         sel = np.flatnonzero((configs["depth"] == d) & (configs["width"] == w))
         part = train_members(take(configs, sel), data, member_spec(spec, d, w), recipe, recipe["method"])
-        if not out:
-            out = {name: np.zeros((k, *a.shape[1:]), np.float32) for name, a in part.items() if name != "weights"}
-            out["weights"] = np.zeros((k, spec.num_params), np.float32)
         for name, a in part.items():
+            if name not in out:
+                out[name] = np.zeros((k, spec.num_params) if name == "weights" else (k, *a.shape[1:]), np.float32)
             if name == "weights":
-                out[name][sel, :a.shape[1]] = a
+                out[name][sel, :a.shape[1]] = a  # the first P_k columns, zeros after them
             else:
                 out[name][sel] = a
     return out

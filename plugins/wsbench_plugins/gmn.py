@@ -71,6 +71,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
 from wsbench import (
+    LAYER_ROLES,
     ArchitectureSpec,
     Head,
     MixedNetworks,
@@ -397,11 +398,12 @@ class MixedGMN(nn.Module):
                 raise ValueError(f"layout {spec} has {g.dims[0]} inputs, {g.dims[-1]} outputs and {g.edge_dim} edge "
                                  f"features; the first has {g0.dims[0]}, {g0.dims[-1]} and {g0.edge_dim}")
         c_in, c_out = g0.dims[0], g0.dims[-1]
-        self.num_node_groups, self.num_edge_groups = c_in + 3 + c_out, 4
+        hidden_roles = len(LAYER_ROLES) - 1  # the layers before the output: first, middle, last
+        self.num_node_groups, self.num_edge_groups = c_in + hidden_roles + c_out, len(LAYER_ROLES)
         self.node_in = nn.Linear(1, d)
         self.edge_in = nn.Linear(g0.edge_dim, d)
         self.emb_in = nn.Parameter(torch.randn(c_in, d) * 0.5)
-        self.emb_hidden = nn.Parameter(torch.randn(3, d) * 0.5)  # outputs of the first, a middle, the last layer
+        self.emb_hidden = nn.Parameter(torch.randn(hidden_roles, d) * 0.5)
         self.emb_out = nn.Parameter(torch.randn(c_out, d) * 0.5)
         self.emb_edge = nn.Parameter(torch.randn(self.num_edge_groups, d) * 0.5)  # per layer role
         self.mp = nn.ModuleList(GMNLayer(d, aggr) for _ in range(depth))
@@ -413,7 +415,8 @@ class MixedGMN(nn.Module):
             roles = layer_roles(len(g.layer_shapes))
             hidden = [torch.full((g.dims[j + 1],), c_in + roles[j]) for j in range(len(roles) - 1)]
             self.register_buffer(f"node_group{k}", torch.cat([torch.arange(c_in), *hidden,
-                                                               c_in + 3 + torch.arange(c_out)]), persistent=False)
+                                                               c_in + hidden_roles + torch.arange(c_out)]),
+                                 persistent=False)
             self.register_buffer(f"edge_group{k}", torch.cat([torch.full((o * i,), r) for r, (o, i)
                                                                in zip(roles, g.layer_shapes)]), persistent=False)
             self.register_buffer(f"edge_index{k}", g.edge_index(), persistent=False)
