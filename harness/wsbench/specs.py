@@ -285,7 +285,9 @@ class NetworkZoo:
     targets: np.ndarray  # (N,) float (scalar target) or int64 (class target)
     splits: Mapping[str, np.ndarray]  # "train", "val", "test" -> row indices (the limit already applied)
     views: Mapping[str, np.ndarray]  # view -> (N, ...) float32
-    network: Any  # layout of the weights view: ``layer_shapes``, ``num_params`` (e.g. wsbench.cnnzoo.CnnSpec)
+    # layout of the weights view: ``layer_shapes``, ``num_params`` (e.g. wsbench.cnnzoo.CnnSpec), or a
+    # :class:`MixedNetworks` when the networks differ in architecture (``DatasetSpec.mixed_networks``)
+    network: Any
     key: str = ""  # the zoo's cache key, stored on every run row (``zoo_key``)
     classes: Sequence[str] = ()  # class names, for a class target
     manifest: Mapping[str, Any] = field(default_factory=dict)  # the zoo's manifest (provenance)
