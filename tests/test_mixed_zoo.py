@@ -34,12 +34,13 @@ def test_rows_unpad_to_each_members_own_network_and_reproduce_its_function(tmp_p
     zoo = build(tmp_path)
     n = len(zoo.ids)
     assert zoo.mixed and zoo.weights.shape == (n, zoo.spec.num_params) == (n, 28394)  # 4 conv layers of 32
-    assert zoo.manifest["mixed"] == {"depths": [2, 3, 4], "widths": [8, 16, 24, 32], "padding": 1}
+    assert zoo.manifest["mixed"] == {"depths": [2, 3, 4], "widths": [8, 16, 24, 32], "padding": cz.MIXED_PADDING_RULE}
     assert set(cz.ARCH_COLUMNS) <= set(zoo.manifest["config_columns"])
     # The hyperparameters are the homogeneous zoo's (same seed): the architecture is drawn apart.
     plain = cz.sample_configs(n, SEED)
     assert all(np.array_equal(zoo.configs[k], plain[k]) for k in plain)
     assert len({(d, w) for d, w in zip(zoo.configs["depth"], zoo.configs["width"])}) > 3
+    assert cz.member_spec(zoo.spec, 3, 16) == cz.CnnSpec(image_size=16)  # the homogeneous zoo's network
     _, _ = fake_images(150, 1)
     sx, _ = fake_images(60, 2)
     probes = cz.prepare_images(sx[zoo.manifest["probe_ids"]])
@@ -47,6 +48,8 @@ def test_rows_unpad_to_each_members_own_network_and_reproduce_its_function(tmp_p
         spec = zoo.member_spec(i)
         p = int(zoo.configs["num_params"][i])
         assert spec.channels == (int(zoo.configs["width"][i]),) * int(zoo.configs["depth"][i])
+        # Valid convolutions as the Small CNN Zoo's, padded only at depth 4 (16x16 inputs: maps 7, 3, 1, then none).
+        assert spec.padding == (1 if len(spec.channels) == 4 else 0) and spec.feature_sizes[-1] >= 1
         assert p == spec.num_params and not zoo.weights[i, p:].any()  # zero padding after its own parameters
         own = torch.as_tensor(np.array(zoo.weights[i, :p]))
         ref = torch.softmax(cz.forward(own, probes, str(zoo.configs["activation"][i]), spec), -1)

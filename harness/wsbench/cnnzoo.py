@@ -38,15 +38,18 @@ Zoos of mixed architectures (``build_cnn_zoo(..., mixed=True)``; the ``cnn-*-mix
 same images, recipe and hyperparameter sampling, and per member a depth in :data:`MIXED_DEPTHS`
 conv layers and a width in :data:`MIXED_WIDTHS` filters per layer (:func:`sample_architectures`,
 seeded by the zoo seed apart from the hyperparameters, so member ``i`` has the hyperparameters of
-member ``i`` of the homogeneous zoo). Their convolutions pad by :data:`MIXED_PADDING` (a 16x16 input
-gives maps of 8x8, 4x4, 2x2, 1x1; valid convolutions leave no map for a fourth layer). Layout:
+member ``i`` of the homogeneous zoo). A member's convolutions are valid, as the Small CNN Zoo's, where
+every layer keeps a map, and pad by :data:`MIXED_PADDING` where they would not (on 16x16 or 28x28
+inputs valid convolutions leave no map for a fourth layer; padded, 16x16 gives 8x8, 4x4, 2x2, 1x1), so
+the 3 x 16 members are the homogeneous zoo's network (:func:`member_spec`). Layout:
   weights.npy     (N, P_max) float32: each row its own network's flat layout (above), zero-padded to
                   the largest member's parameter count ``P_max`` (manifest ``num_params``; the
                   manifest ``spec`` is that largest network's)
-  config_depth.npy, config_width.npy, config_num_params.npy   (N,) int64: a member's network is
-                  ``CnnSpec(channels=(width,) * depth, padding=1)`` with ``num_params`` real parameters
-                  (:meth:`CnnZoo.member_spec`), the first ``num_params`` numbers of its row
-and the manifest's ``mixed`` entry records the depths, widths and padding. A chunk trains its members
+  config_depth.npy, config_width.npy, config_padding.npy, config_num_params.npy   (N,) int64: a
+                  member's network is ``CnnSpec(channels=(width,) * depth, padding=padding)`` with
+                  ``num_params`` real parameters (:meth:`CnnZoo.member_spec`), the first
+                  ``num_params`` numbers of its row
+and the manifest's ``mixed`` entry records the depths, widths and padding rule. A chunk trains its members
 one architecture at a time (:func:`train_chunk`); a member's draws depend on its own seed only, so
 it takes the same steps as when trained alone.
 """
@@ -227,29 +230,33 @@ def take(configs: dict[str, np.ndarray], rows) -> dict[str, np.ndarray]:
 MIXED_DEPTHS = (2, 3, 4)
 MIXED_WIDTHS = (8, 16, 24, 32)
 MIXED_PADDING = 1
-ARCH_COLUMNS = ("depth", "width", "num_params")
+ARCH_COLUMNS = ("depth", "width", "padding", "num_params")
+MIXED_PADDING_RULE = f"0 (valid) where every conv layer keeps a map of at least 1x1, else {MIXED_PADDING}"
 
 
 def member_spec(spec: CnnSpec, depth: int, width: int) -> CnnSpec:
-    """The network of a mixed zoo's member: ``spec`` with ``depth`` conv layers of ``width`` filters."""
-    return replace(spec, channels=(int(width),) * int(depth))
+    """The network of a mixed zoo's member: ``spec`` (its input, kernels, strides, classes and image size)
+    with ``depth`` conv layers of ``width`` filters, padded by :data:`MIXED_PADDING_RULE`."""
+    net = replace(spec, channels=(int(width),) * int(depth), padding=0)
+    return net if net.feature_sizes[-1] >= 1 else replace(net, padding=MIXED_PADDING)
 
 
 def mixed_zoo_spec(image_size: int) -> CnnSpec:
     """The largest network of a mixed zoo (the padded layout's width), for images of ``image_size``."""
-    return CnnSpec(channels=(max(MIXED_WIDTHS),) * max(MIXED_DEPTHS), padding=MIXED_PADDING, image_size=image_size)
+    return member_spec(CnnSpec(image_size=image_size), max(MIXED_DEPTHS), max(MIXED_WIDTHS))
 
 
 def sample_architectures(n: int, seed: int, spec: CnnSpec) -> dict[str, np.ndarray]:
-    """``depth``, ``width`` and ``num_params`` columns ``(n,)`` int64 of a mixed zoo's members, uniform
-    over :data:`MIXED_DEPTHS` x :data:`MIXED_WIDTHS`; deterministic in ``seed`` and drawn apart from
-    :func:`sample_configs` (which they leave unchanged). ``spec``: the zoo's largest network."""
+    """The :data:`ARCH_COLUMNS` ``(n,)`` int64 of a mixed zoo's members: depth and width uniform over
+    :data:`MIXED_DEPTHS` x :data:`MIXED_WIDTHS`, deterministic in ``seed`` and drawn apart from
+    :func:`sample_configs` (which they leave unchanged); then each one's padding and parameter count
+    (:func:`member_spec` of ``spec``, the zoo's largest network)."""
     rng = np.random.default_rng([seed, 19])
     depth = np.array(MIXED_DEPTHS, dtype=np.int64)[rng.integers(0, len(MIXED_DEPTHS), n)]
     width = np.array(MIXED_WIDTHS, dtype=np.int64)[rng.integers(0, len(MIXED_WIDTHS), n)]
-    sizes = {(d, w): member_spec(spec, d, w).num_params for d in MIXED_DEPTHS for w in MIXED_WIDTHS}
-    return {"depth": depth, "width": width,
-            "num_params": np.array([sizes[(d, w)] for d, w in zip(depth.tolist(), width.tolist())], dtype=np.int64)}
+    nets = [member_spec(spec, d, w) for d, w in zip(depth.tolist(), width.tolist())]
+    return {"depth": depth, "width": width, "padding": np.array([s.padding for s in nets], dtype=np.int64),
+            "num_params": np.array([s.num_params for s in nets], dtype=np.int64)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -681,10 +688,11 @@ class CnnZoo:
         return bool(self.manifest.get("mixed"))
 
     def member_spec(self, row: int) -> CnnSpec:
-        """The network of row ``row``: :attr:`spec`, or in a mixed zoo its own depth and width."""
+        """The network of row ``row``: :attr:`spec`, or in a mixed zoo its own depth, width and padding."""
         if not self.mixed:
             return self.spec
-        return member_spec(self.spec, int(self.configs["depth"][row]), int(self.configs["width"][row]))
+        c = {k: int(self.configs[k][row]) for k in ("depth", "width", "padding")}
+        return replace(self.spec, channels=(c["width"],) * c["depth"], padding=c["padding"])
 
 
 def zoo_arrays(manifest: dict) -> list[str]:
@@ -774,7 +782,8 @@ def build_cnn_zoo(root: Path | str, dataset: str, train_images: np.ndarray, trai
                        np.asarray(test_labels))
     size = int(recipe["image_size"] or train_images.shape[-1])
     spec = mixed_zoo_spec(size) if mixed else CnnSpec(image_size=size)
-    mixing = {"depths": list(MIXED_DEPTHS), "widths": list(MIXED_WIDTHS), "padding": MIXED_PADDING} if mixed else None
+    mixing = {"depths": list(MIXED_DEPTHS), "widths": list(MIXED_WIDTHS), "padding": MIXED_PADDING_RULE} if mixed \
+        else None
     key = cnn_zoo_key(dataset, spec, recipe, seed, n, data_sha, mixing)
     path = Path(root) / "zoos" / f"{dataset}-{key[:16]}"
     if (path / "manifest.json").exists():
@@ -805,9 +814,9 @@ def build_cnn_zoo(root: Path | str, dataset: str, train_images: np.ndarray, trai
         layout = "per layer W row-major (conv (out, in, kh, kw), dense (out, in)) then b (out,)"
         if mixed:
             configs.update(sample_architectures(n, seed, spec))
-            layout += ("; each row its own network's layout (channels (width,) * depth, padding 1), zero-padded "
-                       "to num_params; its depth, width and real parameter count in config_depth, config_width, "
-                       "config_num_params")
+            layout += ("; each row its own network's layout (channels (width,) * depth), zero-padded to "
+                       "num_params; its depth, width, conv padding and real parameter count in config_depth, "
+                       "config_width, config_padding, config_num_params")
         manifest = {"format": ZOO_FORMAT, "cnn_format": CNN_ZOO_FORMAT, "kind": "cnn", "key": key,
                     "dataset": dataset, "count": n, "num_params": spec.num_params, "spec": spec.to_dict(),
                     "recipe": recipe, "seed": seed, "n_probe": len(probe_ids),

@@ -112,11 +112,9 @@ def as_network_zoo(zoo, seed: int, limit: int | None, target: str = "test_acc") 
 def mixed_layout(zoo) -> tuple[MixedNetworks, np.ndarray]:
     """A mixed CNN zoo's :class:`MixedNetworks` (its distinct networks by depth, then width) and each
     row's index among them ``(N,)`` int64."""
-    from wsbench.cnnzoo import member_spec
-
-    arch = np.stack([np.asarray(zoo.configs["depth"]), np.asarray(zoo.configs["width"])], axis=1)
-    distinct, index = np.unique(arch, axis=0, return_inverse=True)
-    layouts = tuple(member_spec(zoo.spec, int(d), int(w)) for d, w in distinct)
+    arch = np.stack([np.asarray(zoo.configs[k]) for k in ("depth", "width", "padding")], axis=1)
+    _, first, index = np.unique(arch, axis=0, return_index=True, return_inverse=True)
+    layouts = tuple(zoo.member_spec(int(row)) for row in first)
     return MixedNetworks(layouts), index.reshape(-1).astype(np.int64)
 
 
