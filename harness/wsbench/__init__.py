@@ -36,6 +36,7 @@ _API = {
     "DatasetSpec": "wsbench.specs",
     "ImageData": "wsbench.specs",
     "MetricSpec": "wsbench.specs",
+    "MixedNetworks": "wsbench.specs",
     "Param": "wsbench.specs",
     "SirenSpec": "wsbench.specs",
     "TaskInfo": "wsbench.specs",
@@ -52,9 +53,12 @@ _API = {
     # shared model pieces
     "Head": "wsbench.heads",
     "ParamGraph": "wsbench.paramgraph",
+    "LAYER_ROLES": "wsbench.paramgraph",
     "canonical_phases": "wsbench.paramgraph",
     "canonical_signs": "wsbench.paramgraph",
+    "layer_roles": "wsbench.paramgraph",
     "layer_statistics": "wsbench.paramgraph",
+    "role_statistics": "wsbench.paramgraph",
     "compile_fn": "wsbench.compiling",
     # the batched kernel engine of similarity metrics
     "F64": "wsbench.kernels",
@@ -79,6 +83,7 @@ _API = {
 __all__ = [
     "CNN_ZOO_PARAMS",
     "F64",
+    "LAYER_ROLES",
     "TARGETS",
     "VIEWS",
     "ArchitectureSpec",
@@ -89,6 +94,7 @@ __all__ = [
     "ImageData",
     "KernelStack",
     "MetricSpec",
+    "MixedNetworks",
     "NetworkZoo",
     "Param",
     "ParamGraph",
@@ -109,11 +115,13 @@ __all__ = [
     "hsic_gram_unbiased",
     "imported_cnn_networks",
     "kernel_batched",
+    "layer_roles",
     "layer_statistics",
     "md5_file",
     "pad_stack",
     "prepare_linear",
     "render",
+    "role_statistics",
     "row_chunk",
     "tensor_shapes",
     "unflatten",
@@ -136,7 +144,15 @@ if TYPE_CHECKING:  # what type checkers and editors follow; the same names as _A
         row_chunk,
     )
     from wsbench.netzoo import CNN_ZOO_PARAMS, cnn_networks, cnn_zoo_recipes, imported_cnn_networks
-    from wsbench.paramgraph import ParamGraph, canonical_phases, canonical_signs, layer_statistics
+    from wsbench.paramgraph import (
+        LAYER_ROLES,
+        ParamGraph,
+        canonical_phases,
+        canonical_signs,
+        layer_roles,
+        layer_statistics,
+        role_statistics,
+    )
     from wsbench.specs import (
         TARGETS,
         VIEWS,
@@ -146,6 +162,7 @@ if TYPE_CHECKING:  # what type checkers and editors follow; the same names as _A
         DatasetSpec,
         ImageData,
         MetricSpec,
+        MixedNetworks,
         NetworkZoo,
         Param,
         SirenSpec,

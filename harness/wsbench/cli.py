@@ -406,8 +406,10 @@ def leaderboard(ctx: typer.Context,
     if not tables.runs:
         raise WsbenchError(f"no runs under {out}; run `wsbench grid` first or pass --results")
     metric, value_range = _metric_of(metric, [tables], str(out))
+    from wsbench.grid import applicability_notes
     board = lb.build(tables.runs, tables.similarity, metric=metric, predictions=tables.predictions,
-                     value_range=value_range, calibrated=calibrated)
+                     value_range=value_range, calibrated=calibrated,
+                     not_applicable=applicability_notes(tables.runs, _registry()))
     title = title or tables.manifest.get("title") or "wsbench leaderboard"
     want_html = format == "html" or (output is not None and (_is_folder(output) or output.endswith(".html")))
     if (images and want_html) or (output is not None and _is_folder(output) and images):
@@ -541,7 +543,7 @@ def inrs_build(dataset: str = typer.Option(..., "--dataset"), data_dir: Optional
 
 @zoo_app.command("build")
 def zoo_build(dataset: str = typer.Option(..., "--dataset", help="Any dataset: an INR zoo is fitted, a CNN zoo "
-                                          "(cnn-mnist, cnn-fmnist, cnn-cifar10gs) trained."),
+                                          "(cnn-mnist, cnn-fmnist, cnn-cifar10gs, each also -mixed) trained."),
               data_dir: Optional[Path] = DataOpt, cache_dir: Optional[Path] = CacheOpt, device: str = DeviceOpt,
               limit: Optional[int] = LimitOpt, recipe: List[str] = RecipeOpt):
     """Build (or resume after a kill, or reuse) the zoo of a dataset and print its summary: an INR
@@ -558,6 +560,7 @@ def _build_zoo(dataset: str, data_dir: Optional[Path], cache_dir: Optional[Path]
     import numpy as np
 
     from wsbench.runner import Runner
+    from wsbench.specs import MixedNetworks
     settings = _settings(Path("results"), data_dir, cache_dir, device, limit, None, [], None, recipe)
     registry = _registry()
     spec = registry.dataset(dataset)
@@ -569,7 +572,10 @@ def _build_zoo(dataset: str, data_dir: Optional[Path], cache_dir: Optional[Path]
     if spec.networks is not None:
         t = task.labels
         splits = ", ".join(f"{k} {len(v)}" for k, v in task.splits.items())
-        out_console.print(f"{dataset}: {len(task.ids)} networks ({task.info.weight_dim} parameters each; "
+        net = task.info.network
+        size = (f"{len(net.layouts)} architectures of {min(s.num_params for s in net.layouts)} to {net.max_params} "
+                "parameters" if isinstance(net, MixedNetworks) else f"{task.info.weight_dim} parameters each")
+        out_console.print(f"{dataset}: {len(task.ids)} networks ({size}; "
                           f"views {', '.join(task.info.views)}), zoo key {task.zoo_key[:16]}, "
                           f"ready in {time.perf_counter() - t0:.1f} s\nsplits: {splits}\n"
                           f"target: mean {t.mean():.4f}, std {t.std():.4f}, min {t.min():.4f}, "
@@ -623,6 +629,10 @@ def inrs_info(zoo: Optional[str] = typer.Argument(None, help="A zoo's key prefix
         r, p = z.get("recipe") or {}, z.get("psnr") or {}
         if z.get("kind") == "cnn":  # a CNN zoo (wsbench.cnnzoo): no PSNR; its recipe is epochs and a pool
             spec = "cnn " + "-".join(str(c) for c in z["spec"]["channels"])
+            if z.get("mixed"):  # a zoo of mixed architectures: the depths and widths its networks have
+                m = z["mixed"]
+                spec = (f"cnn mixed: {'/'.join(map(str, m['depths']))} layers of "
+                        f"{'/'.join(map(str, m['widths']))} filters")
             recipe = (f"imported ({z['imported']})" if z.get("imported")
                       else f"{r.get('epochs')} epochs, pool {r.get('train_subset') or 'all'}")
             t.add_row(z["dataset"], str(z["count"]), spec, recipe, "-", "-", "-", str(z.get("device", "-")),

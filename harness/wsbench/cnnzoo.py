@@ -36,6 +36,25 @@ The zoo cache (:func:`build_cnn_zoo`), ``<cache>/zoos/<dataset>-<key16>/``:
                   array's size and SHA-256 (:func:`wsbench.zoo.seal`)
 Every array is a plain ``.npy`` (no pickles); :func:`open_cnn_zoo` verifies it with
 :func:`wsbench.zoo.verify_zoo` and raises :class:`wsbench.zoo.ZooDamaged` naming the fix.
+
+Zoos of mixed architectures (``build_cnn_zoo(..., mixed=True)``; the ``cnn-*-mixed`` datasets): the
+same images, recipe and hyperparameter sampling, and per member a depth in :data:`MIXED_DEPTHS`
+conv layers and a width in :data:`MIXED_WIDTHS` filters per layer (:func:`sample_architectures`,
+seeded by the zoo seed apart from the hyperparameters, so member ``i`` has the hyperparameters of
+member ``i`` of the homogeneous zoo). A member's convolutions are valid, as the Small CNN Zoo's, where
+every layer keeps a map, and pad by :data:`MIXED_PADDING` where they would not (on 16x16 or 28x28
+inputs valid convolutions leave no map for a fourth layer; padded, 16x16 gives 8x8, 4x4, 2x2, 1x1), so
+the 3 x 16 members are the homogeneous zoo's network (:func:`member_spec`). Layout:
+  weights.npy     (N, P_max) float32: each row its own network's flat layout (above), zero-padded to
+                  the largest member's parameter count ``P_max`` (manifest ``num_params``; the
+                  manifest ``spec`` is that largest network's)
+  config_depth.npy, config_width.npy, config_padding.npy, config_num_params.npy   (N,) int64: a
+                  member's network is ``CnnSpec(channels=(width,) * depth, padding=padding)`` with
+                  ``num_params`` real parameters (:meth:`CnnZoo.member_spec`), the first
+                  ``num_params`` numbers of its row
+and the manifest's ``mixed`` entry records the depths, widths and padding rule. A chunk trains its members
+one architecture at a time (:func:`train_chunk`); a member's draws depend on its own seed only, so
+it takes the same steps as when trained alone.
 """
 from __future__ import annotations
 
@@ -45,7 +64,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +227,39 @@ def sample_configs(n: int, seed: int) -> dict[str, np.ndarray]:
 def take(configs: dict[str, np.ndarray], rows) -> dict[str, np.ndarray]:
     """The configurations of ``rows``."""
     return {k: v[rows] for k, v in configs.items()}
+
+
+# Zoos of mixed architectures: conv layers per member, filters per conv layer, and the convolutions' padding.
+MIXED_DEPTHS = (2, 3, 4)
+MIXED_WIDTHS = (8, 16, 24, 32)
+MIXED_PADDING = 1
+ARCH_COLUMNS = ("depth", "width", "padding", "num_params")
+MIXED_PADDING_RULE = f"0 (valid) where every conv layer keeps a map of at least 1x1, else {MIXED_PADDING}"
+
+
+def member_spec(spec: CnnSpec, depth: int, width: int) -> CnnSpec:
+    """The network of a mixed zoo's member: ``spec`` (its input, kernels, strides, classes and image size)
+    with ``depth`` conv layers of ``width`` filters, padded by :data:`MIXED_PADDING_RULE`."""
+    net = replace(spec, channels=(int(width),) * int(depth), padding=0)
+    return net if net.feature_sizes[-1] >= 1 else replace(net, padding=MIXED_PADDING)
+
+
+def mixed_zoo_spec(image_size: int) -> CnnSpec:
+    """The largest network of a mixed zoo (the padded layout's width), for images of ``image_size``."""
+    return member_spec(CnnSpec(image_size=image_size), max(MIXED_DEPTHS), max(MIXED_WIDTHS))
+
+
+def sample_architectures(n: int, seed: int, spec: CnnSpec) -> dict[str, np.ndarray]:
+    """The :data:`ARCH_COLUMNS` ``(n,)`` int64 of a mixed zoo's members: depth and width uniform over
+    :data:`MIXED_DEPTHS` x :data:`MIXED_WIDTHS`, deterministic in ``seed`` and drawn apart from
+    :func:`sample_configs` (which they leave unchanged); then each one's padding and parameter count
+    (:func:`member_spec` of ``spec``, the zoo's largest network)."""
+    rng = np.random.default_rng([seed, 19])
+    depth = np.array(MIXED_DEPTHS, dtype=np.int64)[rng.integers(0, len(MIXED_DEPTHS), n)]
+    width = np.array(MIXED_WIDTHS, dtype=np.int64)[rng.integers(0, len(MIXED_WIDTHS), n)]
+    nets = [member_spec(spec, d, w) for d, w in zip(depth.tolist(), width.tolist())]
+    return {"depth": depth, "width": width, "padding": np.array([s.padding for s in nets], dtype=np.int64),
+            "num_params": np.array([s.num_params for s in nets], dtype=np.int64)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -655,6 +707,27 @@ def train_alone(config: dict, data: Data, spec: CnnSpec, recipe: dict) -> torch.
     return p.detach()
 
 
+def train_chunk(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, recipe: dict) -> dict[str, np.ndarray]:
+    """:func:`train_members` on a chunk of a zoo. In a mixed zoo (``configs`` with the
+    :data:`ARCH_COLUMNS`) one call per architecture, in order of (depth, width), whose weights are
+    zero-padded to ``spec.num_params`` (the largest network's); rows come back in ``configs``' order."""
+    if "depth" not in configs:
+        return train_members(configs, data, spec, recipe, recipe["method"])
+    k = len(configs["seed"])
+    out: dict[str, np.ndarray] = {}
+    for d, w in sorted(set(zip(configs["depth"].tolist(), configs["width"].tolist()))):
+        sel = np.flatnonzero((configs["depth"] == d) & (configs["width"] == w))
+        part = train_members(take(configs, sel), data, member_spec(spec, d, w), recipe, recipe["method"])
+        for name, a in part.items():
+            if name not in out:
+                out[name] = np.zeros((k, spec.num_params) if name == "weights" else (k, *a.shape[1:]), np.float32)
+            if name == "weights":
+                out[name][sel, :a.shape[1]] = a  # the first P_k columns, zeros after them
+            else:
+                out[name][sel] = a
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Recipes and the zoo cache
 
@@ -707,9 +780,22 @@ class CnnZoo:
 
     @property
     def spec(self) -> CnnSpec:
+        """The network every row follows; in a mixed zoo the largest one (the padded layout)."""
         d = dict(self.manifest["spec"])
         d["channels"] = tuple(d["channels"])
         return CnnSpec(**d)
+
+    @property
+    def mixed(self) -> bool:
+        """Whether its networks differ in architecture (see the module docstring)."""
+        return bool(self.manifest.get("mixed"))
+
+    def member_spec(self, row: int) -> CnnSpec:
+        """The network of row ``row``: :attr:`spec`, or in a mixed zoo its own depth, width and padding."""
+        if not self.mixed:
+            return self.spec
+        c = {k: int(self.configs[k][row]) for k in ("depth", "width", "padding")}
+        return replace(self.spec, channels=(c["width"],) * c["depth"], padding=c["padding"])
 
 
 def zoo_arrays(manifest: dict) -> list[str]:
@@ -744,9 +830,12 @@ def _digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def cnn_zoo_key(dataset: str, spec: CnnSpec, recipe: dict, seed: int, n: int, data_sha256: str) -> str:
+def cnn_zoo_key(dataset: str, spec: CnnSpec, recipe: dict, seed: int, n: int, data_sha256: str,
+                mixed: dict | None = None) -> str:
     meta = {"format": CNN_ZOO_FORMAT, "kind": "cnn", "dataset": dataset, "spec": spec.to_dict(), "recipe": recipe,
             "seed": seed, "n": n, "data": data_sha256}
+    if mixed:
+        meta["mixed"] = mixed
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
@@ -759,8 +848,12 @@ def select_rows(n: int, subset: int | None, seed: int, tag: int) -> np.ndarray:
 
 def chunk_rows(configs: dict[str, np.ndarray], chunk_size: int) -> list[np.ndarray]:
     """Zoo rows per chunk: rows ordered by train fraction (stable), so a chunk's members take about
-    the same number of steps, then cut into chunks of ``chunk_size``."""
-    order = np.argsort(configs["train_fraction"], kind="stable")
+    the same number of steps, then cut into chunks of ``chunk_size``. In a mixed zoo rows are ordered
+    by depth and width first, so a chunk holds few architectures (:func:`train_chunk`)."""
+    if "depth" in configs:
+        order = np.lexsort((configs["train_fraction"], configs["width"], configs["depth"]))
+    else:
+        order = np.argsort(configs["train_fraction"], kind="stable")
     return [order[i:i + chunk_size] for i in range(0, len(order), chunk_size)]
 
 
@@ -775,9 +868,10 @@ def discard_cnn_zoo(path: Path) -> None:
 def build_cnn_zoo(root: Path | str, dataset: str, train_images: np.ndarray, train_labels: np.ndarray,
                   test_images: np.ndarray, test_labels: np.ndarray, *, n: int, seed: int, recipe: dict | None = None,
                   device: str | torch.device = "cpu", progress: Callable[[int, int], None] | None = None,
-                  repair: bool = False, extra_manifest: dict | None = None) -> CnnZoo:
+                  repair: bool = False, extra_manifest: dict | None = None, mixed: bool = False) -> CnnZoo:
     """Train (or resume, or reuse) a zoo of ``n`` CNNs on the images (uint8 ``(N, C, H, W)``; RGB
-    becomes gray, see :func:`prepare_images`). ``progress(done, total)`` is called after each chunk.
+    becomes gray, see :func:`prepare_images`); with ``mixed``, of mixed depths and widths (see the
+    module docstring). ``progress(done, total)`` is called after each chunk.
     Each chunk's rows are written, then recorded in ``done.json``; a killed build redoes only the
     chunks not recorded. A stored zoo that fails its check raises :class:`ZooDamaged` (with
     ``repair``: is removed and trained again)."""
@@ -789,8 +883,11 @@ def build_cnn_zoo(root: Path | str, dataset: str, train_images: np.ndarray, trai
                                                                   replace=False)) if recipe["n_probe"] else np.arange(0)
     data_sha = _digest(np.asarray(train_images), np.asarray(train_labels), np.asarray(test_images),
                        np.asarray(test_labels))
-    spec = CnnSpec(image_size=int(recipe["image_size"] or train_images.shape[-1]))
-    key = cnn_zoo_key(dataset, spec, recipe, seed, n, data_sha)
+    size = int(recipe["image_size"] or train_images.shape[-1])
+    spec = mixed_zoo_spec(size) if mixed else CnnSpec(image_size=size)
+    mixing = {"depths": list(MIXED_DEPTHS), "widths": list(MIXED_WIDTHS), "padding": MIXED_PADDING_RULE} if mixed \
+        else None
+    key = cnn_zoo_key(dataset, spec, recipe, seed, n, data_sha, mixing)
     path = Path(root) / "zoos" / f"{dataset}-{key[:16]}"
     if (path / "manifest.json").exists():
         try:
@@ -811,21 +908,25 @@ def build_cnn_zoo(root: Path | str, dataset: str, train_images: np.ndarray, trai
                 discard_cnn_zoo(path)
         dev = torch.device(device)
         dtype = getattr(torch, recipe["dtype"])
-        size = spec.image_size
         data = Data(train_x=prepare_images(train_images[train_rows], size).to(dev, dtype),
                     train_y=torch.as_tensor(np.asarray(train_labels)[train_rows], dtype=torch.int64, device=dev),
                     test_x=prepare_images(test_images[test_rows], size).to(dev, dtype),
                     test_y=torch.as_tensor(np.asarray(test_labels)[test_rows], dtype=torch.int64, device=dev),
                     probe_x=prepare_images(test_images[probe_ids], size).to(dev, dtype))
         configs = sample_configs(n, seed)
+        layout = "per layer W row-major (conv (out, in, kh, kw), dense (out, in)) then b (out,)"
+        if mixed:
+            configs.update(sample_architectures(n, seed, spec))
+            layout += ("; each row its own network's layout (channels (width,) * depth), zero-padded to "
+                       "num_params; its depth, width, conv padding and real parameter count in config_depth, "
+                       "config_width, config_padding, config_num_params")
         manifest = {"format": ZOO_FORMAT, "cnn_format": CNN_ZOO_FORMAT, "kind": "cnn", "key": key,
                     "dataset": dataset, "count": n, "num_params": spec.num_params, "spec": spec.to_dict(),
                     "recipe": recipe, "seed": seed, "n_probe": len(probe_ids),
                     "probe_ids": probe_ids.tolist(), "train_rows": len(train_rows), "test_rows": len(test_rows),
-                    "data_sha256": data_sha, "config_columns": list(CONFIG_COLUMNS),
-                    "grayscale": "mean of the RGB channels, then x / 127.5 - 1",
-                    "layout": "per layer W row-major (conv (out, in, kh, kw), dense (out, in)) then b (out,)",
-                    **(extra_manifest or {})}
+                    "data_sha256": data_sha, "config_columns": list(configs),
+                    "grayscale": "mean of the RGB channels, then x / 127.5 - 1", "layout": layout,
+                    **({"mixed": mixing} if mixing else {}), **(extra_manifest or {})}
         return _build_locked(path, manifest, configs, data, spec, recipe, dev, progress)
 
 
@@ -866,7 +967,7 @@ def _build_locked(path: Path, manifest: dict, configs: dict, data: Data, spec: C
     for c, rows in enumerate(chunks):
         if c in done:
             continue
-        out = train_members(take(configs, rows), data, spec, recipe, recipe["method"])
+        out = train_chunk(take(configs, rows), data, spec, recipe)
         arrays["weights.npy"][rows] = out["weights"]
         arrays["function.npy"][rows] = out["function"]
         arrays["metrics.partial.npy"][rows] = np.stack([out[t] for t in TARGETS], axis=1)

@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from wsbench.errors import WsbenchError
 from wsbench.executors import make_executor
 from wsbench.plugins import Registry
-from wsbench.runner import FAILED_STATUSES, Cell, Runner, Settings
+from wsbench.runner import FAILED_STATUSES, Cell, Runner, Settings, inapplicable
 
 
 def grid_cells(datasets: Iterable[str], architectures: Iterable[str], seeds: Iterable[int]) -> list[Cell]:
@@ -26,18 +27,36 @@ def grid_cells(datasets: Iterable[str], architectures: Iterable[str], seeds: Ite
 
 
 def applicable(cells: list[Cell], registry: Registry) -> tuple[list[Cell], list[str]]:
-    """The cells whose architecture reads a view their dataset offers, and one line per (dataset,
-    architecture) left out, saying why. A grid or study over zoos of different kinds (INR and CNN
-    zoos, say) runs every combination that applies; an empty result is the caller's error."""
+    """The cells whose architecture applies to their dataset (:func:`wsbench.runner.inapplicable`: it reads
+    a view the dataset offers, and it reads mixed architectures where the dataset's networks differ), and
+    one line per (dataset, architecture) left out, saying why. A grid or study over zoos of different
+    kinds (INR and CNN zoos, say) runs every combination that applies; an empty result is the caller's error."""
     keep, skipped = [], {}
     for c in cells:
-        arch, ds = registry.architecture(c.arch), registry.dataset(c.dataset)
-        if arch.view in ds.offered_views:
+        why = inapplicable(registry.architecture(c.arch), registry.dataset(c.dataset))
+        if why is None:
             keep.append(c)
         else:
-            skipped[(c.dataset, c.arch)] = (f"{c.arch} reads the {arch.view!r} view, which {c.dataset} does not "
-                                            f"offer ({', '.join(ds.offered_views)})")
+            skipped[(c.dataset, c.arch)] = why
     return keep, list(skipped.values())
+
+
+def applicability_notes(runs: Iterable[dict], registry: Registry) -> list[dict]:
+    """For a leaderboard: ``{dataset, arch, reason}`` for every architecture of ``runs`` that does not apply
+    to one of their datasets (:func:`wsbench.runner.inapplicable`), so the page says why a cell is empty.
+    Names this registry does not know (results from elsewhere) are passed over."""
+    rows = list(runs)
+    archs, datasets = sorted({r["arch"] for r in rows}), sorted({r["dataset"] for r in rows})
+    out = []
+    for d in datasets:
+        for a in archs:
+            try:
+                why = inapplicable(registry.architecture(a), registry.dataset(d))
+            except WsbenchError:
+                continue
+            if why is not None:
+                out.append({"dataset": d, "arch": a, "reason": why})
+    return out
 
 
 @dataclass

@@ -52,6 +52,10 @@ def register_architectures(register):
       ``SirenSpec``)
       (``wsbench.tensor_shapes``/``wsbench.unflatten`` read it); with ``info.target == "scalar"``
       ``logits`` is ``(B, 1)``: the predicted value, trained with MSE on the standardised target.
+      On a zoo whose networks differ in architecture ``info.network`` is a ``wsbench.MixedNetworks``
+      (a row: its layout's index in ``info.network.layouts``, then its padded parameters;
+      ``info.network.split(x)`` per layout; ``info.layout_stats`` the training statistics per
+      layout); only specs with ``mixed_networks=True`` are run there.
 
     - Deterministic: the same seed, config and device give the same numbers. Draw randomness from
       torch's global generator (the harness seeds it) or from generators seeded from it, never
@@ -100,7 +104,9 @@ def register_datasets(register):
     ``networks(request: ZooRequest) -> NetworkZoo`` builds or opens its zoo (with
     ``request.recipe``, the spec's ``zoo_recipes`` for the device type overridden by ``--recipe``)
     and returns its ids, targets, splits and views; ``spec.target`` (``"class"`` or ``"scalar"``)
-    and ``spec.views`` say what the zoo holds. See :class:`~wsbench.specs.NetworkZoo`.
+    and ``spec.views`` say what the zoo holds, ``spec.mixed_networks`` whether its networks differ
+    in architecture (``NetworkZoo.network`` then a ``wsbench.MixedNetworks``). See
+    :class:`~wsbench.specs.NetworkZoo`.
     """
 
 

@@ -8,6 +8,10 @@ shares the cached zoo of an unlimited one. The target is each CNN's test accurac
 official test images; the views are ``weights`` (the flat layout of :class:`wsbench.cnnzoo.CnnSpec`)
 and ``function`` (each CNN's softmax outputs on the zoo's fixed probe images, ``(probes, 10)``).
 Network ids are the zoo's row ids.
+
+A zoo of mixed architectures (``mixed=True``; :mod:`wsbench.cnnzoo`'s mixed zoos) has a
+:class:`~wsbench.specs.MixedNetworks` layout: its distinct networks in order of (depth, width), and a
+``weights`` row is the index of the row's network among them, then its parameters zero-padded.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from wsbench.errors import WsbenchError
-from wsbench.specs import ImageData, NetworkZoo, Param, ZooRequest
+from wsbench.specs import ImageData, MixedNetworks, NetworkZoo, Param, ZooRequest
 
 SPLIT_FRACTIONS = {"val": 0.1, "test": 0.2}  # of the zoo's networks; the rest trains
 
@@ -64,9 +68,11 @@ def split_rows(n: int, seed: int, limit: int | None = None, fractions: dict | No
     return {k: np.sort(v).astype(np.int64) for k, v in out.items()}
 
 
-def cnn_networks(request: ZooRequest, dataset: str, data: ImageData, target: str = "test_acc") -> NetworkZoo:
+def cnn_networks(request: ZooRequest, dataset: str, data: ImageData, target: str = "test_acc",
+                 mixed: bool = False) -> NetworkZoo:
     """Build or open the CNN zoo of ``dataset`` trained on ``data`` with ``request.recipe``
-    (``zoo_size``, ``zoo_seed`` and the trainer's keys, :data:`wsbench.cnnzoo.CPU_RECIPE`)."""
+    (``zoo_size``, ``zoo_seed`` and the trainer's keys, :data:`wsbench.cnnzoo.CPU_RECIPE`); with
+    ``mixed``, a zoo of mixed depths and widths."""
     from wsbench.cnnzoo import TARGETS, build_cnn_zoo
 
     if target not in TARGETS:
@@ -82,7 +88,8 @@ def cnn_networks(request: ZooRequest, dataset: str, data: ImageData, target: str
 
     zoo = build_cnn_zoo(request.cache_dir, dataset, data.train_images, data.train_labels, data.test_images,
                         data.test_labels, n=n, seed=seed, recipe=recipe, device=request.device, progress=progress,
-                        repair=request.repair, extra_manifest={"source_checksums": dict(data.checksums)})
+                        repair=request.repair, extra_manifest={"source_checksums": dict(data.checksums)},
+                        mixed=mixed)
     return as_network_zoo(zoo, seed, request.limit, target)
 
 
@@ -93,10 +100,23 @@ def as_network_zoo(zoo, seed: int, limit: int | None, target: str = "test_acc") 
     known = np.flatnonzero(np.isfinite(y))
     splits = {k: known[v] for k, v in split_rows(len(known), seed, limit).items()}
     views = {"weights": zoo.weights}
+    network = zoo.spec
+    if zoo.mixed:
+        network, index = mixed_layout(zoo)
+        views["weights"] = np.concatenate([index[:, None].astype(np.float32), zoo.weights], axis=1)
     if zoo.function is not None:
         views["function"] = zoo.function
     return NetworkZoo(ids=np.asarray(zoo.ids, dtype=np.int64), targets=y, splits=splits, views=views,
-                      network=zoo.spec, key=zoo.manifest["key"], manifest=zoo.manifest)
+                      network=network, key=zoo.manifest["key"], manifest=zoo.manifest)
+
+
+def mixed_layout(zoo) -> tuple[MixedNetworks, np.ndarray]:
+    """A mixed CNN zoo's :class:`MixedNetworks` (its distinct networks by depth, then width) and each
+    row's index among them ``(N,)`` int64."""
+    arch = np.stack([np.asarray(zoo.configs[k]) for k in ("depth", "width", "padding")], axis=1)
+    _, first, index = np.unique(arch, axis=0, return_index=True, return_inverse=True)
+    layouts = tuple(zoo.member_spec(int(row)) for row in first)
+    return MixedNetworks(layouts), index.reshape(-1).astype(np.int64)
 
 
 def imported_cnn_networks(request: ZooRequest) -> NetworkZoo:

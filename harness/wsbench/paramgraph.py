@@ -217,6 +217,57 @@ def layer_statistics(spec: Any, mean: np.ndarray, std: np.ndarray) -> list[tuple
     return out
 
 
+# The role of a layer by its position, which networks of every depth share: the first layer, a middle
+# one, the last one before the output layer, the output layer (a CNN: first conv, hidden convs, last
+# conv, dense). Zoos of mixed depths normalise, encode and pool by role (:func:`role_statistics`).
+LAYER_ROLES = ("first", "middle", "last", "output")
+
+
+def layer_roles(num_layers: int) -> list[int]:
+    """Index into :data:`LAYER_ROLES` of every layer of a network of ``num_layers`` layers: the last
+    layer is the output; before it, layer 0 is the first, the one before the output the last, any
+    others middle (a two-layer network has no middle or last layer)."""
+    out = []
+    for k in range(num_layers):
+        if k == num_layers - 1:
+            out.append(3)
+        elif k == 0:
+            out.append(0)
+        else:
+            out.append(2 if k == num_layers - 2 else 1)
+    return out
+
+
+def role_statistics(layouts: Any, layout_stats: Any) -> list[list[tuple[float, float, float, float]]]:
+    """Per layout, per layer ``(w_mean, w_std, b_mean, b_std)`` pooled over every layout's layers of the
+    same role (:func:`layer_roles`), for a zoo of mixed depths and widths.
+
+    ``layouts``: the distinct layouts (``MixedNetworks.layouts``); ``layout_stats``: per layout
+    ``(rows, mean (P_k,), std (P_k,))``, per-coordinate statistics of its ``rows`` training networks
+    (``TaskInfo.layout_stats``). Each coordinate counts once per network, so a role's mean and
+    variance are those of all its values in the training split. A role no training network has gets
+    ``(0, 1)``.
+    """
+    acc = np.zeros((len(LAYER_ROLES), 2, 3))  # role, weight/bias, (values, sum, sum of squares)
+    for spec, (rows, mean, std) in zip(layouts, layout_stats):
+        mean = np.asarray(mean, dtype=np.float64)
+        second = np.asarray(std, dtype=np.float64) ** 2 + mean ** 2
+        shapes, k = tensor_shapes(spec), 0
+        for role, (w_shape, b_shape) in zip(layer_roles(len(shapes)), shapes):
+            for j, n in enumerate((math.prod(w_shape), math.prod(b_shape))):
+                acc[role, j] += rows * np.array([n, mean[k:k + n].sum(), second[k:k + n].sum()])
+                k += n
+    stats = []
+    for role in range(len(LAYER_ROLES)):
+        vals: list[float] = []
+        for j in range(2):
+            n, s1, s2 = acc[role, j]
+            m = s1 / n if n else 0.0
+            vals += [float(m), float(np.sqrt(max(s2 / n - m * m, 0.0)) + 1e-8) if n else 1.0]
+        stats.append((vals[0], vals[1], vals[2], vals[3]))
+    return [[stats[r] for r in layer_roles(len(tensor_shapes(spec)))] for spec in layouts]
+
+
 def canonical_signs(params: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Flip hidden neurons so that their biases are non-negative (a SIREN symmetry: sine is odd).
 

@@ -39,6 +39,7 @@ from wsbench.errors import WsbenchError
 from wsbench.plugins import Registry
 from wsbench.provenance import run_provenance
 from wsbench.siren import DEFAULT_RECIPE
+from wsbench.specs import ArchitectureSpec, DatasetSpec
 from wsbench.store import Store
 from wsbench.tables import prediction_table, representation_table, run_rows
 from wsbench.task import Task, make_task
@@ -103,6 +104,19 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def inapplicable(arch: ArchitectureSpec, ds: DatasetSpec) -> str | None:
+    """Why architecture ``arch`` cannot run on dataset ``ds`` (one line), or None when it can: it reads a
+    view the dataset does not offer, or it reads weights of one shared layout and the dataset's networks
+    differ in architecture (``DatasetSpec.mixed_networks`` without ``ArchitectureSpec.mixed_networks``)."""
+    if arch.view not in ds.offered_views:
+        views = ", ".join(ds.offered_views)
+        return f"{arch.name} reads the {arch.view!r} view, which {ds.name} does not offer ({views})"
+    if arch.view == "weights" and ds.mixed_networks and not arch.mixed_networks:
+        return (f"{arch.name} reads weights of one shared layout, and the networks of {ds.name} differ in "
+                "architecture")
+    return None
+
+
 class Runner:
     """Runs cells against one store, keeping each dataset's Task in memory once built."""
 
@@ -124,11 +138,15 @@ class Runner:
         config = cfg.resolve(arch, cell.dataset, self.settings.overrides or {})
         augment.check(config.get("augment", "none"), arch.view)
         ds = self.registry.dataset(cell.dataset)
-        if arch.view not in ds.offered_views:
-            fits = sorted(a.name for a in self.registry.architectures.values() if a.view in ds.offered_views)
-            raise WsbenchError(f"architecture {cell.arch!r} reads the {arch.view!r} view, which dataset "
-                               f"{cell.dataset!r} does not offer (its views: {', '.join(ds.offered_views)}); "
-                               f"architectures that can run on it: {', '.join(fits)}")
+        if inapplicable(arch, ds):
+            fits = ", ".join(sorted(a.name for a in self.registry.architectures.values() if not inapplicable(a, ds)))
+            if arch.view not in ds.offered_views:
+                raise WsbenchError(f"architecture {cell.arch!r} reads the {arch.view!r} view, which dataset "
+                                   f"{cell.dataset!r} does not offer (its views: {', '.join(ds.offered_views)}); "
+                                   f"architectures that can run on it: {fits}")
+            raise WsbenchError(f"architecture {cell.arch!r} needs every network in one shared weight layout, and the "
+                               f"networks of dataset {cell.dataset!r} differ in architecture; architectures that can "
+                               f"run on it: {fits}")
         if ds.networks is not None:
             # A zoo of networks: its whole recipe is part of the run's config and id (see DatasetSpec.zoo_recipes).
             config["zoo_recipe"] = self.recipe(cell.dataset)

@@ -106,6 +106,43 @@ class SirenSpec:
         return out
 
 
+@dataclass(frozen=True)
+class MixedNetworks:
+    """The layout of the ``weights`` view of a zoo whose networks differ in architecture.
+
+    ``layouts`` are the distinct layouts of its networks (each with ``layer_shapes`` and
+    ``num_params``, e.g. :class:`wsbench.cnnzoo.CnnSpec`). A row of the view is ``num_params`` =
+    ``1 + max_params`` float32 numbers: first the index of the network's layout in ``layouts``
+    (0.0, 1.0, ...), then its parameters in that layout's flat order, zero-padded to ``max_params``.
+    :meth:`split` takes a batch of rows apart. Architectures that need one shared layout do not run
+    on such a zoo (``ArchitectureSpec.mixed_networks``).
+    """
+
+    layouts: tuple
+
+    @property
+    def max_params(self) -> int:
+        """The largest layout's ``num_params``: the padded width of a network's parameters."""
+        return max(int(s.num_params) for s in self.layouts)
+
+    @property
+    def num_params(self) -> int:
+        """The width of a row of the ``weights`` view: the layout column, then the padded parameters."""
+        return 1 + self.max_params
+
+    def split(self, x: Any) -> list[tuple[int, Any, Any]]:
+        """Rows ``x (B, num_params)`` (a torch tensor) -> ``[(k, rows (B_k,) int64, params (B_k, P_k)), ...]``,
+        one entry per layout ``k`` present, in layout order: the row positions in ``x`` and their parameters."""
+        index = x[:, 0].round().long()
+        out = []
+        for k in sorted(int(v) for v in index.unique().tolist()):
+            if not 0 <= k < len(self.layouts):
+                raise ValueError(f"layout column holds {k}; this zoo has {len(self.layouts)} layouts")
+            rows = (index == k).nonzero().flatten()
+            out.append((k, rows, x[rows, 1:1 + int(self.layouts[k].num_params)]))
+        return out
+
+
 @dataclass
 class TaskInfo:
     """What an architecture's ``build(info, config)`` sees about the task.
@@ -119,7 +156,9 @@ class TaskInfo:
     ``target_mean``/``target_std`` and scores it in the target's units). ``network`` is the layout of
     the ``weights`` view: the :class:`SirenSpec` of an INR zoo (also ``inr``), or another spec with
     ``layer_shapes`` and ``num_params`` (e.g. :class:`wsbench.cnnzoo.CnnSpec` for a CNN zoo, where
-    ``inr`` is None; a zoo of SIRENs keeps ``inr``).
+    ``inr`` is None; a zoo of SIRENs keeps ``inr``), or a :class:`MixedNetworks` when the zoo's
+    networks differ in architecture (its rows then carry their layout; ``layout_stats`` has the
+    training statistics per layout).
     """
 
     dataset: str  # name of the dataset, as registered (``"shapes"``, ``"mnist"``, ...)
@@ -140,6 +179,10 @@ class TaskInfo:
     # Training-split mean and standard deviation of every feature of the ``function`` view (flattened).
     function_mean: np.ndarray | None = field(repr=False, default=None)
     function_std: np.ndarray | None = field(repr=False, default=None)
+    # A zoo of mixed architectures (``network`` a :class:`MixedNetworks`): per layout of ``network.layouts``,
+    # ``(rows, weight_mean (P_k,), weight_std (P_k,))`` over its training-split networks (``rows`` may be 0,
+    # then mean 0 and std 1). Empty otherwise.
+    layout_stats: tuple = field(repr=False, default=())
 
     def __post_init__(self):
         if self.network is None:
@@ -181,6 +224,10 @@ class ArchitectureSpec:
     # are typed by their default, the training keys by the harness. Checked before any zoo or training
     # work, so a bad ``--set`` fails at once with the key, value and expected range.
     params: Mapping[str, Param] = field(default_factory=dict)
+    # Whether it reads zoos whose networks differ in architecture (``TaskInfo.network`` a :class:`MixedNetworks`,
+    # ``DatasetSpec.mixed_networks``). A weights-view architecture that needs one shared layout (a flat
+    # vector of fixed meaning per coordinate) leaves it False and is left out of such zoos with a note.
+    mixed_networks: bool = False
     kind: str = "architecture"  # fixed: the kind this spec registers as
     distribution: str = ""  # set by the host: the distribution that registered it
     version: str = ""  # set by the host: that distribution's version
@@ -238,7 +285,9 @@ class NetworkZoo:
     targets: np.ndarray  # (N,) float (scalar target) or int64 (class target)
     splits: Mapping[str, np.ndarray]  # "train", "val", "test" -> row indices (the limit already applied)
     views: Mapping[str, np.ndarray]  # view -> (N, ...) float32
-    network: Any  # layout of the weights view: ``layer_shapes``, ``num_params`` (e.g. wsbench.cnnzoo.CnnSpec)
+    # layout of the weights view: ``layer_shapes``, ``num_params`` (e.g. wsbench.cnnzoo.CnnSpec), or a
+    # :class:`MixedNetworks` when the networks differ in architecture (``DatasetSpec.mixed_networks``)
+    network: Any
     key: str = ""  # the zoo's cache key, stored on every run row (``zoo_key``)
     classes: Sequence[str] = ()  # class names, for a class target
     manifest: Mapping[str, Any] = field(default_factory=dict)  # the zoo's manifest (provenance)
@@ -287,6 +336,9 @@ class DatasetSpec:
     # Optional: key -> Param, the type and range of a zoo recipe key (keys without one are typed by
     # their default, as config keys are); checked before any work.
     zoo_params: Mapping[str, Param] = field(default_factory=dict)
+    # Whether its networks differ in architecture (the weights view's layout is a :class:`MixedNetworks`):
+    # only architectures with ``mixed_networks`` (or reading another view) run on it.
+    mixed_networks: bool = False
     kind: str = "dataset"  # fixed: the kind this spec registers as
     distribution: str = ""  # set by the host
     version: str = ""  # set by the host

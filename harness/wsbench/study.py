@@ -23,7 +23,7 @@ from wsbench.claims import utc_now
 from wsbench.config import MAX_SEED_COUNT
 from wsbench.errors import WsbenchError
 from wsbench.executors import make_executor
-from wsbench.grid import applicable, grid_cells, run_grid
+from wsbench.grid import applicability_notes, applicable, grid_cells, run_grid
 from wsbench.plugins import Registry
 from wsbench.reporting import export
 from wsbench.runner import Runner, Settings
@@ -232,6 +232,7 @@ def run_study(study: Study, settings: Settings, *, datasets: list[str] | None = 
         t0 = stage("export")
         tables = export.load(out)
         board = reporting.build(tables.runs, tables.similarity, metric=study.metrics[0],
+                                not_applicable=applicability_notes(tables.runs, reg),
                                 predictions=tables.predictions, value_range=metrics[0].range)
         if images is not None:
             export.attach_images(tables, board, images, warn=lambda m: emit({"type": "warning", "message": m}))

@@ -18,7 +18,7 @@ import torch
 
 from wsbench.config import check_limit
 from wsbench.errors import WsbenchError
-from wsbench.specs import DatasetSpec, NetworkZoo, SirenSpec, TaskInfo, ZooRequest
+from wsbench.specs import DatasetSpec, MixedNetworks, NetworkZoo, SirenSpec, TaskInfo, ZooRequest
 from wsbench.tables import write_text
 from wsbench.zoo import Zoo, build_zoo
 
@@ -152,6 +152,21 @@ def make_task(spec: DatasetSpec, data_dir: Path | None = None, cache_dir: Path |
                 splits=splits, zoo=zoo, zoo_key=zoo.manifest["key"])
 
 
+def layout_statistics(network: MixedNetworks, rows: np.ndarray) -> tuple:
+    """``TaskInfo.layout_stats``: per layout of ``network``, ``(count, mean (P_k,), std (P_k,))`` of the
+    ``weights`` rows ``(n, 1 + max_params)`` that follow it (mean 0 and std 1 where none does)."""
+    index = np.rint(rows[:, 0]).astype(np.int64)
+    out = []
+    for k, spec in enumerate(network.layouts):
+        p = int(spec.num_params)
+        own = rows[index == k, 1:1 + p].astype(np.float64)
+        if len(own):
+            out.append((len(own), own.mean(0).astype(np.float32), (own.std(0) + 1e-6).astype(np.float32)))
+        else:
+            out.append((0, np.zeros(p, np.float32), np.ones(p, np.float32)))
+    return tuple(out)
+
+
 def network_task(spec: DatasetSpec, data_dir: Path, cache_dir: Path, limit: int | None, device: str,
                  progress=None, repair: bool = False, recipe: dict | None = None) -> Task:
     """The Task of a dataset whose samples are trained networks (``DatasetSpec.networks``)."""
@@ -195,6 +210,7 @@ def network_task(spec: DatasetSpec, data_dir: Path, cache_dir: Path, limit: int 
         function_mean=None if function is None else function[tr].reshape(len(tr), -1).mean(0).astype(np.float32),
         function_std=None if function is None else
         (function[tr].reshape(len(tr), -1).std(0) + 1e-6).astype(np.float32),
+        layout_stats=layout_statistics(zoo.network, weights[tr]) if isinstance(zoo.network, MixedNetworks) else (),
     )
     return Task(info=info, ids=np.asarray(zoo.ids, dtype=np.int64), labels=labels, images=None, weights=weights,
                 psnr=np.full(len(zoo.ids), np.nan, np.float32), splits=splits, function=function,

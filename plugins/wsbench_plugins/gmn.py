@@ -47,6 +47,15 @@ features, and global average pooling wired as direct edges from the last conv la
 dense neurons. Everything else (the encodings, message passing, readout, normalisation) is the same
 model; the SIREN-only options (``canon``, ``probes``, affine augmentation) must be off there
 (``canon=none``, ``probes=0``, the defaults of the ``cnn-*`` datasets).
+
+Zoos of mixed architectures (``TaskInfo.network`` a ``MixedNetworks``, the ``cnn-*-mixed`` datasets):
+:class:`MixedGMN` gives every distinct layout its own parameter graph (built once) and joins a batch's
+graphs, of different sizes, into one torch_geometric graph that the same :class:`GMNLayer` stack
+reads (``impl=pyg``). What would depend on depth goes by layer role instead (``wsbench.layer_roles``:
+first, middle, last, output): hidden channels are encoded and pooled by the role of the layer they
+are outputs of, edges by their layer's role, and the inputs are normalised with statistics pooled per
+role over every layout (``wsbench.role_statistics``), so the readout has the same size at every
+depth and width.
 """
 from __future__ import annotations
 
@@ -62,8 +71,10 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import scatter
 
 from wsbench import (
+    LAYER_ROLES,
     ArchitectureSpec,
     Head,
+    MixedNetworks,
     Param,
     ParamGraph,
     SirenSpec,
@@ -72,7 +83,9 @@ from wsbench import (
     canonical_signs,
     compile_fn,
     hookimpl,
+    layer_roles,
     layer_statistics,
+    role_statistics,
     unflatten,
 )
 
@@ -364,6 +377,96 @@ class GMN(nn.Module):
         return self.head(self.norm_out(pooled), reps), reps
 
 
+class MixedGMN(nn.Module):
+    """The GMN on a zoo of mixed architectures: ``x (B, 1 + max_params)`` rows of a :class:`MixedNetworks`
+    layout -> ``(logits (B, classes), {"mp1": ..., "logits": ...})``, as :class:`GMN` on the PyG path.
+
+    Readout groups (and node encodings): each input channel, the hidden channels of the first, of the
+    middle and of the last layer before the output (one group each, whatever the depth), each output
+    neuron; edges one group per layer role. A group a network lacks (a middle layer at depth 2) pools
+    to zero. ``stats``: per layout, per layer ``(w_mean, w_std, b_mean, b_std)`` (:func:`role_statistics`).
+    """
+
+    def __init__(self, networks: MixedNetworks, num_classes: int, d: int = 64, depth: int = 4,
+                 head_hidden=(256,), dropout: float = 0.0, stats=None, aggr: str = "mean", precision: str = "fp32"):
+        super().__init__()
+        self.networks, self.precision = networks, precision
+        self.graphs = [ParamGraph.for_network(spec) for spec in networks.layouts]
+        g0 = self.graphs[0]
+        for spec, g in zip(networks.layouts, self.graphs):
+            if (g.dims[0], g.dims[-1], g.edge_dim) != (g0.dims[0], g0.dims[-1], g0.edge_dim):
+                raise ValueError(f"layout {spec} has {g.dims[0]} inputs, {g.dims[-1]} outputs and {g.edge_dim} edge "
+                                 f"features; the first has {g0.dims[0]}, {g0.dims[-1]} and {g0.edge_dim}")
+        c_in, c_out = g0.dims[0], g0.dims[-1]
+        hidden_roles = len(LAYER_ROLES) - 1  # the layers before the output: first, middle, last
+        self.num_node_groups, self.num_edge_groups = c_in + hidden_roles + c_out, len(LAYER_ROLES)
+        self.node_in = nn.Linear(1, d)
+        self.edge_in = nn.Linear(g0.edge_dim, d)
+        self.emb_in = nn.Parameter(torch.randn(c_in, d) * 0.5)
+        self.emb_hidden = nn.Parameter(torch.randn(hidden_roles, d) * 0.5)
+        self.emb_out = nn.Parameter(torch.randn(c_out, d) * 0.5)
+        self.emb_edge = nn.Parameter(torch.randn(self.num_edge_groups, d) * 0.5)  # per layer role
+        self.mp = nn.ModuleList(GMNLayer(d, aggr) for _ in range(depth))
+        width = (self.num_node_groups + self.num_edge_groups) * d
+        self.norm_out = nn.BatchNorm1d(width)
+        self.head = Head(width, head_hidden, num_classes, dropout, act=nn.SiLU)
+        stats = stats or [[(0.0, 1.0, 0.0, 1.0)] * len(g.layer_shapes) for g in self.graphs]
+        for k, g in enumerate(self.graphs):
+            roles = layer_roles(len(g.layer_shapes))
+            hidden = [torch.full((g.dims[j + 1],), c_in + roles[j]) for j in range(len(roles) - 1)]
+            self.register_buffer(f"node_group{k}", torch.cat([torch.arange(c_in), *hidden,
+                                                               c_in + hidden_roles + torch.arange(c_out)]),
+                                 persistent=False)
+            self.register_buffer(f"edge_group{k}", torch.cat([torch.full((o * i,), r) for r, (o, i)
+                                                               in zip(roles, g.layer_shapes)]), persistent=False)
+            self.register_buffer(f"edge_index{k}", g.edge_index(), persistent=False)
+            self.register_buffer(f"stats{k}", torch.tensor(stats[k], dtype=torch.float32))  # (L_k, 4)
+
+    def joined_graph(self, x: torch.Tensor):
+        """Rows ``(B, 1 + max_params)`` -> one graph of all B networks: node features ``(n, d)``, edge
+        features ``(m, d)``, ``edge_index (2, m)``, and every node's and edge's pooling key
+        ``row * groups + group``."""
+        enc = torch.cat([self.emb_in, self.emb_hidden, self.emb_out])
+        hs, es, eis, node_keys, edge_keys, offset = [], [], [], [], [], 0
+        for k, rows, p in self.networks.split(x):
+            g, bk = self.graphs[k], rows.shape[0]
+            ng, eg = getattr(self, f"node_group{k}"), getattr(self, f"edge_group{k}")
+            stats = getattr(self, f"stats{k}")
+            normed = [((w - st[0]) / st[1], (b - st[2]) / st[3])
+                      for (w, b), st in zip(unflatten(p, self.networks.layouts[k]), stats)]
+            hs.append(self.node_in(g.node_features(normed).reshape(-1, 1)) + enc[ng].repeat(bk, 1))
+            es.append(self.edge_in(g.edge_features(normed).reshape(bk * g.num_edges, -1))
+                      + self.emb_edge[eg].repeat(bk, 1))
+            starts = offset + torch.arange(bk, device=x.device) * g.num_nodes
+            eis.append(getattr(self, f"edge_index{k}").repeat(1, bk) + starts.repeat_interleave(g.num_edges))
+            node_keys.append(rows.repeat_interleave(g.num_nodes) * self.num_node_groups + ng.repeat(bk))
+            edge_keys.append(rows.repeat_interleave(g.num_edges) * self.num_edge_groups + eg.repeat(bk))
+            offset += bk * g.num_nodes
+        return (torch.cat(hs), torch.cat(es), torch.cat(eis, 1), torch.cat(node_keys), torch.cat(edge_keys))
+
+    def pool(self, h: torch.Tensor, e: torch.Tensor, node_key: torch.Tensor, edge_key: torch.Tensor,
+             b: int) -> torch.Tensor:
+        """Per-network, per-group means: ``(n, d)``, ``(m, d)`` -> ``(B, groups * d)``, node groups first."""
+        gn, ge = self.num_node_groups, self.num_edge_groups
+        pn = scatter(h, node_key, 0, dim_size=b * gn, reduce="mean").view(b, gn, -1)
+        pe = scatter(e, edge_key, 0, dim_size=b * ge, reduce="mean").view(b, ge, -1)
+        return torch.cat([pn, pe], 1).flatten(1)
+
+    def forward(self, x: torch.Tensor):
+        use_bf16 = self.precision == "bf16" and x.is_cuda
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            h, e, edge_index, node_key, edge_key = self.joined_graph(x)
+            reps: OrderedDict = OrderedDict()
+            for k, layer in enumerate(self.mp):
+                h, e = layer(h, edge_index, e)
+                reps[f"mp{k + 1}"] = self.pool(h, e, node_key, edge_key, x.shape[0])
+            logits = self.head(self.norm_out(reps[f"mp{len(self.mp)}"]), reps)
+        if use_bf16:
+            reps = OrderedDict((k, v.float()) for k, v in reps.items())
+            logits = reps["logits"]
+        return logits, reps
+
+
 CHOICES = {"impl": ("dense", "pyg"), "weight_norm": ("per-layer", "none"), "canon": ("phase", "sign", "none"),
            "aggr": ("mean", "sum"), "precision": ("fp32", "bf16"), "compile": ("none", "cuda", "cuda-full")}
 
@@ -372,19 +475,38 @@ def _check_network(info, config) -> None:
     """A zoo of other networks (``info.inr`` None): its layout must make a parameter graph, and the
     SIREN-only options must be off; one-line errors naming the fix."""
     net = info.network
-    name = net.__name__ if isinstance(net, type) else type(net).__name__
-    try:
-        ParamGraph.for_network(net)
-    except (AttributeError, TypeError, ValueError) as err:
-        raise WsbenchError(f"gmn cannot build a parameter graph of the {name} networks of dataset "
-                           f"{info.dataset!r}: {err}") from None
+    layouts = net.layouts if isinstance(net, MixedNetworks) else (net,)
+    name = net.__name__ if isinstance(net, type) else type(layouts[0]).__name__
+    for layout in layouts:
+        try:
+            ParamGraph.for_network(layout)
+        except (AttributeError, TypeError, ValueError) as err:
+            raise WsbenchError(f"gmn cannot build a parameter graph of the {name} networks of dataset "
+                               f"{info.dataset!r}: {err}") from None
     for key, off in (("canon", "none"), ("probes", 0), ("augment", "none")):
         if key in config and config[key] != off:
             raise WsbenchError(f"gmn: {key}={config[key]!r} applies to SIREN INRs only; dataset {info.dataset!r} "
                                f"holds {name} networks: use --set {key}={off}")
 
 
-def build(info, config) -> GMN:
+def build_mixed(info, config) -> MixedGMN:
+    """:class:`MixedGMN` for a zoo of mixed architectures (``info.network`` a :class:`MixedNetworks`)."""
+    net = info.network
+    if config["impl"] != "pyg":
+        raise WsbenchError(f"gmn: dataset {info.dataset!r} holds networks of {len(net.layouts)} architectures, whose "
+                           f"graphs differ in size; impl={config['impl']!r} needs one shared graph: use --set impl=pyg")
+    stats = None
+    if config["weight_norm"] == "per-layer":
+        if len(info.layout_stats) != len(net.layouts):
+            raise WsbenchError("gmn: weight_norm=per-layer on a zoo of mixed architectures needs TaskInfo.layout_stats "
+                               "(one entry per layout); pass them or --set weight_norm=none")
+        stats = role_statistics(net.layouts, info.layout_stats)
+    return MixedGMN(net, info.num_classes, d=int(config["hidden_dim"]), depth=int(config["depth"]),
+                    head_hidden=tuple(config["head_hidden"]), dropout=float(config["dropout"]), stats=stats,
+                    aggr=config["aggr"], precision=config["precision"])
+
+
+def build(info, config) -> GMN | MixedGMN:
     for key, known in CHOICES.items():
         if config[key] not in known:
             raise WsbenchError(f"gmn: unknown {key} {config[key]!r}; known: {', '.join(known)}")
@@ -394,6 +516,8 @@ def build(info, config) -> GMN:
         raise WsbenchError(f"gmn: probes must be 0 (off) or more, got {config['probes']}; use --set probes=64")
     if info.inr is None:  # a zoo of other networks (a CNN zoo): read through its conv parameter graph
         _check_network(info, config)
+    if isinstance(info.network, MixedNetworks):
+        return build_mixed(info, config)
     network = info.inr if info.inr is not None else info.network
     stats = None
     if config["weight_norm"] == "per-layer":
@@ -423,6 +547,8 @@ DEFAULTS = {
 # On zoos of conv networks: no canonical form, probes or affine augmentation (they are SIREN symmetries).
 CNN_ZOO_DEFAULTS = {"canon": "none", "probes": 0, "hidden_dim": 32, "depth": 2, "head_hidden": [64],
                     "epochs": 20, "batch_size": 64, "bn_recalibrate": 512}
+# Zoos of mixed architectures: graphs of different sizes, batched through PyG (MixedGMN).
+MIXED_CNN_ZOO_DEFAULTS = {**CNN_ZOO_DEFAULTS, "impl": "pyg"}
 
 # Types and ranges of the GMN's own keys, checked before any work (the training keys are the harness's).
 PARAMS = {
@@ -440,7 +566,7 @@ def register_architectures(register):
         name="gmn", view="weights", build=build,
         description="Graph metanetwork: message passing over each network's parameter graph (node per neuron "
                     "or channel, edge per weight or kernel)",
-        defaults=DEFAULTS, params=PARAMS,
+        defaults=DEFAULTS, params=PARAMS, mixed_networks=True,
         dataset_defaults={
             # On the shared-init zoos the GMN fits the training set (loss 0.01 by epoch 30) and overfits:
             # label smoothing and more dropout gave 95.1 % on MNIST against 94.4 % (H100, seed 0).
@@ -462,5 +588,6 @@ def register_architectures(register):
             # CNN zoos: the conv parameter graph (59 nodes, 688 edges of 9 kernel values for the Small CNN
             # Zoo network); the SIREN options off; a narrow, shallow GMN, small enough for 2 CPU cores.
             **{name: CNN_ZOO_DEFAULTS for name in ("cnn-mnist", "cnn-fmnist", "cnn-cifar10gs", "cnn-imported")},
+            **{f"{name}-mixed": MIXED_CNN_ZOO_DEFAULTS for name in ("cnn-mnist", "cnn-fmnist", "cnn-cifar10gs")},
         },
     ))

@@ -264,6 +264,16 @@ def register_datasets(register):
             description=f"zoo of small CNNs trained on {what} (Small CNN Zoo network, 4,970 weights); "
                         "target: each CNN's test accuracy",
         ))
+        # The same zoo with mixed architectures: per CNN 2 to 4 conv layers of 8 to 32 filters (wsbench.cnnzoo's
+        # mixed zoos), so only models that read each network's own parameter graph (and function-view models) apply.
+        register(DatasetSpec(
+            name=f"{name}-mixed", load=load, target="scalar", views=("weights", "function"), mixed_networks=True,
+            networks=lambda request, name=name, load=load: cnn_networks(request, f"{name}-mixed",
+                                                                        load(request.data_dir), mixed=True),
+            zoo_recipes=cnn_zoo_recipes(), zoo_params=CNN_ZOO_PARAMS,
+            description=f"zoo of small CNNs of mixed depths (2-4 conv layers) and widths (8-32 filters) trained on "
+                        f"{what}; target: each CNN's test accuracy",
+        ))
     # A CNN zoo imported from the public Small CNN Zoo release (wsbench zoo import ROOT --layout small-cnn-zoo),
     # named with --recipe zoo=FOLDER: weights only (the release stores no network outputs).
     register(DatasetSpec(

@@ -62,6 +62,9 @@ class Board:
     failures: list = field(default_factory=list)  # runs that did not finish
     provenance: list = field(default_factory=list)  # per dataset and architecture: code, hardware, versions
     chance: dict = field(default_factory=dict)  # dataset -> chance accuracy (1 / classes seen in the predictions)
+    # Architectures of the board that do not apply to one of its datasets: {dataset, arch, reason} rows, sorted
+    # (wsbench.grid.applicability_notes; the caller passes them, the tables do not hold them).
+    not_applicable: list = field(default_factory=list)
 
 
 # Scores ---------------------------------------------------------------------------------
@@ -632,13 +635,15 @@ def variant_labels(runs: list[dict]) -> dict[str, str]:
 
 def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
           predictions: list[dict] | None = None, value_range: tuple[float, float] | None = None,
-          labels: dict[str, str] | None = None, calibrated: bool = False) -> Board:
+          labels: dict[str, str] | None = None, calibrated: bool = False,
+          not_applicable: list[dict] | None = None) -> Board:
     """The Board of a results set: rows of the runs, similarity and (optionally) predictions tables.
 
     ``value_range``: the metric's declared range (``MetricSpec.range``), to which the similarity
     intervals are clipped (not the calibrated values'); ``labels``: variant labels by run id (default
     :func:`variant_labels` of ``runs``; ``leaderboard compare`` passes those of both result sets);
-    ``calibrated``: rank and draw the null-calibrated similarity (:func:`calibrated_rows`).
+    ``calibrated``: rank and draw the null-calibrated similarity (:func:`calibrated_rows`);
+    ``not_applicable``: rows ``{dataset, arch, reason}`` the pages list under the scores.
     """
     labels = {**variant_labels(runs), **(labels or {})}
     if any(labels[r["run_id"]] != r["arch"] for r in runs):
@@ -661,6 +666,7 @@ def build(runs: list[dict], similarity: list[dict], metric: str = "cka",
         scalar_samples=scalar_summary, scalar_examples=scalar_examples,
         failures=[r for r in runs if r.get("status") not in ("finished", None)],
         provenance=provenance_rows(runs), chance=chance_levels(predictions or []),
+        not_applicable=sorted(not_applicable or [], key=lambda r: (r["dataset"], r["arch"])),
     )
 
 

@@ -32,6 +32,7 @@ from wsbench.reporting.board import (
 )
 from wsbench.reporting.stats import is_missing
 from wsbench.reporting.text import (
+    NOT_APPLICABLE_NOTE,
     SCALAR_SAMPLES_NOTE,
     SCORES_NOTE,
     TAU_AGREEMENT_NOTE,
@@ -406,6 +407,9 @@ def render_html(board: Board, title: str = "wsbench leaderboard", images: dict |
             body.append("</div>")
     else:
         body.append("<p><i>no finished runs</i></p>")
+    if board.not_applicable:
+        items = "".join(f"<li>{_e(r['reason'])}</li>" for r in board.not_applicable)
+        body.append(f'<p class="note">{_e(NOT_APPLICABLE_NOTE)}</p><ul class="note">{items}</ul>')
     body.append("</section>")
 
     # Stability.

@@ -308,6 +308,9 @@ def _md_table(head, rows) -> str:
     return "\n".join(lines)
 
 
+NOT_APPLICABLE_NOTE = "Not applicable, so not run (not failures):"
+
+
 def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir: str | None = None,
                     image_ids: set | None = None, classes: dict | None = None, html_name: str | None = None) -> str:
     """The Markdown page. With ``image_dir``, split samples whose ``(dataset, sample_id)`` is in
@@ -323,6 +326,8 @@ def render_markdown(board: Board, title: str = "wsbench leaderboard", image_dir:
         parts += ["## Test scores", "", SCORES_NOTE, ""]
         for names, group in score_groups(board.accuracy):
             parts += [f"### {score_title(names)}", "", _md_table(*score_table(names, group)), ""]
+    if board.not_applicable:
+        parts += ["", NOT_APPLICABLE_NOTE, "", *(f"- {r['reason']}" for r in board.not_applicable), ""]
     parts += ["", "## Cross-seed stability", "",
               f"{metric_label(board)} between seeds of one architecture, layer by layer: the mean over seed pairs, "
               "and its 95 % interval over seeds (delete-one-seed jackknife: pairs that share a seed are not "
@@ -431,6 +436,8 @@ def render_rich(board: Board) -> list:
         out = [_rich_table(f"{score_title(names)} (ranked in the score's direction; = marks ties the intervals "
                            "cannot separate)", *score_table(names, rows))
                for names, rows in score_groups(board.accuracy)]
+    if board.not_applicable:
+        out.append("\n".join([NOT_APPLICABLE_NOTE, *(f"  {r['reason']}" for r in board.not_applicable)]))
     if board.stability:
         out.append(_rich_table("Cross-seed stability", *stability_table(board)))
     for title_, head, rows in cross_matrices(board):
