@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_cnn_study import TINY, cli, fake_mnist  # noqa: F401  (fake_mnist is a fixture)
+from test_cnn_study import TINY, cli
 from test_cnnzoo import RECIPE, fake_images, tiny_data
 from test_gmn import permute_hidden
 
@@ -194,7 +194,7 @@ def test_each_layout_has_its_own_graph():
     assert [g.dims for g in m.graphs] == [(1, 3, 3, 3), (1, 4, 4, 4, 3), (1, 2, 2, 2, 2, 3)]
 
 
-def test_gmn_trains_end_to_end_on_a_mixed_zoo(tmp_path, fake_mnist, capsys):  # noqa: F811
+def test_gmn_trains_end_to_end_on_a_mixed_zoo(tmp_path, fake_mnist, capsys):
     res = tmp_path / "results"
     code, out, err = cli(capsys, "run", "--arch", "gmn", "--dataset", "cnn-mnist-mixed", "--epochs", "2",
                          "--limit", "20", "--data-dir", fake_mnist, "--cache-dir", tmp_path / "cache", "--results", res,
