@@ -261,3 +261,20 @@ def test_compiled_activation_and_dropout_equal_eager():
     dropped = eager[1] == 0  # tanh is never exactly 0 here: zeros are dropped units, the rest scaled by 2
     assert 0.3 < dropped.float().mean() < 0.7
     torch.testing.assert_close(eager[1][~dropped], 2 * torch.tanh(z[1][~dropped]))
+
+
+def test_checkpoint_at_epoch_one_equals_a_zoo_trained_one_epoch(tmp_path):
+    """A member's randomness depends only on its seed and step, so its weights after epoch 1 of a
+    2-epoch run are exactly those of a 1-epoch run; the checkpoint is sealed, listed and reopened."""
+    x, y = fake_images(96, 0)
+    tx, ty = fake_images(40, 1)
+    kw = dict(n=5, seed=3, device="cpu")
+    two = cz.build_cnn_zoo(tmp_path / "a", "toy", x, y, tx, ty, recipe={**RECIPE, "epochs": 2,
+                                                                       "checkpoint_epochs": [1]}, **kw)
+    one = cz.build_cnn_zoo(tmp_path / "b", "toy", x, y, tx, ty, recipe={**RECIPE, "epochs": 1}, **kw)
+    assert list(two.checkpoints) == [1] and one.checkpoints == {}
+    np.testing.assert_array_equal(np.asarray(two.checkpoints[1]), np.asarray(one.weights))
+    assert not np.array_equal(np.asarray(two.weights), np.asarray(one.weights))
+    assert "weights_epoch1.npy" in two.manifest["files"]
+    with pytest.raises(cz.WsbenchError, match=r"checkpoint_epochs=\[3\].*between 1 and epochs=2"):
+        cz.check_recipe({"epochs": 2, "checkpoint_epochs": [3]})

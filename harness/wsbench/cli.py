@@ -633,8 +633,10 @@ def inrs_info(zoo: Optional[str] = typer.Argument(None, help="A zoo's key prefix
                 m = z["mixed"]
                 spec = (f"cnn mixed: {'/'.join(map(str, m['depths']))} layers of "
                         f"{'/'.join(map(str, m['widths']))} filters")
+            marks = r.get("checkpoint_epochs") or []
             recipe = (f"imported ({z['imported']})" if z.get("imported")
-                      else f"{r.get('epochs')} epochs, pool {r.get('train_subset') or 'all'}")
+                      else f"{r.get('epochs')} epochs, pool {r.get('train_subset') or 'all'}"
+                           + (f", checkpoints at epochs {','.join(map(str, marks))}" if marks else ""))
             t.add_row(z["dataset"], str(z["count"]), spec, recipe, "-", "-", "-", str(z.get("device", "-")),
                       str(z.get("train_seconds", "-")), z["key"][:16])
             continue

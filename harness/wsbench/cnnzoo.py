@@ -27,6 +27,8 @@ one-network reference that the tests compare against.
 The zoo cache (:func:`build_cnn_zoo`), ``<cache>/zoos/<dataset>-<key16>/``:
   weights.npy     (N, P) float32 final weights, flat layout
   function.npy    (N, n_probe, 10) float32 softmax outputs on the probe images (absent when imported)
+  weights_epoch<E>.npy   (N, P) float32 weights at the end of epoch E, for each E of the recipe's
+                  ``checkpoint_epochs`` (none by default: each is as large as weights.npy)
   test_acc.npy, train_acc.npy, test_loss.npy   (N,) float32 targets
   config_<name>.npy   (N,) one column per sampled hyperparameter (strings as fixed-width unicode)
   ids.npy         (N,) int64 zoo row ids 0..N-1
@@ -64,7 +66,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -653,6 +655,12 @@ def train_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, rec
     decay = l2 * torch.as_tensor(spec.kernel_mask, device=dev).to(dtype).view(1, -1)  # L2 on kernels only
     state = OptState(torch.zeros_like(theta), torch.zeros_like(theta), torch.zeros(k, dtype=torch.int64, device=dev))
     unit = unit_fn(bool(recipe.get("compile", False)))
+    # Checkpoints: member k ends epoch e after step e * (its steps per epoch) - 1; the steps where any
+    # member does are known up front, so the loop copies weights only there (and never syncs).
+    per_epoch = sizes_np // bsz
+    marks = {int(e): torch.zeros_like(theta) for e in recipe.get("checkpoint_epochs", [])}
+    ends = {e: torch.as_tensor(e * per_epoch - 1, device=dev) for e in marks}
+    mark_steps = {int(s) for e in marks for s in e * per_epoch - 1}
     order = None
     for step in range(int(total.max())):
         active = step < total
@@ -661,6 +669,10 @@ def train_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, rec
         drop = Dropout.at_step(seeds, steps, rate, len(spec.channels), dtype)
         train_step(theta, state, data.train_x[ids], data.train_y[ids], spec, relu, drop, method, unit, decay, opt,
                    lr, active)
+        if step in mark_steps:
+            for e, snap in marks.items():
+                hit = (ends[e] == step).view(-1, 1)
+                snap.copy_(torch.where(hit, theta, snap))
     test_acc, test_loss, _ = evaluate(theta, data.test_x, data.test_y, spec, relu, method)
     _, _, probs = evaluate(theta, data.probe_x, None, spec, relu, method)
     m = recipe.get("train_eval")
@@ -668,7 +680,8 @@ def train_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, rec
     train_acc = member_accuracy(theta, data, subsets[:, :width], spec, relu, method)
     return {"weights": theta.float().cpu().numpy(), "test_acc": test_acc.float().cpu().numpy(),
             "train_acc": train_acc.float().cpu().numpy(), "test_loss": test_loss.float().cpu().numpy(),
-            "function": probs.float().cpu().numpy()}
+            "function": probs.float().cpu().numpy(),
+            **{checkpoint_file(e)[:-4]: snap.float().cpu().numpy() for e, snap in marks.items()}}
 
 
 def train_alone(config: dict, data: Data, spec: CnnSpec, recipe: dict) -> torch.Tensor:
@@ -720,8 +733,9 @@ def train_chunk(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, recip
         part = train_members(take(configs, sel), data, member_spec(spec, d, w), recipe, recipe["method"])
         for name, a in part.items():
             if name not in out:
-                out[name] = np.zeros((k, spec.num_params) if name == "weights" else (k, *a.shape[1:]), np.float32)
-            if name == "weights":
+                wide = name.startswith("weights")  # the final weights and the checkpoints
+                out[name] = np.zeros((k, spec.num_params) if wide else (k, *a.shape[1:]), np.float32)
+            if name.startswith("weights"):
                 out[name][sel, :a.shape[1]] = a  # the first P_k columns, zeros after them
             else:
                 out[name][sel] = a
@@ -743,10 +757,10 @@ def train_chunk(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, recip
 # (benchmarks/results/cnn_zoo_gpu_h200.json); the Small CNN Zoo trained 86 epochs on the full set.
 CPU_RECIPE: dict = {"epochs": 4, "batch_size": 32, "chunk_size": 250, "train_subset": 512, "test_subset": 500,
               "train_eval": 256, "n_probe": 128, "dtype": "float32", "method": "grouped", "image_size": 16,
-              "compile": False}
+              "compile": False, "checkpoint_epochs": []}
 GPU_RECIPE: dict = {"epochs": 5, "batch_size": 32, "chunk_size": 6000, "train_subset": 10000, "test_subset": None,
               "train_eval": 2000, "n_probe": 128, "dtype": "float32", "method": "taps", "image_size": None,
-              "compile": True}
+              "compile": True, "checkpoint_epochs": []}
 DEFAULT_RECIPE = CPU_RECIPE
 RECIPE_KEYS = set(CPU_RECIPE)
 CNN_ZOO_FORMAT = 1
@@ -763,6 +777,12 @@ def check_recipe(recipe: dict) -> dict:
         raise WsbenchError(f"recipe dtype {out['dtype']!r}: choose float32 or float64")
     if out["method"] not in METHODS:
         raise WsbenchError(f"recipe method {out['method']!r}: choose one of {', '.join(METHODS)}")
+    marks = out["checkpoint_epochs"]
+    if not isinstance(marks, (list, tuple)) or any(not isinstance(e, int) or not 1 <= e <= int(out["epochs"])
+                                                   for e in marks):
+        raise WsbenchError(f"recipe checkpoint_epochs={marks!r}: give a list of epochs between 1 and epochs="
+                           f"{out['epochs']}, e.g. --recipe checkpoint_epochs=[1,2]")
+    out["checkpoint_epochs"] = sorted(set(marks))
     return out
 
 
@@ -777,6 +797,7 @@ class CnnZoo:
     configs: dict[str, np.ndarray]  # one column per hyperparameter
     ids: np.ndarray  # (N,) int64
     manifest: dict
+    checkpoints: dict[int, np.ndarray] = field(default_factory=dict)  # epoch -> (N, P) weights after it
 
     @property
     def spec(self) -> CnnSpec:
@@ -803,7 +824,12 @@ def zoo_arrays(manifest: dict) -> list[str]:
     names += [f"config_{c}.npy" for c in manifest.get("config_columns", [])]
     if manifest.get("n_probe"):
         names.append("function.npy")
+    names += [checkpoint_file(e) for e in manifest.get("recipe", {}).get("checkpoint_epochs", [])]
     return names
+
+
+def checkpoint_file(epoch: int) -> str:
+    return f"weights_epoch{epoch}.npy"
 
 
 def open_cnn_zoo(path: Path | str) -> CnnZoo:
@@ -819,7 +845,9 @@ def open_cnn_zoo(path: Path | str) -> CnnZoo:
                   targets={t: np.load(path / f"{t}.npy", allow_pickle=False) for t in TARGETS},
                   configs={c: np.load(path / f"config_{c}.npy", allow_pickle=False)
                            for c in manifest.get("config_columns", [])},
-                  ids=np.load(path / "ids.npy", allow_pickle=False), manifest=manifest)
+                  ids=np.load(path / "ids.npy", allow_pickle=False), manifest=manifest,
+                  checkpoints={e: np.load(path / checkpoint_file(e), mmap_mode="r", allow_pickle=False)
+                               for e in manifest.get("recipe", {}).get("checkpoint_epochs", [])})
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -948,7 +976,8 @@ def _build_locked(path: Path, manifest: dict, configs: dict, data: Data, spec: C
     n, p, n_probe = manifest["count"], spec.num_params, manifest["n_probe"]
     chunks = chunk_rows(configs, int(recipe["chunk_size"]))
     done_file = path / "done.json"
-    files = {"weights.npy": (n, p), "function.npy": (n, n_probe, spec.num_classes), "metrics.partial.npy": (n, 3)}
+    files = {"weights.npy": (n, p), "function.npy": (n, n_probe, spec.num_classes), "metrics.partial.npy": (n, 3),
+             **{checkpoint_file(e): (n, p) for e in recipe["checkpoint_epochs"]}}
     try:
         done = set(json.loads(done_file.read_text())) if done_file.exists() else set()
     except (OSError, ValueError, TypeError):
@@ -971,6 +1000,8 @@ def _build_locked(path: Path, manifest: dict, configs: dict, data: Data, spec: C
         arrays["weights.npy"][rows] = out["weights"]
         arrays["function.npy"][rows] = out["function"]
         arrays["metrics.partial.npy"][rows] = np.stack([out[t] for t in TARGETS], axis=1)
+        for e in recipe["checkpoint_epochs"]:
+            arrays[checkpoint_file(e)][rows] = out[checkpoint_file(e)[:-4]]
         for a in arrays.values():
             a.flush()
         done.add(c)

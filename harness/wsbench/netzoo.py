@@ -39,6 +39,7 @@ CNN_ZOO_PARAMS: dict[str, Param] = {
     "dtype": Param(str, choices=("float32", "float64")),
     "method": Param(str, choices=("grouped", "bmm", "taps"), help="how the members' convolutions are batched"),
     "compile": Param(bool, help="fuse each layer's activation and dropout with torch.compile"),
+    "checkpoint_epochs": Param(list, item=int, help="also keep every CNN's weights after these epochs"),
     "image_size": Param(int, ge=7, none=True, help="resize images to this size (null: native)"),
 }
 
