@@ -174,6 +174,18 @@ def test_weight_stats_features_are_the_per_tensor_statistics():
     w1 = x[1, :27].numpy()  # conv1's kernel of row 1
     want = [w1.mean(), w1.var(), *np.quantile(w1, [0, 0.25, 0.5, 0.75, 1.0])]
     assert np.allclose(feats[1, :7].numpy(), want, atol=1e-6)
+    # transform=asinh squashes the same statistics: asinh(x / 1e-3), monotone, so their order is kept
+    squashed = WeightStats(TinyConvSpec, [8], 1, transform="asinh").features(x)
+    assert np.allclose(squashed[1, :7].numpy(), np.arcsinh(np.asarray(want) / 1e-3), rtol=1e-5)
+
+
+def test_weight_stats_refuses_an_unknown_transform_naming_the_known_ones(capsys):
+    from wsbench.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--arch", "weight-stats", "--dataset", "cnn-mnist", "--set", "transform=log"])
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0 and "transform" in err and "none" in err and "asinh" in err
+    assert "Traceback" not in err
 
 
 def test_plugins_json_lists_each_datasets_target_views_and_recipes(capsys):
