@@ -106,18 +106,25 @@ def build(tmp_path, progress=None, **kw):
                             progress=progress)
 
 
-def test_zoo_resumes_after_a_kill_with_identical_arrays(tmp_path):
-    whole = build(tmp_path / "a")
+def killed_and_resumed(build_zoo, tmp_path) -> tuple[cz.CnnZoo, cz.CnnZoo, list[int]]:
+    """``(whole, resumed, progress)``: a zoo built at once, and the same zoo killed after its first chunk
+    (checked: no manifest, one chunk recorded) and built again, with the progress of the second build."""
+    whole = build_zoo(tmp_path / "a")
 
     def die(done, total):
         raise KeyboardInterrupt("killed after a chunk")
 
     with pytest.raises(KeyboardInterrupt):
-        build(tmp_path / "b", progress=die)
+        build_zoo(tmp_path / "b", progress=die)
     folder = next((tmp_path / "b" / "zoos").iterdir())
     assert not (folder / "manifest.json").exists() and json.loads((folder / "done.json").read_text()) == [0]
-    seen = []
-    resumed = build(tmp_path / "b", progress=lambda d, t: seen.append(d))
+    seen: list[int] = []
+    resumed = build_zoo(tmp_path / "b", progress=lambda d, t: seen.append(d))
+    return whole, resumed, seen
+
+
+def test_zoo_resumes_after_a_kill_with_identical_arrays(tmp_path):
+    whole, resumed, seen = killed_and_resumed(build, tmp_path)
     assert seen == [6, 7]  # the first chunk (3 CNNs) was not trained again
     assert np.array_equal(whole.weights, resumed.weights) and np.array_equal(whole.function, resumed.function)
     for t in cz.TARGETS:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from test_cnn_study import TINY, cli
-from test_cnnzoo import RECIPE, fake_images, tiny_data
+from test_cnnzoo import RECIPE, fake_images, killed_and_resumed, tiny_data
 from test_gmn import permute_hidden
 
 from wsbench import MixedNetworks, ParamGraph, layer_statistics, role_statistics
@@ -79,17 +79,7 @@ def test_a_member_trained_in_a_mixed_chunk_equals_it_trained_alone():
 
 
 def test_a_killed_mixed_build_resumes_to_the_same_zoo(tmp_path):
-    whole = build(tmp_path / "a")
-
-    def die(done, total):
-        raise KeyboardInterrupt("killed after a chunk")
-
-    with pytest.raises(KeyboardInterrupt):
-        build(tmp_path / "b", progress=die)
-    folder = next((tmp_path / "b" / "zoos").iterdir())
-    assert not (folder / "manifest.json").exists() and json.loads((folder / "done.json").read_text()) == [0]
-    seen: list[int] = []
-    resumed = build(tmp_path / "b", progress=lambda d, t: seen.append(d))
+    whole, resumed, seen = killed_and_resumed(build, tmp_path)
     assert seen == [10, 12]  # the first chunk (5 CNNs) was not trained again
     assert np.array_equal(whole.weights, resumed.weights) and np.array_equal(whole.function, resumed.function)
     for col in ("depth", "width", "num_params"):
