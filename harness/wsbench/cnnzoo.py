@@ -631,7 +631,8 @@ def train_step(theta: torch.Tensor, state: OptState, x: torch.Tensor, y: torch.T
 def train_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, recipe: dict,
                   method: str = "grouped") -> dict[str, np.ndarray]:
     """Train the K members of ``configs`` together; returns numpy ``weights (K, P)`` float32,
-    ``test_acc``, ``train_acc``, ``test_loss`` ``(K,)`` and ``function (K, n_probe, classes)``.
+    ``test_acc``, ``train_acc``, ``test_loss`` ``(K,)``, ``function (K, n_probe, classes)``, and per epoch E of
+    ``recipe["checkpoint_epochs"]`` the weights after it under its file's name (:func:`checkpoint_file`).
 
     ``train_acc`` is measured on the first ``recipe["train_eval"]`` images of each member's own
     subset (all of it when that is None). Members that diverge (non-finite weights) keep their
@@ -681,7 +682,7 @@ def train_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, rec
     return {"weights": theta.float().cpu().numpy(), "test_acc": test_acc.float().cpu().numpy(),
             "train_acc": train_acc.float().cpu().numpy(), "test_loss": test_loss.float().cpu().numpy(),
             "function": probs.float().cpu().numpy(),
-            **{checkpoint_file(e)[:-4]: snap.float().cpu().numpy() for e, snap in marks.items()}}
+            **{checkpoint_file(e): snap.float().cpu().numpy() for e, snap in marks.items()}}
 
 
 def train_alone(config: dict, data: Data, spec: CnnSpec, recipe: dict) -> torch.Tensor:
@@ -732,10 +733,10 @@ def train_chunk(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, recip
         sel = np.flatnonzero((configs["depth"] == d) & (configs["width"] == w))
         part = train_members(take(configs, sel), data, member_spec(spec, d, w), recipe, recipe["method"])
         for name, a in part.items():
+            wide = name.startswith("weights")  # the final weights and the checkpoints
             if name not in out:
-                wide = name.startswith("weights")  # the final weights and the checkpoints
                 out[name] = np.zeros((k, spec.num_params) if wide else (k, *a.shape[1:]), np.float32)
-            if name.startswith("weights"):
+            if wide:
                 out[name][sel, :a.shape[1]] = a  # the first P_k columns, zeros after them
             else:
                 out[name][sel] = a
@@ -1001,7 +1002,7 @@ def _build_locked(path: Path, manifest: dict, configs: dict, data: Data, spec: C
         arrays["function.npy"][rows] = out["function"]
         arrays["metrics.partial.npy"][rows] = np.stack([out[t] for t in TARGETS], axis=1)
         for e in recipe["checkpoint_epochs"]:
-            arrays[checkpoint_file(e)][rows] = out[checkpoint_file(e)[:-4]]
+            arrays[checkpoint_file(e)][rows] = out[checkpoint_file(e)]
         for a in arrays.values():
             a.flush()
         done.add(c)

@@ -90,6 +90,27 @@ from wsbench import (
 )
 
 
+def group_means(h: torch.Tensor, e: torch.Tensor, node_key: torch.Tensor, edge_key: torch.Tensor, b: int,
+                node_groups: int, edge_groups: int) -> torch.Tensor:
+    """Per-network, per-group means of node features ``h (n, d)`` and edge features ``e (m, d)``, whose
+    keys are ``network * groups + group``: ``(B, (node_groups + edge_groups) * d)``, node groups first."""
+    pn = scatter(h, node_key, 0, dim_size=b * node_groups, reduce="mean").view(b, node_groups, -1)
+    pe = scatter(e, edge_key, 0, dim_size=b * edge_groups, reduce="mean").view(b, edge_groups, -1)
+    return torch.cat([pn, pe], 1).flatten(1)
+
+
+def autocast_forward(run: Callable, x: torch.Tensor, precision: str):
+    """``run(x) -> (logits, reps)`` under bf16 autocast when ``precision`` is bf16 and ``x`` is on CUDA;
+    the representations (and the logits among them) come back in fp32."""
+    use_bf16 = precision == "bf16" and x.is_cuda
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+        logits, reps = run(x)
+    if use_bf16:
+        reps = OrderedDict((k, v.float()) for k, v in reps.items())
+        logits = reps["logits"]
+    return logits, reps
+
+
 class GMNLayer(MessagePassing):
     """One edge-and-node update (see the module docstring), runnable dense or through PyG.
 
@@ -341,21 +362,13 @@ class GMN(nn.Module):
         gn, ge = g.num_node_groups, len(g.layer_shapes)
         node_key = batch.batch * gn + batch.node_group
         edge_key = batch.batch[batch.edge_index[0]] * ge + batch.edge_group
-        pn = scatter(h, node_key, 0, dim_size=nb * gn, reduce="mean").view(nb, gn, -1)
-        pe = scatter(e, edge_key, 0, dim_size=nb * ge, reduce="mean").view(nb, ge, -1)
-        return torch.cat([pn, pe], 1).flatten(1)
+        return group_means(h, e, node_key, edge_key, nb, gn, ge)
 
     # --- forward --------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
-        use_bf16 = self.precision == "bf16" and x.is_cuda
         compiled = self._forward_compiled
         run = compiled if compiled is not None and x.is_cuda and torch.is_grad_enabled() else self._forward
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            logits, reps = run(x)
-        if use_bf16:
-            reps = OrderedDict((k, v.float()) for k, v in reps.items())
-            logits = reps["logits"]
-        return logits, reps
+        return autocast_forward(run, x, self.precision)
 
     def _forward(self, x: torch.Tensor):
         nodes, edges = self.graph_values(x)
@@ -444,27 +457,17 @@ class MixedGMN(nn.Module):
             offset += bk * g.num_nodes
         return (torch.cat(hs), torch.cat(es), torch.cat(eis, 1), torch.cat(node_keys), torch.cat(edge_keys))
 
-    def pool(self, h: torch.Tensor, e: torch.Tensor, node_key: torch.Tensor, edge_key: torch.Tensor,
-             b: int) -> torch.Tensor:
-        """Per-network, per-group means: ``(n, d)``, ``(m, d)`` -> ``(B, groups * d)``, node groups first."""
-        gn, ge = self.num_node_groups, self.num_edge_groups
-        pn = scatter(h, node_key, 0, dim_size=b * gn, reduce="mean").view(b, gn, -1)
-        pe = scatter(e, edge_key, 0, dim_size=b * ge, reduce="mean").view(b, ge, -1)
-        return torch.cat([pn, pe], 1).flatten(1)
-
     def forward(self, x: torch.Tensor):
-        use_bf16 = self.precision == "bf16" and x.is_cuda
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            h, e, edge_index, node_key, edge_key = self.joined_graph(x)
-            reps: OrderedDict = OrderedDict()
-            for k, layer in enumerate(self.mp):
-                h, e = layer(h, edge_index, e)
-                reps[f"mp{k + 1}"] = self.pool(h, e, node_key, edge_key, x.shape[0])
-            logits = self.head(self.norm_out(reps[f"mp{len(self.mp)}"]), reps)
-        if use_bf16:
-            reps = OrderedDict((k, v.float()) for k, v in reps.items())
-            logits = reps["logits"]
-        return logits, reps
+        return autocast_forward(self._forward, x, self.precision)
+
+    def _forward(self, x: torch.Tensor):
+        h, e, edge_index, node_key, edge_key = self.joined_graph(x)
+        reps: OrderedDict = OrderedDict()
+        for k, layer in enumerate(self.mp):
+            h, e = layer(h, edge_index, e)
+            reps[f"mp{k + 1}"] = group_means(h, e, node_key, edge_key, x.shape[0], self.num_node_groups,
+                                             self.num_edge_groups)
+        return self.head(self.norm_out(reps[f"mp{len(self.mp)}"]), reps), reps
 
 
 CHOICES = {"impl": ("dense", "pyg"), "weight_norm": ("per-layer", "none"), "canon": ("phase", "sign", "none"),
