@@ -7,7 +7,8 @@ Reads the dataset's official files through its plugin (``WSBENCH_DATA`` or ``--d
 default recipe for the device. Times one training step (batches, dropout, forward, backward, update;
 :func:`wsbench.cnnzoo.train_step`) of ``--k`` members with each method of
 :func:`wsbench.cnnzoo.batched_logits` (``grouped``, ``taps``; each eager and with the activation and
-dropout fused by ``torch.compile``) and of one member alone (the one-at-a-time loop: ``k`` times
+dropout fused by ``torch.compile``; ``taps+compile+bf16`` also in the recipe's mixed precision,
+``dtype=bfloat16``) and of one member alone (the one-at-a-time loop: ``k`` times
 that, the baseline measured in the same run). Then, from the fastest variant's step time, the
 number of epochs of a zoo of ``--n`` CNNs that fits ``--budget-s`` (at most the paper's 86), printed
 as the ``--recipe`` of ``wsbench zoo build`` on the last line and written with the timings to
@@ -34,8 +35,9 @@ def sync(dev: torch.device) -> None:
 
 
 def step_time(k: int, data: cz.Data, spec: cz.CnnSpec, method: str, dev: torch.device, reps: int = 3,
-              compiled: bool = False) -> float:
-    """Median seconds of one training step of ``k`` members (after one warm-up step, which compiles)."""
+              compiled: bool = False, compute: torch.dtype | None = None) -> float:
+    """Median seconds of one training step of ``k`` members (after one warm-up step, which compiles);
+    ``compute``: the forward's dtype (bf16: the recipe's ``dtype=bfloat16``)."""
     cfg = cz.sample_configs(k, 123)
     seeds = torch.as_tensor(cfg["seed"], device=dev)
     n = data.train_x.shape[0]
@@ -58,7 +60,7 @@ def step_time(k: int, data: cz.Data, spec: cz.CnnSpec, method: str, dev: torch.d
         ids, order = cz.step_batches(seeds, sizes, subsets, step, 32, order)
         drop = cz.Dropout.at_step(seeds, torch.full((k,), step, device=dev), rate, len(spec.channels), theta.dtype)
         cz.train_step(theta, state, data.train_x[ids], data.train_y[ids], spec, relu, drop, method, unit, decay, opt,
-                      lr, active)
+                      lr, active, compute)
         sync(dev)
         times.append(time.perf_counter() - t)
     return float(np.median(times[1:]))
@@ -72,7 +74,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--budget-s", type=float, default=720.0, help="seconds of training the zoo may take")
     ap.add_argument("--k", type=int, default=6000, help="members per step in the timing")
-    ap.add_argument("--methods", default="grouped,taps,taps+compile,grouped+compile")
+    ap.add_argument("--methods", default="grouped,taps,taps+compile,grouped+compile,taps+compile+bf16",
+                    help="variants: a method, then +compile and/or +bf16 (the recipe's dtype=bfloat16)")
     ap.add_argument("--out", default="benchmarks/results/cnn_zoo_step.json")
     args = ap.parse_args()
     dev = torch.device(args.device)
@@ -89,9 +92,10 @@ def main() -> None:
                     "image_size": spec.image_size, "train_pool": len(rows), "batch_size": 32}
     timing = {}
     for variant in args.methods.split(","):
-        method, _, comp = variant.partition("+")
+        method, *flags = variant.split("+")
         try:
-            timing[variant] = step_time(args.k, data, spec, method, dev, compiled=comp == "compile")
+            timing[variant] = step_time(args.k, data, spec, method, dev, compiled="compile" in flags,
+                                        compute=torch.bfloat16 if "bf16" in flags else None)
         except Exception as exc:  # a variant that cannot run here (no compiler) is reported, not fatal
             print(f"{variant}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", flush=True)
             continue
@@ -108,8 +112,9 @@ def main() -> None:
         int(cz.member_steps(configs["train_fraction"][r], len(rows), 32, 1).max()) * timing[best] * len(r) / args.k
         for r in cz.chunk_rows(configs, int(base["chunk_size"])))
     epochs = int(max(1, min(86, args.budget_s // per_epoch)))
-    method, _, comp = best.partition("+")
-    recipe = {"epochs": epochs, "method": method, "compile": comp == "compile"}
+    method, *flags = best.split("+")
+    recipe = {"epochs": epochs, "method": method, "compile": "compile" in flags,
+              "dtype": "bfloat16" if "bf16" in flags else "float32"}
     result.update(projected_seconds_per_epoch=per_epoch, budget_s=args.budget_s, recipe=recipe)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -125,7 +125,8 @@ def killed_and_resumed(build_zoo, tmp_path) -> tuple[cz.CnnZoo, cz.CnnZoo, list[
 
 def test_zoo_resumes_after_a_kill_with_identical_arrays(tmp_path):
     whole, resumed, seen = killed_and_resumed(build, tmp_path)
-    assert seen == [6, 7]  # the first chunk (3 CNNs) was not trained again
+    sizes = [len(r) for r in cz.chunk_rows(cz.sample_configs(7, 3), RECIPE["chunk_size"])]
+    assert len(sizes) > 2 and seen == list(np.cumsum(sizes)[1:])  # the first chunk was not trained again
     assert np.array_equal(whole.weights, resumed.weights) and np.array_equal(whole.function, resumed.function)
     for t in cz.TARGETS:
         assert np.array_equal(whole.targets[t], resumed.targets[t], equal_nan=True)
@@ -270,6 +271,16 @@ def test_compiled_activation_and_dropout_equal_eager():
     torch.testing.assert_close(eager[1][~dropped], 2 * torch.tanh(z[1][~dropped]))
 
 
+def test_chunks_never_mix_train_fractions_and_cover_every_row_once():
+    cfg = cz.sample_configs(1000, 4)
+    chunks = cz.chunk_rows(cfg, 90)
+    assert np.array_equal(np.sort(np.concatenate(chunks)), np.arange(1000))
+    assert all(len(set(cfg["train_fraction"][r])) == 1 and len(r) <= 90 for r in chunks)
+    for f in cz.TRAIN_FRACTIONS:  # each fraction in the fewest chunks, of sizes one apart at most
+        sizes = [len(r) for r in chunks if cfg["train_fraction"][r[0]] == f]
+        assert len(sizes) == -(-int((cfg["train_fraction"] == f).sum()) // 90) and max(sizes) - min(sizes) <= 1
+
+
 def test_checkpoint_at_epoch_one_equals_a_zoo_trained_one_epoch(tmp_path):
     """A member's randomness depends only on its seed and step, so its weights after epoch 1 of a
     2-epoch run are exactly those of a 1-epoch run; the checkpoint is sealed, listed and reopened."""
@@ -285,3 +296,28 @@ def test_checkpoint_at_epoch_one_equals_a_zoo_trained_one_epoch(tmp_path):
     assert "weights_epoch1.npy" in two.manifest["files"]
     with pytest.raises(cz.WsbenchError, match=r"checkpoint_epochs=\[3\].*between 1 and epochs=2"):
         cz.check_recipe({"epochs": 2, "checkpoint_epochs": [3]})
+
+
+@pytest.mark.parametrize("method", ["grouped", "taps"])
+def test_bfloat16_recipe_is_mixed_precision_close_to_float32(method):
+    """dtype=bfloat16 runs each step's forward in bf16 but keeps float32 master weights, updates and
+    evaluation: the weights stay float32, differ from the float32 run (the recipe is not ignored), stay
+    close to it after two epochs, and the same recipe gives the same bits twice."""
+    data = tiny_data(torch.float32)
+    cfg = cz.sample_configs(4, 9)
+    cfg["optimizer"] = np.array(["sgd", "adam", "rmsprop", "adam"])
+    cfg["lr"] = np.array([1e-2, 1e-3, 1e-3, 3e-3])  # moderate rates, so the runs do not diverge
+    full = cz.train_members(cfg, data, SPEC, {**RECIPE, "epochs": 2}, method)
+    half = cz.train_members(cfg, data, SPEC, {**RECIPE, "epochs": 2, "dtype": "bfloat16"}, method)
+    again = cz.train_members(cfg, data, SPEC, {**RECIPE, "epochs": 2, "dtype": "bfloat16"}, method)
+    assert half["weights"].dtype == np.float32
+    np.testing.assert_array_equal(half["weights"], again["weights"])
+    assert not np.array_equal(half["weights"], full["weights"])
+    rel = np.linalg.norm(half["weights"] - full["weights"], axis=1) / np.linalg.norm(full["weights"], axis=1)
+    assert rel.max() < 0.05, rel
+    np.testing.assert_allclose(half["test_acc"], full["test_acc"], atol=0.1)
+
+
+def test_recipe_dtype_names_the_choices():
+    with pytest.raises(cz.WsbenchError, match="recipe dtype 'float16': choose one of float32, float64, bfloat16"):
+        cz.check_recipe({"dtype": "float16"})
