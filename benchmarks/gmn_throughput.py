@@ -30,7 +30,7 @@ from wsbench import config as cfg
 from wsbench.cnnzoo import CnnSpec
 from wsbench.plugins import load_registry
 from wsbench.task import Task
-from wsbench.train import train
+from wsbench.train import make_optimizer, train
 
 OUT = Path(__file__).parent / "results" / "gmn_throughput.json"
 warmup_s: dict = {}
@@ -55,7 +55,7 @@ def training_step(impl: str, device: torch.device, batch_size: int, config: dict
     arch = load_registry().architecture("gmn")
     torch.manual_seed(0)
     model = arch.build(_info(spec), {**config, "impl": impl}).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = make_optimizer(model, config)  # the training loop's AdamW (fused on CUDA)
     x = torch.randn(batch_size, spec.num_params, device=device) * 0.1
     scalar = not isinstance(spec, SirenSpec)
     y = torch.randn(batch_size, device=device) if scalar else torch.randint(0, 10, (batch_size,), device=device)

@@ -271,6 +271,24 @@ def test_compiled_activation_and_dropout_equal_eager():
     torch.testing.assert_close(eager[1][~dropped], 2 * torch.tanh(z[1][~dropped]))
 
 
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile needs a C compiler")
+def test_compiled_activation_and_dropout_compiles_once_for_every_chunk_and_layer_shape():
+    """Chunks differ in size and layers in map size: one shape-generic kernel serves them all (a
+    kernel per shape hit torch's recompile limit on the GPU zoo and fell back to eager mid-build)."""
+    from torch._dynamo.utils import counters
+
+    unit = cz.unit_fn(True)
+    before = counters["frames"]["total"]
+    for k in (3, 4, 5, 7, 9, 11):
+        for c, s in ((4, 5), (4, 3), (2, 1)):
+            z = torch.randn(k, c, 2, s, s)
+            ones = (k, 1, 1, 1, 1)
+            out = unit(z, (torch.arange(k) % 2 == 0).view(ones), torch.arange(k).view(ones),
+                       torch.full(ones, 2**31), torch.full(ones, 2.0), torch.arange(c * 2 * s * s).view(1, c, 2, s, s))
+            assert out.shape == z.shape
+    assert counters["frames"]["total"] - before <= 2  # size-1 maps get their own graph (torch specialises 0 and 1)
+
+
 def test_chunks_never_mix_train_fractions_and_cover_every_row_once():
     cfg = cz.sample_configs(1000, 4)
     chunks = cz.chunk_rows(cfg, 90)

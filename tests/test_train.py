@@ -5,7 +5,7 @@ from torch import nn
 
 from wsbench.config import resolve
 from wsbench.plugins import load_registry
-from wsbench.train import recalibrate_batchnorm, train
+from wsbench.train import make_optimizer, recalibrate_batchnorm, train
 
 
 class _WithLayers(nn.Module):
@@ -52,3 +52,9 @@ def test_recalibration_changes_evaluation_only(shapes_task):
     on = train(shapes_task, arch, resolve(arch, "shapes", base), seed=3, device=cpu)
     assert [h["train_loss"] for h in on.history] == [h["train_loss"] for h in off.history]
     assert not np.array_equal(on.layers["logits"], off.layers["logits"])
+
+
+def test_optimizer_is_adamw_from_the_config_and_not_fused_on_cpu():
+    opt = make_optimizer(_WithLayers(), {"lr": 3e-3, "weight_decay": 0.05})
+    assert isinstance(opt, torch.optim.AdamW) and not opt.defaults["fused"]
+    assert opt.defaults["lr"] == 3e-3 and opt.defaults["weight_decay"] == 0.05

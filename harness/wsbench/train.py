@@ -191,6 +191,15 @@ def load_checkpoint(path: Path, device: torch.device) -> dict | None:
     return state
 
 
+def make_optimizer(model: torch.nn.Module, config: dict) -> torch.optim.AdamW:
+    """The training loop's AdamW (``config``'s lr and weight_decay); also timed by benchmarks/gmn_throughput.py."""
+    params = list(model.parameters())
+    # Fused on CUDA: the foreach step cost 2 ms, 15 % of a GMN training step on an H200. On CPU as before.
+    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=float(config["lr"]), weight_decay=float(config["weight_decay"]),
+                             fused=fused or None)
+
+
 def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: torch.device,
           on_epoch: Callable[[int, int, dict], None] | None = None, checkpoint: Path | None = None,
           tracker: Tracker | None = None) -> RunResult:
@@ -234,7 +243,7 @@ def train(task: Task, arch: ArchitectureSpec, config: dict, seed: int, device: t
     epochs, bs = int(config["epochs"]), int(config["batch_size"])
     steps_per_epoch = max(1, math.ceil(len(tr) / bs))
     total, warmup = epochs * steps_per_epoch, int(config["warmup_epochs"]) * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=float(config["lr"]), weight_decay=float(config["weight_decay"]))
+    opt = make_optimizer(model, config)
 
     def lr_factor(step: int) -> float:
         if step < warmup:
