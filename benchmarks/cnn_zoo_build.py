@@ -38,18 +38,7 @@ def step_time(k: int, data: cz.Data, spec: cz.CnnSpec, method: str, dev: torch.d
               compiled: bool = False, compute: torch.dtype | None = None) -> float:
     """Median seconds of one training step of ``k`` members (after one warm-up step, which compiles);
     ``compute``: the forward's dtype (bf16: the recipe's ``dtype=bfloat16``)."""
-    cfg = cz.sample_configs(k, 123)
-    seeds = torch.as_tensor(cfg["seed"], device=dev)
-    n = data.train_x.shape[0]
-    sizes = torch.as_tensor(cz.member_sizes(cfg["train_fraction"], n, 32), device=dev)
-    subsets = cz.member_subsets(seeds, sizes, n)
-    theta = cz.init_members(cfg, spec).to(dev)
-    relu = torch.as_tensor(cfg["activation"] == "relu", device=dev)
-    rate = torch.as_tensor(cfg["dropout"], device=dev)
-    opt = torch.as_tensor(np.select([cfg["optimizer"] == "adam", cfg["optimizer"] == "rmsprop"], [1, 2], 0), device=dev)
-    lr = torch.as_tensor(cfg["lr"], dtype=theta.dtype, device=dev)
-    decay = torch.zeros_like(theta)
-    state = cz.OptState(torch.zeros_like(theta), torch.zeros_like(theta), torch.zeros(k, dtype=torch.int64, device=dev))
+    members = cz.prepare_members(cz.sample_configs(k, 123), data, spec, 32)
     active = torch.ones(k, dtype=torch.bool, device=dev)
     unit = cz.unit_fn(compiled)
     order = None
@@ -57,10 +46,7 @@ def step_time(k: int, data: cz.Data, spec: cz.CnnSpec, method: str, dev: torch.d
     for step in range(reps + 1):
         sync(dev)
         t = time.perf_counter()
-        ids, order = cz.step_batches(seeds, sizes, subsets, step, 32, order)
-        drop = cz.Dropout.at_step(seeds, torch.full((k,), step, device=dev), rate, len(spec.channels), theta.dtype)
-        cz.train_step(theta, state, data.train_x[ids], data.train_y[ids], spec, relu, drop, method, unit, decay, opt,
-                      lr, active, compute)
+        order = members.step(data, spec, step, order, 32, method, unit, active, compute)
         sync(dev)
         times.append(time.perf_counter() - t)
     return float(np.median(times[1:]))

@@ -638,6 +638,53 @@ def train_step(theta: torch.Tensor, state: OptState, x: torch.Tensor, y: torch.T
     optimizer_step(theta, grad + 2 * l2 * theta, state, opt_code, lr, active)
 
 
+@dataclass
+class Members:
+    """K members' training state on one device (:func:`prepare_members`): seeds, training-subset sizes
+    and ids, parameters ``theta (K, P)``, hyperparameters as tensors, optimizer state."""
+
+    seeds: torch.Tensor  # (K,) int64
+    sizes: torch.Tensor  # (K,) training images per member
+    subsets: torch.Tensor  # (K, n) each member's image ids, its first ``size`` used
+    theta: torch.Tensor  # (K, P), the master weights
+    relu: torch.Tensor  # (K,) bool
+    opt_code: torch.Tensor  # (K,) 0 SGD, 1 Adam, 2 RMSProp
+    lr: torch.Tensor  # (K,)
+    rate: torch.Tensor  # (K,) float64 dropout rate
+    decay: torch.Tensor  # (K, P) L2 rate on kernel entries, 0 on biases
+    state: OptState
+
+    def step(self, data: Data, spec: CnnSpec, step: int, order: torch.Tensor | None, batch_size: int, method: str,
+             unit: Callable, active: torch.Tensor, compute: torch.dtype | None = None) -> torch.Tensor:
+        """Global training step ``step`` of every member (:func:`train_step` on its own batch and dropout
+        masks); ``order`` is the members' epoch order (None at the start), returned updated."""
+        ids, order = step_batches(self.seeds, self.sizes, self.subsets, step, batch_size, order)
+        steps = torch.full_like(self.seeds, step)
+        drop = Dropout.at_step(self.seeds, steps, self.rate, len(spec.channels), self.theta.dtype)
+        train_step(self.theta, self.state, data.train_x[ids], data.train_y[ids], spec, self.relu, drop, method, unit,
+                   self.decay, self.opt_code, self.lr, active, compute)
+        return order
+
+
+def prepare_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, batch_size: int) -> Members:
+    """The members of ``configs`` ready to train on ``data``'s device, in its dtype."""
+    dev, dtype = data.train_x.device, data.train_x.dtype
+    k = len(configs["seed"])
+    seeds = torch.as_tensor(configs["seed"], dtype=torch.int64, device=dev)
+    sizes = torch.as_tensor(member_sizes(configs["train_fraction"], data.train_x.shape[0], batch_size), device=dev)
+    theta = init_members(configs, spec, dtype).to(dev)
+    l2 = torch.as_tensor(configs["l2"], dtype=dtype, device=dev).view(-1, 1)
+    return Members(
+        seeds=seeds, sizes=sizes, subsets=member_subsets(seeds, sizes, data.train_x.shape[0]), theta=theta,
+        relu=torch.as_tensor(configs["activation"] == "relu", device=dev),
+        opt_code=torch.as_tensor(np.select([configs["optimizer"] == "adam", configs["optimizer"] == "rmsprop"],
+                                           [1, 2], 0), device=dev),
+        lr=torch.as_tensor(configs["lr"], dtype=dtype, device=dev),
+        rate=torch.as_tensor(configs["dropout"], dtype=torch.float64, device=dev),
+        decay=l2 * torch.as_tensor(spec.kernel_mask, device=dev).to(dtype).view(1, -1),  # L2 on kernels only
+        state=OptState(torch.zeros_like(theta), torch.zeros_like(theta), torch.zeros(k, dtype=torch.int64, device=dev)))
+
+
 def train_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, recipe: dict,
                   method: str = "grouped") -> dict[str, np.ndarray]:
     """Train the K members of ``configs`` together; returns numpy ``weights (K, P)`` float32,
@@ -647,50 +694,31 @@ def train_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, rec
     ``train_acc`` is measured on the first ``recipe["train_eval"]`` images of each member's own
     subset (all of it when that is None). Members that diverge (non-finite weights) keep their
     weights as they are and score what they score (chance, or NaN loss): the targets say so."""
-    dev, dtype = data.train_x.device, data.train_x.dtype
     compute = getattr(torch, recipe.get("dtype", "float32"))
     compute = compute if compute == torch.bfloat16 else None  # bf16: products and activations only
     bsz, epochs = int(recipe["batch_size"]), int(recipe["epochs"])
-    n_train = data.train_x.shape[0]
-    k = len(configs["seed"])
-    seeds = torch.as_tensor(configs["seed"], dtype=torch.int64, device=dev)
-    sizes_np = member_sizes(configs["train_fraction"], n_train, bsz)
-    sizes = torch.as_tensor(sizes_np, device=dev)
-    total = torch.as_tensor(member_steps(configs["train_fraction"], n_train, bsz, epochs), device=dev)
-    subsets = member_subsets(seeds, sizes, n_train)
-    theta = init_members(configs, spec, dtype).to(dev)
-    relu = torch.as_tensor(configs["activation"] == "relu", device=dev)
-    opt = torch.as_tensor(np.select([configs["optimizer"] == "adam", configs["optimizer"] == "rmsprop"], [1, 2], 0),
-                          device=dev)
-    lr = torch.as_tensor(configs["lr"], dtype=dtype, device=dev)
-    rate = torch.as_tensor(configs["dropout"], dtype=torch.float64, device=dev)
-    l2 = torch.as_tensor(configs["l2"], dtype=dtype, device=dev).view(-1, 1)
-    decay = l2 * torch.as_tensor(spec.kernel_mask, device=dev).to(dtype).view(1, -1)  # L2 on kernels only
-    state = OptState(torch.zeros_like(theta), torch.zeros_like(theta), torch.zeros(k, dtype=torch.int64, device=dev))
+    m = prepare_members(configs, data, spec, bsz)
+    theta, dev = m.theta, m.theta.device
+    total = torch.as_tensor(member_steps(configs["train_fraction"], data.train_x.shape[0], bsz, epochs), device=dev)
     unit = unit_fn(bool(recipe.get("compile", False)))
     # Checkpoints: member k ends epoch e after step e * (its steps per epoch) - 1; the steps where any
     # member does are known up front, so the loop copies weights only there (and never syncs).
-    per_epoch = sizes_np // bsz
+    per_epoch = m.sizes.cpu().numpy() // bsz
     marks = {int(e): torch.zeros_like(theta) for e in recipe.get("checkpoint_epochs", [])}
     ends = {e: torch.as_tensor(e * per_epoch - 1, device=dev) for e in marks}
     mark_steps = {int(s) for e in marks for s in e * per_epoch - 1}
     order = None
     for step in range(int(total.max())):
-        active = step < total
-        ids, order = step_batches(seeds, sizes, subsets, step, bsz, order)
-        steps = torch.full((k,), step, dtype=torch.int64, device=dev)
-        drop = Dropout.at_step(seeds, steps, rate, len(spec.channels), dtype)
-        train_step(theta, state, data.train_x[ids], data.train_y[ids], spec, relu, drop, method, unit, decay, opt,
-                   lr, active, compute)
+        order = m.step(data, spec, step, order, bsz, method, unit, step < total, compute)
         if step in mark_steps:
             for e, snap in marks.items():
                 hit = (ends[e] == step).view(-1, 1)
                 snap.copy_(torch.where(hit, theta, snap))
-    test_acc, test_loss, _ = evaluate(theta, data.test_x, data.test_y, spec, relu, method)
-    _, _, probs = evaluate(theta, data.probe_x, None, spec, relu, method)
-    m = recipe.get("train_eval")
-    width = int(sizes.min()) if m is None else min(int(m), int(sizes.min()))
-    train_acc = member_accuracy(theta, data, subsets[:, :width], spec, relu, method)
+    test_acc, test_loss, _ = evaluate(theta, data.test_x, data.test_y, spec, m.relu, method)
+    _, _, probs = evaluate(theta, data.probe_x, None, spec, m.relu, method)
+    n_eval = recipe.get("train_eval")
+    width = int(m.sizes.min()) if n_eval is None else min(int(n_eval), int(m.sizes.min()))
+    train_acc = member_accuracy(theta, data, m.subsets[:, :width], spec, m.relu, method)
     return {"weights": theta.float().cpu().numpy(), "test_acc": test_acc.float().cpu().numpy(),
             "train_acc": train_acc.float().cpu().numpy(), "test_loss": test_loss.float().cpu().numpy(),
             "function": probs.float().cpu().numpy(),
@@ -763,16 +791,18 @@ def train_chunk(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, recip
 # upwards (MNIST, 250 CNNs at 5 epochs: median 0.18, std 0.23, max 0.85; at 2 epochs the median sat at
 # 0.14, barely above chance). Eager, so no compiler is needed. GPU: native size, full test set, a
 # 10,000-image pool, the channels-first taps method with the activation and dropout fused by
-# torch.compile: on one H200 a step of 6,000 members takes 107 ms against 487 ms with grouped
-# convolutions and 180 ms with eager taps, 335x a one-CNN-at-a-time loop
-# (benchmarks/results/cnn_zoo_step_h200.json). 5 epochs are what fit the 15-minute budget with room:
-# the 30,000-CNN CIFAR-10-GS zoo trained in 529 s, 9.0 minutes for the whole command
-# (benchmarks/results/cnn_zoo_gpu_h200.json); the Small CNN Zoo trained 86 epochs on the full set.
+# torch.compile, in mixed precision (dtype bfloat16): on one H200 a step of 6,000 members takes 71 ms,
+# against 106 ms in float32 and 487 ms with grouped convolutions, 555x a one-CNN-at-a-time loop
+# (benchmarks/results/cnn_zoo_step_h200.json). 10 epochs are what the step benchmark projected for a
+# 9-minute training budget; the first such build took 17 minutes because the fused kernel then met
+# torch's recompile limit and ran eager (benchmarks/results/cnn_zoo_gpu_h200.json; fixed since,
+# unmeasured). The 5-epoch float32 zoo trained in 9.0 minutes (cnn_zoo_gpu_h200_5epoch_fp32.json).
+# The Small CNN Zoo trained 86 epochs on the full set.
 CPU_RECIPE: dict = {"epochs": 4, "batch_size": 32, "chunk_size": 250, "train_subset": 512, "test_subset": 500,
               "train_eval": 256, "n_probe": 128, "dtype": "float32", "method": "grouped", "image_size": 16,
               "compile": False, "checkpoint_epochs": []}
-GPU_RECIPE: dict = {"epochs": 5, "batch_size": 32, "chunk_size": 6000, "train_subset": 10000, "test_subset": None,
-              "train_eval": 2000, "n_probe": 128, "dtype": "float32", "method": "taps", "image_size": None,
+GPU_RECIPE: dict = {"epochs": 10, "batch_size": 32, "chunk_size": 6000, "train_subset": 10000, "test_subset": None,
+              "train_eval": 2000, "n_probe": 128, "dtype": "bfloat16", "method": "taps", "image_size": None,
               "compile": True, "checkpoint_epochs": []}
 DEFAULT_RECIPE = CPU_RECIPE
 # float32 and float64 train in that dtype throughout; bfloat16 is mixed precision: each step's images,

@@ -252,8 +252,10 @@ def import_zoo(root: Path, layout: str, cache_dir: Path, name: str | None = None
 # ``test_loss``, ``train_accuracy``, ``train_loss``; ``layout.csv`` mapping columns to layers. Rows
 # are Keras ``get_weights()`` order: conv kernels ``(kh, kw, in, out)``, biases, the dense kernel
 # ``(in, out)``. We read layout.csv when it has ``varname``/``start_idx``/``end_idx``/``shape``
-# columns and otherwise assume that order (the column names are our reading of the release,
-# not checked against a downloaded copy).
+# columns and otherwise assume that order. Those column names, the kernels' TF order and the final
+# checkpoint's ``step`` of 86 are also how the NFN authors' loader reads the release (Zhou et al. 2023,
+# github.com/AllanYangZhou/nfn, experiments/data_utils.py), which keeps only ``step == 86`` rows;
+# we have not opened a downloaded copy ourselves.
 
 CNN_CONFIG_MAP = {"optimizer": "config.optimizer", "lr": "config.learning_rate", "l2": "config.l2reg",
                   "dropout": "config.dropout", "init": "config.w_init", "init_std": "config.init_std",
