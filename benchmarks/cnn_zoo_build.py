@@ -64,6 +64,10 @@ def main() -> None:
                     help="variants: a method, then +compile and/or +bf16 (the recipe's dtype=bfloat16)")
     ap.add_argument("--out", default="benchmarks/results/cnn_zoo_step.json")
     args = ap.parse_args()
+    for variant in args.methods.split(","):
+        method, *flags = variant.split("+")
+        if method not in cz.METHODS or not set(flags) <= {"compile", "bf16"}:
+            ap.error(f"--methods {variant!r}: a method of {', '.join(cz.METHODS)}, then +compile and/or +bf16")
     dev = torch.device(args.device)
     ds = registry().datasets[args.dataset]
     images = ds.load(Path(args.data_dir))
