@@ -78,6 +78,26 @@ def test_a_member_trained_in_a_mixed_chunk_equals_it_trained_alone():
     np.testing.assert_allclose(again["weights"][0], out["weights"][3], atol=1e-12)
 
 
+def test_a_mixed_chunk_trains_one_architecture_and_train_fraction_per_call(monkeypatch):
+    """A call steps as long as its longest-training member: mixing fractions in one call would train
+    the short ones' steps for nothing, so each (depth, width, fraction) gets its own call."""
+    calls: list[tuple] = []
+    real = cz.train_members
+
+    def spy(configs, data, spec, recipe, method="grouped"):
+        calls.append((tuple(spec.channels), tuple(sorted(set(configs["train_fraction"].tolist())))))
+        return real(configs, data, spec, recipe, method)
+
+    monkeypatch.setattr(cz, "train_members", spy)
+    spec = cz.mixed_zoo_spec(16)
+    cfg = cz.sample_configs(5, 6)
+    cfg["train_fraction"] = np.array([1.0, 0.5, 1.0, 0.5, 0.5])
+    arch = {"depth": np.array([2, 2, 2, 3, 2]), "width": np.array([8, 8, 8, 8, 8])}
+    cfg.update(arch, num_params=np.array([cz.member_spec(spec, d, w).num_params for d, w in zip(*arch.values())]))
+    cz.train_chunk(cfg, tiny_data(), spec, {**RECIPE, "epochs": 1})
+    assert sorted(calls) == [((8, 8), (0.5,)), ((8, 8), (1.0,)), ((8, 8, 8), (0.5,))]
+
+
 def test_a_killed_mixed_build_resumes_to_the_same_zoo(tmp_path):
     whole, resumed, seen = killed_and_resumed(build, tmp_path)
     assert seen == [10, 12]  # the first chunk (5 CNNs) was not trained again

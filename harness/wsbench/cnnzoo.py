@@ -55,7 +55,7 @@ the 3 x 16 members are the homogeneous zoo's network (:func:`member_spec`). Layo
                   ``num_params`` real parameters (:meth:`CnnZoo.member_spec`), the first
                   ``num_params`` numbers of its row
 and the manifest's ``mixed`` entry records the depths, widths and padding rule. A chunk trains its members
-one architecture at a time (:func:`train_chunk`); a member's draws depend on its own seed only, so
+one architecture and train fraction at a time (:func:`train_chunk`); a member's draws depend on its own seed only, so
 it takes the same steps as when trained alone.
 """
 from __future__ import annotations
@@ -763,14 +763,17 @@ def train_alone(config: dict, data: Data, spec: CnnSpec, recipe: dict) -> torch.
 
 def train_chunk(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, recipe: dict) -> dict[str, np.ndarray]:
     """:func:`train_members` on a chunk of a zoo. In a mixed zoo (``configs`` with the
-    :data:`ARCH_COLUMNS`) one call per architecture, in order of (depth, width), whose weights are
-    zero-padded to ``spec.num_params`` (the largest network's); rows come back in ``configs``' order."""
+    :data:`ARCH_COLUMNS`) one call per architecture and train fraction, in order of (depth, width,
+    fraction): a call steps as long as its longest-training member, so fractions are not mixed (as
+    :func:`chunk_rows` does for a homogeneous zoo). Weights are zero-padded to ``spec.num_params``
+    (the largest network's); rows come back in ``configs``' order."""
     if "depth" not in configs:
         return train_members(configs, data, spec, recipe, recipe["method"])
     k = len(configs["seed"])
     out: dict[str, np.ndarray] = {}
-    for d, w in sorted(set(zip(configs["depth"].tolist(), configs["width"].tolist()))):
-        sel = np.flatnonzero((configs["depth"] == d) & (configs["width"] == w))
+    groups = zip(configs["depth"].tolist(), configs["width"].tolist(), configs["train_fraction"].tolist())
+    for d, w, f in sorted(set(groups)):
+        sel = np.flatnonzero((configs["depth"] == d) & (configs["width"] == w) & (configs["train_fraction"] == f))
         part = train_members(take(configs, sel), data, member_spec(spec, d, w), recipe, recipe["method"])
         for name, a in part.items():
             wide = name.startswith("weights")  # the final weights and the checkpoints
