@@ -694,8 +694,7 @@ def train_members(configs: dict[str, np.ndarray], data: Data, spec: CnnSpec, rec
     ``train_acc`` is measured on the first ``recipe["train_eval"]`` images of each member's own
     subset (all of it when that is None). Members that diverge (non-finite weights) keep their
     weights as they are and score what they score (chance, or NaN loss): the targets say so."""
-    compute = getattr(torch, recipe.get("dtype", "float32"))
-    compute = compute if compute == torch.bfloat16 else None  # bf16: products and activations only
+    _, compute = recipe_dtypes(recipe)
     bsz, epochs = int(recipe["batch_size"]), int(recipe["epochs"])
     m = prepare_members(configs, data, spec, bsz)
     theta, dev = m.theta, m.theta.device
@@ -813,6 +812,13 @@ DEFAULT_RECIPE = CPU_RECIPE
 # loss, gradients, optimizer state, master weights and evaluation in float32.
 DTYPES = ("float32", "float64", "bfloat16")
 RECIPE_KEYS = set(CPU_RECIPE)
+
+
+def recipe_dtypes(recipe: dict) -> tuple[torch.dtype, torch.dtype | None]:
+    """``(dtype of the images and master weights, forward dtype or None: the same)`` of ``recipe["dtype"]``."""
+    if recipe.get("dtype", "float32") == "bfloat16":
+        return torch.float32, torch.bfloat16
+    return getattr(torch, recipe.get("dtype", "float32")), None
 CNN_ZOO_FORMAT = 1
 TARGETS = ("test_acc", "train_acc", "test_loss")
 
@@ -991,8 +997,7 @@ def build_cnn_zoo(root: Path | str, dataset: str, train_images: np.ndarray, trai
                 warnings.warn(f"{exc}: training it again", WsbenchWarning, stacklevel=2)
                 discard_cnn_zoo(path)
         dev = torch.device(device)
-        # bfloat16 is the forward's dtype (train_members); images and master weights stay float32.
-        dtype = torch.float32 if recipe["dtype"] == "bfloat16" else getattr(torch, recipe["dtype"])
+        dtype, _ = recipe_dtypes(recipe)
         data = Data(train_x=prepare_images(train_images[train_rows], size).to(dev, dtype),
                     train_y=torch.as_tensor(np.asarray(train_labels)[train_rows], dtype=torch.int64, device=dev),
                     test_x=prepare_images(test_images[test_rows], size).to(dev, dtype),
