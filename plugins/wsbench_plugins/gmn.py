@@ -207,11 +207,15 @@ class GMN(nn.Module):
         # it; evaluation is cheap and stays eager). compile=cuda compiles the message-passing stack;
         # cuda-full the whole forward (canonicalisation and head too): 10 % more samples/s, but 40 s more
         # compilation, which pays off only beyond about 250 epochs (benchmarks/results/gmn_throughput.json).
+        # cuda-graphs compiles the stack as cuda does and replays it as CUDA graphs (one per batch size):
+        # on the small conv graphs of CNN zoos a step is many tiny kernels, bound by their launches.
         self._stack_compiled: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]] | None = None
         self._forward_compiled: Callable[[torch.Tensor], tuple[torch.Tensor, OrderedDict]] | None = None
         if impl == "dense" and torch.cuda.is_available():
             if compile == "cuda":
                 self._stack_compiled = compile_fn(self._dense_stack, dynamic=True)
+            elif compile == "cuda-graphs":
+                self._stack_compiled = compile_fn(self._dense_stack, dynamic=False, mode="reduce-overhead")
             elif compile == "cuda-full":
                 self._forward_compiled = compile_fn(self._forward, dynamic=True)
         self.graph = ParamGraph(tuple(spec.dims)) if self.is_inr else ParamGraph.for_network(spec)
@@ -471,7 +475,8 @@ class MixedGMN(nn.Module):
 
 
 CHOICES = {"impl": ("dense", "pyg"), "weight_norm": ("per-layer", "none"), "canon": ("phase", "sign", "none"),
-           "aggr": ("mean", "sum"), "precision": ("fp32", "bf16"), "compile": ("none", "cuda", "cuda-full")}
+           "aggr": ("mean", "sum"), "precision": ("fp32", "bf16"),
+           "compile": ("none", "cuda", "cuda-graphs", "cuda-full")}
 
 
 def _check_network(info, config) -> None:
